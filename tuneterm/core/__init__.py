@@ -1,0 +1,1 @@
+"""The torch-free core: datasets, validation, prices, jobs, model references, settings."""

@@ -1,0 +1,93 @@
+"""User settings: ``~/.config/tuneterm/config.toml`` (or ``$TUNETERM_CONFIG``), overridden
+by ``TUNETERM_*`` environment variables. Secrets such as ``OPENAI_API_KEY`` are never
+settings: they are read from the environment where they are used and never written.
+
+Import this module only inside functions (pydantic costs start-up time).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tuneterm.core.errors import ConfigError
+
+
+def config_path() -> Path:
+    env = os.environ.get("TUNETERM_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("tuneterm", appauthor=False)) / "config.toml"
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = config_path()
+        self._data: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                self._data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(
+                    "the settings file is not valid TOML",
+                    [("file", str(path)), ("problem", str(exc))],
+                    "fix the file or move it away; tuneterm runs with defaults without it",
+                ) from exc
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by pydantic here
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Every field can be set in config.toml or as ``TUNETERM_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNETERM_", extra="ignore")
+
+    home: Path | None = Field(
+        default=None, description="Workspace folder (datasets, models, jobs, evals, tuneterm.db)."
+    )
+    models_dir: Path | None = Field(
+        default=None,
+        description="Where converted checkpoints are cached; defaults to <home>/models. "
+        "Point several workspaces at one folder to share conversions.",
+    )
+    default_model: str = Field(
+        default="smollm2-135m-instruct", description="Model reference used when none is given."
+    )
+    openai_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint; OPENAI_BASE_URL also works."
+    )
+    prices_file: Path | None = Field(
+        default=None, description="A TOML price table that overrides the shipped one."
+    )
+    job_poll_seconds: float = Field(default=1.0, description="How often the TUI re-reads job folders.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+@lru_cache(maxsize=1)
+def _cached() -> Settings:
+    return Settings()
+
+
+def get_settings(fresh: bool = False) -> Settings:
+    """Settings as of now; ``fresh=True`` re-reads the environment and the file (tests)."""
+    if fresh:
+        _cached.cache_clear()
+    return _cached()

@@ -1,0 +1,1 @@
+"""The Textual workbench. Imports only the core and textual: never torch & co."""
