@@ -1,4 +1,10 @@
-"""``tuneterm chat MODEL_REF "PROMPT"``: one turn through the model's chat template, streamed."""
+"""``tuneterm chat MODEL_REF "PROMPT"``: one turn through the model's chat template, streamed.
+
+Local references load in this process; ``openai:MODEL`` and ``http://HOST:PORT/v1#MODEL``
+stream through :mod:`tuneterm.core.chat_client`. ``--compare REF,REF,... "PROMPT"`` asks
+several models the same thing (local ones through an in-process ``serve``) and reports their
+timings, one after another or with ``--parallel`` at the same time.
+"""
 
 from __future__ import annotations
 
@@ -15,29 +21,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one chat turn with a model, streamed",
         description="Send one prompt through a model's chat template and stream the answer.",
     )
-    p.add_argument("model", metavar="MODEL_REF", help="e.g. smollm2-135m-instruct, job:ID, ./dir, hf:ORG/NAME")
-    p.add_argument("prompt", metavar="PROMPT")
+    p.add_argument("model", metavar="MODEL_REF", nargs="?",
+                   help="e.g. smollm2-135m-instruct, job:ID, ./dir, hf:ORG/NAME, openai:MODEL, http://HOST:PORT/v1#MODEL")
+    p.add_argument("prompt", metavar="PROMPT", nargs="?")
+    p.add_argument("--compare", metavar="REF,REF,...", default=None,
+                   help="ask several models the same prompt (then give only PROMPT) and compare timings")
+    p.add_argument("--parallel", action="store_true", help="with --compare: stream all models at the same time")
     p.add_argument("--system", "-s", default=None, help="system prompt")
     p.add_argument("--max-new-tokens", "-n", type=int, default=256)
     p.add_argument("--temperature", "-t", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=None, help="a stop string (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object with text and timings")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tuneterm.core import modelref
+    from tuneterm.core.errors import UsageError
 
+    if args.compare:
+        if args.model and args.prompt:
+            raise UsageError("with --compare give only the prompt", [("extra argument", args.model)],
+                             'tuneterm chat --compare REF,REF "PROMPT"')
+        from tuneterm.commands._chat_compare import run_compare
+
+        return run_compare(args, args.prompt or args.model)
+    if not args.model or args.prompt is None:
+        raise UsageError("chat needs a model and a prompt", hint='tuneterm chat MODEL_REF "PROMPT"')
     ref = modelref.parse(args.model)
     if ref.is_remote:
-        from tuneterm.core.errors import UsageError
-
-        raise UsageError(
-            "chat with remote models comes with the side-by-side chat",
-            [("reference", args.model)],
-            "use a local model reference for now",
-        )
+        return _run_remote(args)
     interactive = sys.stderr.isatty()
     if interactive:
         print(f"loading {args.model}…", file=sys.stderr, flush=True)
@@ -45,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from tuneterm.workers.loading import load
 
     params = GenerationParams(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        stop=list(args.stop or []),
     ).validate()
     loaded = load(args.model)
     messages = build_messages(args.prompt, args.system)
@@ -77,4 +93,46 @@ def run(args: argparse.Namespace) -> int:
                 f"{stats.decode_tok_s:.1f} tok/s]",
                 file=sys.stderr,
             )
+    return 0
+
+
+def generation_params(args: argparse.Namespace) -> dict:
+    """The command's generation settings as chat_client params (validated like the engine's)."""
+    from tuneterm.core.errors import InputError
+
+    if args.max_new_tokens < 1:
+        raise InputError("max_new_tokens must be at least 1", [("max_new_tokens", str(args.max_new_tokens))])
+    if args.temperature < 0:
+        raise InputError("temperature must be 0 (greedy) or more", [("temperature", str(args.temperature))])
+    if not 0 < args.top_p <= 1:
+        raise InputError("top_p must be in (0, 1]", [("top_p", str(args.top_p))])
+    return {"max_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+            "seed": args.seed, "stop": list(args.stop or [])}
+
+
+def _run_remote(args: argparse.Namespace) -> int:
+    from tuneterm.core.chat_client import ChatStats, stream_chat
+
+    params = generation_params(args)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}]
+    stats = ChatStats()
+    pieces = []
+    for piece in stream_chat(args.model, messages, params, stats):
+        pieces.append(piece)
+        if not args.json:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    if args.json:
+        print(json.dumps({
+            "model": args.model, "text": "".join(pieces), "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens, "ttft_ms": round((stats.ttft_s or 0) * 1000, 1),
+            "tokens_per_s": round(stats.tokens_per_s, 2), "total_s": round(stats.total_s, 3),
+            "finish_reason": stats.finish_reason,
+        }))
+    else:
+        sys.stdout.write("\n")
+        if sys.stderr.isatty():
+            print(f"[{stats.completion_tokens} tokens, ttft {1000 * (stats.ttft_s or 0):.0f} ms, "
+                  f"{stats.tokens_per_s:.1f} tok/s]", file=sys.stderr)
     return 0

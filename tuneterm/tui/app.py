@@ -1,18 +1,77 @@
-"""The tuneterm Textual app."""
+"""The tuneterm workbench: one Textual app whose screens are modes (1-7 or F1-F7).
+
+Only textual and the light core are imported here (tests/test_startup.py checks it); each
+screen's module is imported when its mode is first opened (see navigation.py).
+"""
 
 from __future__ import annotations
 
-from textual.app import App, ComposeResult
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App
 from textual.binding import Binding
-from textual.widgets import Footer, Header, Static
+from textual.message import Message
+
+from tuneterm.tui.commands import WorkbenchCommands
+from tuneterm.tui.errors import describe
+from tuneterm.tui.navigation import BY_MODE, PLACES, screen_factory
+
+
+def _goto_bindings() -> list[Binding]:
+    return [
+        Binding(f"{p.key},f{p.key}", f"goto('{p.mode}')", p.title, show=False, id=f"goto.{p.mode}")
+        for p in PLACES
+    ]
 
 
 class TunetermApp(App):
     TITLE = "tuneterm"
     SUB_TITLE = "fine-tuning workbench"
-    BINDINGS = [Binding("q", "quit", "Quit", id="quit")]
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
+    MODES = {p.mode: screen_factory(p) for p in PLACES}
+    DEFAULT_MODE = "datasets"
+    COMMANDS = App.COMMANDS | {WorkbenchCommands}
+    BINDINGS = [Binding("q", "quit", "Quit", id="quit"), *_goto_bindings()]
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("tuneterm — datasets, training, quantization, chat and evals.", id="welcome")
-        yield Footer()
+    class KeymapLoaded(Message):
+        def __init__(self, keymap: dict[str, str]) -> None:
+            super().__init__()
+            self.keymap = keymap
+
+    def __init__(self, start: str | None = None) -> None:
+        super().__init__()
+        self._start = start if start in BY_MODE else None
+
+    def on_mount(self) -> None:
+        if self._start and self._start != self.current_mode:
+            self.switch_mode(self._start)
+        self.call_after_refresh(self._load_keymap)  # after the first frame
+
+    @work(thread=True, exit_on_error=False, group="keymap")
+    def _load_keymap(self) -> None:
+        from tuneterm.tui.keymap import user_keymap
+
+        keymap = user_keymap()
+        if keymap:
+            self.post_message(self.KeymapLoaded(keymap))
+
+    @on(KeymapLoaded)
+    def _apply_keymap(self, event: KeymapLoaded) -> None:
+        self.update_keymap(event.keymap)
+
+    def action_goto(self, mode: str) -> None:
+        if mode in BY_MODE and mode != self.current_mode:
+            self.switch_mode(mode)
+
+    def report_error(self, exc: BaseException) -> None:
+        """Show ``exc`` as a notification (title, facts, hint); never raise."""
+        title, body = describe(exc)
+        self.notify(body, title=title, severity="error", timeout=12)
+
+    def on_unmount(self) -> None:
+        import sys
+
+        client = sys.modules.get("tuneterm.tui.mask_client")  # only if a screen started one
+        if client is not None:
+            client.close_all()

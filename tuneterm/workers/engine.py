@@ -107,13 +107,21 @@ def stream_chat(
     params: GenerationParams,
     stats: GenerationStats | None = None,
     cancel: threading.Event | None = None,
+    generate_kwargs: dict | None = None,
 ) -> Iterator[str]:
-    """Yield text pieces as they are generated; fills ``stats`` as it goes."""
+    """Yield text pieces as they are generated; fills ``stats`` as it goes.
+
+    A stop string ends the answer and is not part of it (as in OpenAI's API); text that could
+    be the start of a stop string is held back until it is known not to be one. Closing the
+    generator early (a client that went away) stops ``generate`` at its next step.
+    ``generate_kwargs`` go to ``model.generate`` as they are (e.g. PEFT's ``adapter_names``).
+    """
     params.validate()
     stats = stats if stats is not None else GenerationStats()
     input_ids = encode_chat(tokenizer, messages).to(model.device)
     stats.prompt_tokens = int(input_ids.shape[1])
     streamer = _QueueStreamer()
+    halt = threading.Event()  # set when we stop early: a stop string, or the consumer left
     gen_kwargs: dict[str, Any] = dict(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
@@ -127,14 +135,14 @@ def stream_chat(
         gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     if params.stop:
         gen_kwargs.update(stop_strings=list(params.stop), tokenizer=tokenizer)
-    if cancel is not None:
-        from transformers import StoppingCriteria, StoppingCriteriaList
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):  # noqa: ARG002
-                return cancel.is_set()
+    class _Halted(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):  # noqa: ARG002
+            return halt.is_set() or (cancel is not None and cancel.is_set())
 
-        gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled()])
+    gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Halted()])
+    gen_kwargs.update(generate_kwargs or {})
 
     failure: list[BaseException] = []
 
@@ -154,37 +162,76 @@ def stream_chat(
     ids: list[int] = []
     last_tok: int | None = None
     emitted = 0
+    stopped = False
+    stops = [s for s in params.stop if s]
+    hold = max((len(s) for s in stops), default=1) - 1
     eos = set(_eos_ids(model, tokenizer))
-    while True:
-        tok = streamer.q.get()
-        if tok is None:
-            break
-        if stats.ttft_s is None:
-            stats.ttft_s = time.perf_counter() - started
-        stats.completion_tokens += 1
-        last_tok = tok
-        if tok in eos:
-            continue
-        ids.append(tok)
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for more
-            continue
-        piece = text[emitted:]
-        if piece:
-            emitted = len(text)
-            yield piece
-    thread.join()
-    stats.total_s = time.perf_counter() - started
-    if failure:
-        exc = failure[0]
-        raise RuntimeFailure("generation failed", [("problem", f"{type(exc).__name__}: {exc}")]) from exc
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    if len(text) > emitted:
-        yield text[emitted:]
-    if cancel is not None and cancel.is_set():
+    try:
+        while True:
+            tok = streamer.q.get()
+            if tok is None:
+                break
+            if stats.ttft_s is None:
+                stats.ttft_s = time.perf_counter() - started
+            stats.completion_tokens += 1
+            last_tok = tok
+            if tok in eos:
+                continue
+            ids.append(tok)
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for more
+                continue
+            cut = _stop_index(text, stops, emitted)
+            if cut is not None:
+                stopped = True
+                halt.set()
+                if cut > emitted:
+                    yield text[emitted:cut]
+                emitted = cut
+                break
+            safe = len(text) - hold if stops else len(text)
+            if safe > emitted:
+                piece = text[emitted:safe]
+                emitted = safe
+                yield piece
+        if not stopped:
+            thread.join()
+            if failure:
+                exc = failure[0]
+                raise RuntimeFailure("generation failed", [("problem", f"{type(exc).__name__}: {exc}")]) from exc
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            cut = _stop_index(text, stops, emitted)
+            if cut is not None:
+                stopped = True
+                text = text[:cut]
+            if len(text) > emitted:
+                yield text[emitted:]
+    finally:
+        # Normal end, a stop string, or the consumer closed us early: let generate finish its step.
+        halt.set()
+        while thread.is_alive():
+            try:
+                streamer.q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+        stats.total_s = time.perf_counter() - started
+    if stopped:
+        stats.finish_reason = "stop"
+    elif cancel is not None and cancel.is_set():
         stats.finish_reason = "cancelled"
     elif stats.completion_tokens >= params.max_new_tokens and last_tok not in eos:
         stats.finish_reason = "length"
+
+
+def _stop_index(text: str, stops: list[str], emitted: int) -> int | None:
+    """Where the first stop string starts in ``text`` (searching only what could be new)."""
+    found = None
+    for s in stops:
+        i = text.find(s, max(0, emitted - len(s) + 1))
+        if i >= 0 and (found is None or i < found):
+            found = i
+    return found
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

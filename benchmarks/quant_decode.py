@@ -1,0 +1,235 @@
+"""Decode speed, perplexity and size of tuneterm's CPU quantizations of the embedded model.
+
+    .venv/bin/python benchmarks/quant_decode.py [--tokens 64] [--variants int8_dynamic_lean,...]
+
+In one run, with the same prompts (greedy, exactly --tokens new tokens, after a warm-up; the
+median over the prompts of (tokens - 1) / (time after the first token)):
+fp32 transformers ``generate`` (the anchor), each tuneterm CPU variant (saved, reloaded the way
+``job:ID`` loads it, then timed), and llama.cpp on the embedded Q4_1 GGUF when
+``llama-cpp-python`` is installed (else null). Perplexity is on tuneterm's built-in held-out
+texts. Prints ONE JSON line; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ALL = ["int8_dynamic", "int8_dynamic_lean", "int8_weight_only", "fp32_lean", "bnb_int8", "bnb_nf4", "gguf_q8_0"]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def prompt_ids(tokenizer, prompts):
+    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                          return_tensors="pt", return_dict=True)["input_ids"] for p in prompts]
+
+
+def hf_tok_s(model, all_ids, n: int) -> float:
+    """transformers generate: decode rate from the time of n tokens minus the time of 1 token."""
+    import torch
+
+    def gen(ids, k):
+        started = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, min_new_tokens=k,
+                           do_sample=False, pad_token_id=0)
+        return time.perf_counter() - started
+
+    gen(all_ids[0], 8)  # warm-up
+    rates = []
+    for ids in all_ids:
+        first = gen(ids, 1)
+        total = gen(ids, n)
+        rates.append((n - 1) / max(total - first, 1e-9))
+    return statistics.median(rates)
+
+
+def lean_tok_s(decoder, all_ids, n: int) -> float:
+    decoder.generate(all_ids[0], 8, stop_at_eos=False)  # warm-up
+    return statistics.median(decoder.generate(ids, n, stop_at_eos=False).decode_tok_s for ids in all_ids)
+
+
+def perplexity(logits_fn, tokenizer, texts, max_length: int = 256) -> float:
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)["input_ids"]
+            logits = logits_fn(ids)[0, :-1].float()
+            nll += float(F.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+            count += ids.shape[1] - 1
+    return math.exp(nll / count)
+
+
+def dir_mb(path: Path) -> float:
+    from tuneterm.workers.quant_gate import weight_bytes_on_disk
+
+    return round(weight_bytes_on_disk(path) / 1e6, 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--variants", default=",".join(ALL))
+    parser.add_argument("--texts", type=int, default=16, help="held-out texts for perplexity")
+    args = parser.parse_args()
+    wanted = [v for v in args.variants.split(",") if v]
+    load_start = os.getloadavg()[0]
+
+    import torch
+
+    from tuneterm.core import modelref
+    from tuneterm.workers import gguf_export
+    from tuneterm.workers.loading import load
+    from tuneterm.workers.quant_gate import default_prompts, heldout_texts
+    from tuneterm.workers.quant_loading import load_quantized
+    from tuneterm.workers.quantize import int8
+    from tuneterm.workers.quantize.fastdecode import FastDecoder
+
+    n = args.tokens
+    log("loading the embedded model (fp32)")
+    parent = load(modelref.EMBEDDED_NAME)
+    model, tok = parent.model, parent.tokenizer
+    prompts = default_prompts()[:3]
+    all_ids = prompt_ids(tok, prompts)
+    texts, _ = heldout_texts("", tok, args.texts)
+    result: dict = {}
+
+    def plain(m):
+        return lambda ids: m(ids).logits
+
+    log("fp32 (transformers generate)")
+    result["fp32"] = {"tok_s": round(hf_tok_s(model, all_ids, n), 2), "ppl": round(perplexity(plain(model), tok, texts), 4),
+                      "size_mb": dir_mb(parent.path)}
+    log(f"  {result['fp32']}")
+    scratch = Path(tempfile.mkdtemp(prefix="tuneterm-bench-"))
+    reloaded = {}
+
+    def int8_variant(mode: str):
+        if mode not in reloaded:
+            q = copy.deepcopy(model)
+            int8.quantize_model(q, mode)
+            folder = scratch / mode
+            int8.save_int8(q, tok, folder, mode, {"bits": 8})
+            del q
+            reloaded[mode] = (load_quantized(folder, {"method": mode}), dir_mb(folder))
+        return reloaded[mode]
+
+    for variant in wanted:
+        log(variant)
+        try:
+            if variant in ("int8_dynamic", "int8_weight_only"):
+                m, size = int8_variant(variant.replace("_", "-"))
+                entry = {"tok_s": hf_tok_s(m, all_ids, n), "ppl": perplexity(plain(m), tok, texts), "size_mb": size,
+                         "runtime": "transformers generate"}
+            elif variant == "int8_dynamic_lean":
+                m, size = int8_variant("int8-dynamic")
+                decoder = FastDecoder(m, max_len=1024)
+                entry = {"tok_s": lean_tok_s(decoder, all_ids, n),
+                         "ppl": perplexity(lambda ids: decoder.forward(ids, 0, all_logits=True), tok, texts),
+                         "size_mb": size, "runtime": "tuneterm lean loop"}
+            elif variant == "fp32_lean":
+                decoder = FastDecoder(model, max_len=1024)
+                entry = {"tok_s": lean_tok_s(decoder, all_ids, n),
+                         "ppl": perplexity(lambda ids: decoder.forward(ids, 0, all_logits=True), tok, texts),
+                         "size_mb": result["fp32"]["size_mb"], "runtime": "tuneterm lean loop"}
+            elif variant in ("bnb_int8", "bnb_nf4"):
+                from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+                cfg = (BitsAndBytesConfig(load_in_8bit=True) if variant == "bnb_int8" else
+                       BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32))
+                m = AutoModelForCausalLM.from_pretrained(parent.path, quantization_config=cfg, device_map="cpu").eval()
+                m.save_pretrained(scratch / variant)
+                entry = {"tok_s": hf_tok_s(m, all_ids, n), "ppl": perplexity(plain(m), tok, texts),
+                         "size_mb": dir_mb(scratch / variant), "runtime": "transformers generate (bitsandbytes CPU)"}
+                del m
+            elif variant == "gguf_q8_0":
+                folder = scratch / "gguf"
+                gguf_export.export(model, tok, folder / "model-q8_0.gguf", "q8_0")
+                model.config.save_pretrained(folder)
+                m = gguf_export.load_model(folder, "model-q8_0.gguf")
+                entry = {"tok_s": llama_cpp_tok_s(folder / "model-q8_0.gguf", prompts, n),
+                         "ppl": perplexity(plain(m), tok, texts), "size_mb": dir_mb(folder),
+                         "runtime": "llama.cpp" if has_llama_cpp() else "tok_s needs llama-cpp-python; ppl via de-quantized weights"}
+                del m
+            else:
+                log(f"  unknown variant {variant}, skipped")
+                continue
+        except Exception as exc:  # one broken variant must not hide the others
+            entry = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        for key in ("tok_s", "ppl"):
+            if isinstance(entry.get(key), float):
+                entry[key] = round(entry[key], 4 if key == "ppl" else 2)
+        result[variant] = entry
+        log(f"  {entry}")
+
+    q41 = llama_cpp_tok_s(modelref.embedded_gguf_path(), prompts, n)
+    result["llamacpp_q4_1"] = {"tok_s": round(q41, 2)} if q41 else None
+    base = result["fp32"]
+    scored = {k: v for k, v in result.items() if isinstance(v, dict) and v.get("tok_s") and v.get("ppl")
+              and k not in ("fp32", "llamacpp_q4_1")}
+    for v in scored.values():
+        v["speedup_vs_fp32"] = round(v["tok_s"] / base["tok_s"], 2)
+        v["ppl_increase"] = round(v["ppl"] / base["ppl"] - 1, 4)
+    eligible = {k: v for k, v in scored.items() if v["ppl_increase"] <= 0.02}
+    best = max(eligible, key=lambda k: eligible[k]["tok_s"]) if eligible else None
+    result["summary"] = {
+        "best_cpu_variant": best,
+        "best_speedup_vs_fp32": eligible[best]["speedup_vs_fp32"] if best else None,
+        "goal_3x_at_2pct_ppl": bool(best and eligible[best]["speedup_vs_fp32"] >= 3.0),
+        "best_vs_llamacpp_q4_1": round(eligible[best]["tok_s"] / q41, 3) if best and q41 else None,
+        "tokens": n, "prompts": len(prompts), "threads": torch.get_num_threads(),
+        "load_avg_start": round(load_start, 2), "load_avg_end": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def has_llama_cpp() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def llama_cpp_tok_s(path: Path, prompts: list[str], n: int) -> float | None:
+    if not has_llama_cpp():
+        return None
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=os.cpu_count(), verbose=False)
+    rates = []
+    for prompt in [prompts[0]] + prompts:  # the first is the warm-up
+        started = time.perf_counter()
+        first = None
+        count = 0
+        for _ in llm.create_chat_completion(messages=[{"role": "user", "content": prompt}], max_tokens=n,
+                                            temperature=0, stream=True):
+            count += 1
+            if first is None:
+                first = time.perf_counter()
+        if first and count > 1:
+            rates.append((count - 1) / (time.perf_counter() - first))
+    return statistics.median(rates[1:]) if len(rates) > 1 else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

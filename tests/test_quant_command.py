@@ -1,0 +1,44 @@
+"""`tuneterm quantize`: configs are checked before anything loads; --foreground runs the real job child."""
+
+from __future__ import annotations
+
+import json
+
+from tuneterm.core import jobs
+
+
+def test_bad_settings_fail_fast_without_a_job(cli, tiny_model_dir):
+    code, _, err = cli("quantize", str(tiny_model_dir), "--method", "int4-magic")
+    assert code == 2 and "unknown quantization method" in err
+    code, _, err = cli("quantize", str(tiny_model_dir), "--method", "gguf", "quant.outtype=q3")
+    assert code == 2 and "outtype" in err
+    code, _, err = cli("quantize", str(tiny_model_dir), "gate.max_ppl=0.1")
+    assert code == 2 and "unknown gate settings" in err and "max_ppl_increase" in err
+    code, _, err = cli("quantize", "job:nope")
+    assert code == 4
+    assert jobs.list_jobs() == []
+
+
+def test_every_recipe_resolves():
+    from tuneterm.workers.quantize import config as qconfig
+
+    for method in qconfig.METHODS:
+        recipe = qconfig.load_recipe(qconfig.recipes_dir() / f"{method}.toml")
+        config = qconfig.resolve("smollm2-135m-instruct", None, recipe, ["gate.max_ppl_increase=0.02"])
+        assert config["method"] == method and config["gate"]["max_ppl_increase"] == 0.02
+        # what the job reads back from spec.toml (no nulls) resolves to the same config
+        frozen = json.loads(json.dumps(config))
+        assert qconfig.from_spec(jobs.store._toml_clean(frozen)) == config
+
+
+def test_foreground_quantize_prints_the_report_and_makes_a_job_ref(cli, tiny_model_dir):
+    code, out, err = cli("quantize", str(tiny_model_dir), "--method", "int8-dynamic", "--foreground",
+                         "gate.max_texts=2", "gate.max_length=32", "gate.max_new_tokens=4",
+                         'gate.prompts=["Hi"]', "gate.min_exact_match=0.0")
+    assert code == 0, err + out
+    job = jobs.list_jobs()[-1]
+    assert job.state == "succeeded" and job.kind == "quantize"
+    assert f"job:{job.id}" in out and "Gate: passed" in out and "| decode (tokens/s) |" in out
+    assert job.model_ref == f"job:{job.id}"
+    spec = jobs.read_spec(job.dir)
+    assert spec["config"]["gate"]["min_exact_match"] == 0.0 and "max_mean_kl" not in spec["config"]["gate"]

@@ -1,0 +1,91 @@
+"""The workbench shell: screens by number and function keys, the command palette, errors, keymap."""
+
+from __future__ import annotations
+
+from tuneterm.core.errors import DatasetError
+from tuneterm.tui.app import TunetermApp
+from tuneterm.tui.navigation import PLACES
+
+
+async def test_number_and_function_keys_switch_screens():
+    app = TunetermApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.current_mode == "datasets"
+        assert type(app.screen).__name__ == "DatasetsScreen"
+        await pilot.press("4")
+        await pilot.pause()
+        assert app.current_mode == "jobs" and type(app.screen).__name__ == "JobsScreen"
+        await pilot.press("f3")
+        await pilot.pause()
+        assert app.current_mode == "train" and type(app.screen).__name__ == "TrainScreen"
+        # Typing a digit into a focused input types it; it does not switch screens.
+        app.screen.query_one("#train-model").focus()
+        await pilot.press("5")
+        assert app.current_mode == "train"
+        await pilot.press("f5")
+        await pilot.pause()
+        assert app.current_mode == "quantize"
+        assert "tuneterm quantize" in str(app.screen.query_one("#placeholder-text").render())
+        await pilot.press("6")
+        await pilot.pause()
+        assert "tuneterm eval" in str(app.screen.query_one("#placeholder-text").render())
+        await pilot.press("7")
+        await pilot.pause()
+        assert app.current_mode == "chat"
+        await pilot.press("q")
+        await pilot.pause()
+    assert not app.is_running
+
+
+async def test_palette_lists_screens_and_the_current_screens_actions():
+    from tuneterm.tui.commands import WorkbenchCommands
+
+    app = TunetermApp(start="jobs")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        provider = WorkbenchCommands(app.screen)
+        names = [name for name, _run, _help in provider._commands()]
+        for place in PLACES:
+            assert f"Go to {place.title}" in names
+        assert "Jobs: Cancel" in names and "Jobs: Resume" in names and "Jobs: Artifact" in names
+        helps = {name: help_text for name, _run, help_text in provider._commands()}
+        assert "id jobs.cancel" in helps["Jobs: Cancel"]
+        # Through the real palette: type, enter, and the command runs.
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"go to cost")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert app.current_mode == "cost"
+
+
+async def test_errors_become_notifications_with_the_hint():
+    app = TunetermApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.report_error(DatasetError("line 3: message 2 has role 'bot'", [("file", "x.jsonl")],
+                                      "use one of system, user, assistant, tool"))
+        app.report_error(ValueError("boom"))
+        await pilot.pause()
+        notes = list(app._notifications)
+        assert notes[0].title == "line 3: message 2 has role 'bot'"
+        assert "file: x.jsonl" in notes[0].message and "hint: use one of" in notes[0].message
+        assert notes[1].title == "unexpected ValueError" and "boom" in notes[1].message
+        assert app.is_running
+
+
+async def test_keymap_from_the_settings_file(tmp_path, monkeypatch):
+    config = tmp_path / "config.toml"
+    config.write_text('[keymap]\n"goto.jobs" = "j"\n')
+    monkeypatch.setenv("TUNETERM_CONFIG", str(config))
+    app = TunetermApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if app._keymap:
+                break
+        assert app._keymap == {"goto.jobs": "j"}
+        await pilot.press("j")
+        await pilot.pause()
+        assert app.current_mode == "jobs"

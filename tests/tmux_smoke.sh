@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Drive the real workbench in a real terminal: tmux runs `tuneterm`, send-keys types, capture-pane reads.
+#
+#   tests/tmux_smoke.sh [PYTHON]      (exit 0 = every check passed; needs tmux)
+#
+# It uses a throw-away workspace with the tickets sample imported, visits each screen by its
+# number key, opens the command palette, and quits with q. Set TMUX_SMOKE_KEEP=1 to keep the
+# captured screens (printed on failure either way).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${1:-$REPO/.venv/bin/python}"
+WORK="$(mktemp -d)"
+SESSION="tuneterm-smoke-$$"
+export TUNETERM_HOME="$WORK/ws" TUNETERM_CONFIG="$WORK/config.toml" HF_HUB_OFFLINE=1 TUNETERM_OFFLINE=1
+export TERM=xterm-256color
+
+cleanup() {
+  tmux kill-session -t "$SESSION" 2>/dev/null || true
+  [ -n "${TMUX_SMOKE_KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $1" >&2
+  echo "----- screen -----" >&2
+  tmux capture-pane -p -t "$SESSION" >&2 || true
+  exit 1
+}
+
+# wait_for TEXT [SECONDS]: poll the screen until TEXT shows up.
+wait_for() {
+  local text="$1" limit="${2:-20}" i=0
+  while [ "$i" -lt $((limit * 10)) ]; do
+    if tmux capture-pane -p -t "$SESSION" | grep -qF -- "$text"; then
+      return 0
+    fi
+    sleep 0.1
+    i=$((i + 1))
+  done
+  fail "did not see '$text' within ${limit}s"
+}
+
+"$PY" - "$REPO" <<'PYEOF'
+import sys
+from pathlib import Path
+from tuneterm.core.datasets import store
+store.import_dataset(Path(sys.argv[1]) / "sample_data" / "tickets", name="tickets")
+PYEOF
+
+tmux new-session -d -s "$SESSION" -x 100 -y 30 "cd '$REPO' && '$PY' -m tuneterm"
+wait_for "1 Datasets" 30
+wait_for "tickets"
+wait_for "example 1/"
+wait_for "assistant"
+
+tmux send-keys -t "$SESSION" "]"
+wait_for "example 2/"
+
+tmux send-keys -t "$SESSION" "e"
+wait_for "valid"
+
+tmux send-keys -t "$SESSION" "4"
+wait_for "no jobs yet"
+
+tmux send-keys -t "$SESSION" "3"
+wait_for "recipes/lora.toml"
+wait_for "LoRA tolerates high rates"
+
+tmux send-keys -t "$SESSION" F2
+wait_for "OpenAI model"
+wait_for "prices as of" 30
+
+tmux send-keys -t "$SESSION" F5
+wait_for "tuneterm quantize"
+
+tmux send-keys -t "$SESSION" C-p
+wait_for "Go to Jobs"
+tmux send-keys -t "$SESSION" Escape
+sleep 0.5  # a key right after Escape would read as Alt+key
+
+tmux send-keys -t "$SESSION" "1"
+wait_for "0 errors"
+tmux send-keys -t "$SESSION" "p"
+wait_for "example 2/"
+tmux send-keys -t "$SESSION" "q"
+i=0
+while tmux has-session -t "$SESSION" 2>/dev/null; do
+  sleep 0.1
+  i=$((i + 1))
+  [ "$i" -lt 100 ] || fail "q did not quit"
+done
+echo "tmux smoke: ok"

@@ -1,0 +1,118 @@
+"""``tuneterm chat --compare REF,REF,... "PROMPT"``: the same prompt to several models, timed.
+
+Local references are loaded once into an in-process OpenAI-compatible server on 127.0.0.1
+(a base and its adapters share weights, as in ``tuneterm serve``), so every model, local or
+remote, streams through the same client and the timings compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+
+from tuneterm.core.errors import TunetermError, UsageError
+
+
+def split_refs(text: str) -> list[str]:
+    refs = [r.strip() for r in text.split(",") if r.strip()]
+    if len(refs) < 1:
+        raise UsageError("--compare needs at least one model reference", [("given", text)],
+                         "tuneterm chat --compare smollm2-135m-instruct,job:ID \"PROMPT\"")
+    if len(set(refs)) != len(refs):
+        raise UsageError("a model is listed twice in --compare", [("given", text)])
+    return refs
+
+
+def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
+    from tuneterm.commands.chat import generation_params
+    from tuneterm.core import chat_client, modelref
+
+    if not prompt:
+        raise UsageError("--compare needs a prompt", hint='tuneterm chat --compare REF,REF "PROMPT"')
+    refs = split_refs(args.compare)
+    params = generation_params(args)
+    parsed = {r: modelref.parse(r) for r in refs}  # fail fast on a bad reference
+    local = [r for r in refs if parsed[r].is_local]
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": prompt}]
+    server = None
+    load_s = 0.0
+    routes = {r: r for r in refs}
+    if local:
+        if not args.json:
+            print(f"loading {', '.join(local)}…", file=sys.stderr, flush=True)
+        from tuneterm.workers.server import make_server, serve_in_thread
+
+        started = time.perf_counter()
+        server = make_server(local, port=0)
+        load_s = time.perf_counter() - started
+        serve_in_thread(server)
+        routes.update({r: f"{server.url}#{r}" for r in local})
+    results: dict[str, dict] = {}
+
+    def ask(ref: str, echo: bool) -> None:
+        stats = chat_client.ChatStats()
+        pieces: list[str] = []
+        error = None
+        try:
+            for piece in chat_client.stream_chat(routes[ref], messages, params, stats):
+                pieces.append(piece)
+                if echo:
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+        except TunetermError as err:
+            error = err.render()
+        results[ref] = {"model": ref, "text": "".join(pieces), "error": error,
+                        "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
+                        "ttft_ms": round((stats.ttft_s or 0) * 1000, 1), "tokens_per_s": round(stats.tokens_per_s, 2),
+                        "total_s": round(stats.total_s, 3), "finish_reason": stats.finish_reason}
+
+    wall_start = time.perf_counter()
+    try:
+        if args.parallel:
+            threads = [threading.Thread(target=ask, args=(r, False), daemon=True) for r in refs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if not args.json:
+                for r in refs:
+                    print(f"── {r} ──")
+                    print(results[r]["error"] or results[r]["text"])
+        else:
+            for r in refs:
+                if not args.json:
+                    print(f"── {r} ──", flush=True)
+                ask(r, echo=not args.json)
+                if not args.json:
+                    print(results[r]["error"] or "")
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    wall = time.perf_counter() - wall_start
+    rows = [results[r] for r in refs]
+    total_tokens = sum(row["completion_tokens"] for row in rows)
+    if args.json:
+        print(json.dumps({"prompt": prompt, "parallel": bool(args.parallel), "params": params,
+                          "load_s": round(load_s, 3), "wall_s": round(wall, 3),
+                          "combined_tokens_per_s": round(total_tokens / wall, 2) if wall > 0 else 0.0,
+                          "results": rows}))
+    else:
+        width = max(len(r) for r in refs)
+        print(f"\n{'model':<{width}}  {'ttft ms':>8}  {'tok/s':>7}  {'tokens':>6}  {'total s':>7}")
+        for row in rows:
+            status = "  error" if row["error"] else ""
+            print(f"{row['model']:<{width}}  {row['ttft_ms']:>8.0f}  {row['tokens_per_s']:>7.1f}  "
+                  f"{row['completion_tokens']:>6}  {row['total_s']:>7.2f}{status}")
+        print(f"{'parallel' if args.parallel else 'one after another'}: {wall:.2f} s wall, "
+              f"{total_tokens / wall if wall > 0 else 0:.1f} tok/s combined")
+    if any(row["error"] for row in rows):
+        for row in rows:
+            if row["error"]:
+                print(row["error"], file=sys.stderr)
+        return 1
+    return 0

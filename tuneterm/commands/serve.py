@@ -1,0 +1,67 @@
+"""``tuneterm serve MODEL_REF [MODEL_REF ...]``: an OpenAI-compatible server for local models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+ORDER = 12
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve local models over an OpenAI-compatible API",
+        description=(
+            "Serve local models over the OpenAI chat completions API (streaming with SSE). "
+            "The model ids are the references as given; a base model and LoRA adapters over it "
+            "share one copy of the base weights."
+        ),
+        epilog="example: tuneterm serve smollm2-135m-instruct job:abc123 --port 8000\n"
+        "         curl http://127.0.0.1:8000/v1/models",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL_REF", help="e.g. smollm2-135m-instruct, job:ID, ./dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", "-p", type=int, default=8000, help="port (0 = any free port; default 8000)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' (required when the host is not loopback); "
+                        "also read from $TUNETERM_API_KEY")
+    p.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
+    p.add_argument("--device", default=None, help="e.g. cuda, cpu (default: where the model loads)")
+    p.add_argument("--log-requests", action="store_true", help="log every request to stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from tuneterm.core import modelref
+    from tuneterm.core.errors import UsageError
+
+    for ref in args.models:
+        if modelref.parse(ref).is_remote:
+            raise UsageError(f"{ref} is a remote model; serve only loads local ones", [("reference", ref)],
+                             "chat with it directly: tuneterm chat " + ref + " PROMPT")
+    api_key = args.api_key or os.environ.get("TUNETERM_API_KEY") or None
+    from tuneterm.workers.server import is_loopback, make_server
+
+    if not is_loopback(args.host) and not api_key:  # fail before a long model load
+        make_server([], host=args.host, variants={})
+    print(f"loading {', '.join(args.models)}…", file=sys.stderr, flush=True)
+    server = make_server(args.models, host=args.host, port=args.port, api_key=api_key,
+                         dtype=args.dtype, device=args.device, quiet=not args.log_requests)
+    groups = {id(v.group) for v in server.variants.values()}
+    print(f"tuneterm serve: {server.url}", flush=True)
+    for model_id, v in server.variants.items():
+        kind = f"adapter over {v.group.key}" if v.adapter else "base"
+        print(f"  model: {model_id}  ({kind})", flush=True)
+    print(f"  {len(server.variants)} model(s) on {len(groups)} copy(ies) of base weights"
+          + ("; API key required" if api_key else ""), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,56 @@
+"""Labels of classification-like data: the final assistant reply, when it is a short label.
+
+A dataset counts as classification when every example ends in a short one-line reply and the
+replies take few distinct values (at most :data:`MAX_LABELS`, each used on average twice or more).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+MAX_LABELS = 50
+MAX_LABEL_CHARS = 64
+
+
+def label_of(example: dict) -> str | None:
+    """The last assistant message's content if it looks like a label, else None."""
+    if not isinstance(example, dict):
+        return None
+    msgs = example.get("messages")
+    if msgs is None and isinstance(example.get("preferred_output"), list):
+        msgs = example["preferred_output"]
+    if not isinstance(msgs, list):
+        return None
+    for msg in reversed(msgs):
+        if isinstance(msg, dict) and msg.get("role") == "assistant":
+            content = msg.get("content")
+            if isinstance(content, str) and 0 < len(content) <= MAX_LABEL_CHARS and "\n" not in content:
+                return content.strip()
+            return None
+    return None
+
+
+class LabelTally:
+    """Counts labels while streaming; gives up (``distribution() -> None``) when it isn't classification."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.n = 0
+        self.broken = False
+
+    def add(self, example: dict) -> str | None:
+        self.n += 1
+        if self.broken:
+            return None
+        label = label_of(example)
+        if label is None or (label not in self.counts and len(self.counts) >= MAX_LABELS):
+            self.broken = True
+            self.counts.clear()
+            return None
+        self.counts[label] += 1
+        return label
+
+    def distribution(self) -> dict[str, int] | None:
+        if self.broken or not self.counts or len(self.counts) * 2 > self.n or len(self.counts) < 2:
+            return None
+        return dict(sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0])))

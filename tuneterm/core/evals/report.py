@@ -1,0 +1,167 @@
+"""Eval reports: ``report.json`` (versioned schema), ``samples.jsonl``, ``report.md`` and a
+terminal table. Torch-free: the TUI reads the same files.
+
+Schema ``tuneterm.eval-report/1``::
+
+    {"schema": ..., "created_at", "duration_s", "settings": {...},
+     "variants": [{"id", "ref", "shots", "parent", "fingerprint": {"id", "weights", "adapter", ...}}],
+     "tasks": {NAME: {"version", "type", "source", "metrics": [NAME...],
+                      "variants": {VID: {"n", "metrics": {M: {"value", "ci95", "ci_method", "higher_is_better"}},
+                                         "speed": {"tokens_per_s", "items_per_s", "latency_p50_s", "latency_p95_s",
+                                                   "peak_memory_bytes", "size_bytes", "computed", "cached"}}},
+                      "comparisons": [{"variant", "baseline", "metric", "n", "value", "baseline_value", "delta",
+                                       "ci95", "test", "p_value", "fixed", "broken", "significant",
+                                       "regression", "warning"?}]}}}
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+from tuneterm.core.errors import InputError, NotFoundError
+from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
+
+SCHEMA = "tuneterm.eval-report/1"
+
+
+def build_report(tasks: dict, variants: list[dict], settings: dict, started: float) -> dict:
+    return {
+        "schema": SCHEMA,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "duration_s": round(time.time() - started, 2),
+        "settings": settings,
+        "variants": variants,
+        "tasks": tasks,
+    }
+
+
+def write_report(out_dir: Path, report: dict, samples: list[dict]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "samples.jsonl",
+                      "".join(json.dumps(s, ensure_ascii=False, default=str) + "\n" for s in samples))
+    atomic_write_text(out_dir / "report.md", render_markdown(report))
+    atomic_write_json(out_dir / "report.json", report)
+
+
+def load_report(path: Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.is_file():
+        raise NotFoundError("no eval report", [("expected", str(path))], "run `tuneterm eval ... --out DIR` first")
+    data = json.loads(path.read_text())
+    if data.get("schema") != SCHEMA:
+        raise InputError("unknown eval report schema", [("file", str(path)), ("schema", str(data.get("schema")))])
+    return data
+
+
+def regressions(report: dict) -> list[dict]:
+    """Comparisons where a variant is significantly worse than its baseline."""
+    return [{"task": name, **c} for name, t in report["tasks"].items() for c in t["comparisons"] if c.get("regression")]
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+
+def fmt_metric(m: dict | None) -> str:
+    if not m or m.get("value") is None:
+        return "–"
+    v = m["value"]
+    lo, hi = (m.get("ci95") or [None, None])
+    scale = 100 if m.get("unit", "fraction") == "fraction" else 1
+    if lo is None or hi is None:
+        return f"{v * scale:.1f}"
+    return f"{v * scale:.1f} [{lo * scale:.1f}, {hi * scale:.1f}]"
+
+
+def fmt_delta(c: dict) -> str:
+    if c.get("delta") is None:
+        return "–"
+    d = c["delta"]
+    scale, unit = (100, " pt") if c.get("unit", "fraction") == "fraction" else (1, "")
+    star = " *" if c.get("significant") else ""
+    flips = f" (+{c['fixed']}/-{c['broken']})" if "fixed" in c else ""
+    p = c.get("p_value")
+    p_text = "p<0.001" if p is not None and p < 0.001 else f"p={p:.3g}" if p is not None else ""
+    return f"{d * scale:+.1f}{unit}{star} {p_text}{flips}"
+
+
+def _speed(s: dict) -> str:
+    parts = []
+    if s.get("tokens_per_s"):
+        parts.append(f"{s['tokens_per_s']:.0f} tok/s")
+    if s.get("latency_p50_s") is not None:
+        parts.append(f"p50 {1000 * s['latency_p50_s']:.0f} ms / p95 {1000 * (s.get('latency_p95_s') or 0):.0f} ms")
+    if s.get("peak_memory_bytes"):
+        parts.append(f"peak {s['peak_memory_bytes'] / 2**20:.0f} MiB")
+    if s.get("size_bytes"):
+        parts.append(f"size {s['size_bytes'] / 2**20:.0f} MiB")
+    if s.get("cached"):
+        parts.append(f"{s['cached']} cached")
+    return ", ".join(parts) or "–"
+
+
+def rows(report: dict) -> list[list[str]]:
+    """Table rows: task, variant, n, each metric, Δ vs baseline (first metric), speed."""
+    out = []
+    for name, task in report["tasks"].items():
+        comps = {(c["variant"], c["metric"]): c for c in task["comparisons"]}
+        for vid, res in task["variants"].items():
+            if res.get("skipped"):
+                out.append([name, vid, "0", f"skipped: {res['skipped']}", "", ""])
+                continue
+            metrics = "; ".join(f"{m} {fmt_metric(res['metrics'].get(m))}" for m in task["metrics"])
+            deltas = "; ".join(f"{m} {fmt_delta(comps[(vid, m)])} vs {comps[(vid, m)]['baseline']}"
+                               for m in task["metrics"] if (vid, m) in comps)
+            out.append([name, vid, str(res["n"]), metrics, deltas or "(baseline)", _speed(res.get("speed", {}))])
+    return out
+
+
+HEADERS = ["task", "variant", "n", "metrics (95% CI)", "Δ vs baseline (paired)", "speed"]
+
+
+def warnings(report: dict) -> list[str]:
+    out = []
+    for name, task in report["tasks"].items():
+        for c in task["comparisons"]:
+            if c.get("warning"):
+                out.append(f"{name}: {c['variant']} vs {c['baseline']} ({c['metric']}): {c['warning']}")
+    return out
+
+
+def render_markdown(report: dict) -> str:
+    lines = ["# Eval report", "", f"created {report['created_at']}, {report['duration_s']} s", ""]
+    lines += ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    for r in rows(report):
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+    lines += ["", "`*` = significant at p < 0.05 (McNemar exact for right/wrong scores, paired bootstrap otherwise);"
+              " (+fixed/-broken) counts items that changed.", ""]
+    warns = warnings(report)
+    if warns:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warns] + [""]
+    lines += ["## Variants", ""]
+    for v in report["variants"]:
+        fp = v.get("fingerprint") or {}
+        lines.append(f"- `{v['id']}`: ref `{v['ref']}`, parent `{v.get('parent')}`, fingerprint `{str(fp.get('id', ''))[:16]}`")
+    return "\n".join(lines) + "\n"
+
+
+def render_table(report: dict) -> str:
+    """The terminal table (rich), as text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="tuneterm eval", show_lines=False)
+    for h in HEADERS:
+        table.add_column(h, overflow="fold")
+    for r in rows(report):
+        table.add_row(*r)
+    buf = io.StringIO()
+    console = Console(file=buf, width=160, force_terminal=False, color_system=None)
+    console.print(table)
+    for w in warnings(report):
+        console.print(f"warning: {w}")
+    return buf.getvalue()

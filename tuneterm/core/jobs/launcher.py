@@ -1,0 +1,139 @@
+"""Starting, cancelling and resuming job processes (torch-free).
+
+The child is ``python -m tuneterm.workers.run JOB_DIR`` started with ``start_new_session=True``,
+stdin from /dev/null and stdout/stderr appended to ``log.txt``: closing the TUI or dropping SSH
+changes nothing for it. With ``nproc > 1`` in the spec the child is ``torchrun`` (DDP), which
+starts one ``tuneterm.workers.run`` per process in the same process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tuneterm.core.errors import JobError
+from tuneterm.core.fsutil import atomic_write_json
+from tuneterm.core.jobs import store
+from tuneterm.core.jobs.store import JobInfo
+
+
+def locks_dir() -> Path:
+    """Per-device lock files (``jobs/.locks/cuda0.lock``) held by the child that uses the device."""
+    return store.jobs_root() / ".locks"
+
+
+def child_command(folder: Path, resume: bool = False) -> list[str]:
+    spec = store.read_spec(folder)
+    job = spec.get("job", {})
+    nproc = int(job.get("nproc", 1) or 1)
+    tail = ["-m", "tuneterm.workers.run", str(folder)] + (["--resume"] if resume else [])
+    if nproc <= 1:
+        return [sys.executable, *tail]
+    accel_cfg = (spec.get("config", {}).get("launch", {}) or {}).get("accelerate_config")
+    if accel_cfg:  # FSDP or DeepSpeed come from an accelerate config file
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accel_cfg),
+                "--num_processes", str(nproc), *tail]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            *tail]
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    repo = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # OpenMP threads that sleep instead of spinning: on a box shared with other work, spinning
+    # torch threads slowed a CPU training step 3-6x in our measurements; the cost when alone is small.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
+
+def launch(job_id: str, resume: bool = False, *, foreground: bool = False) -> JobInfo | subprocess.Popen:
+    """Start the job's child process. Detached unless ``foreground`` (then the Popen is returned)."""
+    info = store.get_job(job_id)
+    folder = info.dir
+    if store.job_alive(folder) and info.state in store.FINISHED:
+        _wait_exit(folder, 30.0)  # it has written its final state and is shutting down
+    if store.job_alive(folder):
+        raise JobError(f"job {info.id} already has a live process", [("pid", str(info.pid))])
+    cmd = child_command(folder, resume)
+    store.update_status(folder, state="queued", error=None, exit_code=None, finished_at=None,
+                        note="starting", heartbeat=time.time(), resumed=bool(resume))
+    log = open(folder / "log.txt", "ab")
+    try:
+        log.write(f"[{store.now_iso()}] {'resuming' if resume else 'starting'}: {' '.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(folder),
+            env=_child_env(), start_new_session=not foreground, close_fds=True,
+        )
+    except OSError as exc:
+        store.update_status(folder, state="failed", error=f"could not start the child: {exc}",
+                            finished_at=store.now_iso())
+        raise JobError("could not start the job process", [("command", " ".join(cmd)), ("problem", str(exc))]) from exc
+    finally:
+        log.close()
+    pgid = proc.pid if not foreground else os.getpgid(proc.pid)
+    atomic_write_json(folder / "pid", {"pid": proc.pid, "pgid": pgid,
+                                       "start_tick": store.process_start_tick(proc.pid),
+                                       "started": store.now_iso(), "command": cmd})
+    if foreground:
+        return proc
+    return store.get_job(info.id)
+
+
+def _wait_exit(folder: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while store.job_alive(folder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def cancel(job_id: str, wait: float = 0.0) -> JobInfo:
+    """SIGTERM to the job's process group: the child saves a checkpoint and ends ``cancelled``."""
+    info = store.get_job(job_id)
+    if info.state in store.FINISHED:
+        raise JobError(f"job {info.id} is already {info.state}", hint="nothing to cancel")
+    pid_info = store.read_pid(info.dir)
+    if not pid_info or not store.pid_alive(pid_info.get("pid"), pid_info.get("start_tick")):
+        store.update_status(info.dir, state="cancelled", finished_at=store.now_iso(), note=None)
+        return store.get_job(info.id)
+    store.update_status(info.dir, cancel_requested=store.now_iso())
+    pgid = pid_info.get("pgid") or pid_info["pid"]
+    try:
+        if pgid == os.getpgrp():  # a foreground child shares our group: signal it alone
+            os.kill(pid_info["pid"], signal.SIGTERM)
+        else:
+            os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + wait
+    while wait and time.monotonic() < deadline:
+        if not store.pid_alive(pid_info["pid"], pid_info.get("start_tick")):
+            break
+        time.sleep(0.1)
+    return store.get_job(info.id)
+
+
+def resume(job_id: str) -> JobInfo:
+    """Start a failed or cancelled job again from its last checkpoint."""
+    info = store.get_job(job_id)
+    if info.state in store.ACTIVE:
+        raise JobError(f"job {info.id} is {info.state}", hint="only failed or cancelled jobs resume")
+    if info.state == "succeeded":
+        raise JobError(f"job {info.id} already succeeded", hint="start a new job to train further")
+    return launch(info.id, resume=True)
+
+
+def wait_for(job_id: str, timeout: float = 60.0, states: tuple = store.FINISHED) -> JobInfo:
+    """Poll until the job reaches one of ``states`` (used by tests and --wait)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = store.get_job(job_id)
+        if info.state in states or time.monotonic() > deadline:
+            return info
+        time.sleep(0.1)

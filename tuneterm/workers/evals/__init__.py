@@ -1,0 +1,1 @@
+"""Eval execution (the ML side): local batched backends, remote backends, scoring, the runner."""

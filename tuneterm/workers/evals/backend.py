@@ -1,0 +1,300 @@
+"""Local eval backend: batched generation and log-likelihood scoring on one loaded base model.
+
+- Generation: prompts sorted by length (longest first), left-padded, greedy by default; each
+  output is cut at EOS and at the stop strings, so the text does not depend on the batch.
+- Log-likelihood: (context, continuation) token pairs encoded as lm-evaluation-harness does
+  (trailing spaces of the context move to the continuation; the continuation's tokens are
+  those of ``tok(context + continuation)`` after ``len(tok(context))``), right-padded batches
+  sorted by length, summed log-probabilities of the continuation tokens.
+- One base model serves its LoRA adapters: ``set_adapter`` per variant, ``disable_adapter``
+  for the base itself, instead of loading the base again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from tuneterm.core import modelref
+from tuneterm.core.evals.extract import truncate_at_stop
+from tuneterm.core.workspace import workspace
+from tuneterm.workers import loading
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+Progress = Callable[[int], None]
+
+
+def _sha_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def folder_digest(folder: Path) -> tuple[str, int]:
+    """(digest of the weight files, their total size) of a model or adapter folder."""
+    models_dir = workspace().models_dir
+    parts, size = [], 0
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES) if Path(folder).is_dir() else [Path(folder)]
+    for p in files:
+        parts.append((p.name, modelref.file_digest(p, models_dir)))
+        size += p.stat().st_size
+    for name in ("config.json", "adapter_config.json", "quantization_config.json"):
+        cfg = Path(folder) / name
+        if cfg.is_file():
+            parts.append((name, _sha_text(cfg.read_text())))
+    return _sha_text(json.dumps(parts)), size
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    vocab = tokenizer.get_vocab()
+    blob = json.dumps({"vocab": sorted(vocab.items(), key=lambda kv: kv[1])[:: max(1, len(vocab) // 4096)],
+                       "n": len(vocab), "cls": type(tokenizer).__name__,
+                       "special": tokenizer.all_special_tokens,
+                       "chat_template": getattr(tokenizer, "chat_template", None) or ""}, sort_keys=True)
+    return _sha_text(blob)
+
+
+@dataclass
+class LocalVariant:
+    """One local variant: a base folder plus an optional adapter."""
+
+    vid: str
+    ref: str
+    base_path: Path
+    adapter_path: Path | None = None
+    quant: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        """Variants with the same group share one loaded model."""
+        if self.quant:
+            return f"quant:{self.ref}"
+        return str(self.base_path)
+
+
+def resolve_local(vid: str, ref: str) -> LocalVariant:
+    path, facts = loading.local_path(ref)
+    if facts.get("adapter"):
+        base_path, _ = loading.local_path(str(facts["base"]))
+        return LocalVariant(vid, ref, Path(base_path), adapter_path=Path(path), facts=facts)
+    return LocalVariant(vid, ref, Path(path), quant=dict(facts.get("quant") or {}), facts=facts)
+
+
+class LocalGroup:
+    """A loaded model (a base, maybe with adapters, or a quantized model) serving its variants."""
+
+    def __init__(self, variants: list[LocalVariant], dtype: str | None = None, device: str | None = None) -> None:
+        first = variants[0]
+        self.variants = {v.vid: v for v in variants}
+        started = time.perf_counter()
+        if first.quant:
+            loaded = loading.load(first.ref, dtype=dtype, device=device)
+        else:
+            loaded = loading.load(str(first.base_path), dtype=dtype, device=device)
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.adapters: dict[str, str] = {}
+        for v in variants:
+            if v.adapter_path is None:
+                continue
+            name = f"a{len(self.adapters)}"
+            from peft import PeftModel
+
+            if not self.adapters:
+                self.model = PeftModel.from_pretrained(self.model, str(v.adapter_path), adapter_name=name)
+            else:
+                self.model.load_adapter(str(v.adapter_path), adapter_name=name)
+            self.adapters[v.vid] = name
+        self.model.eval()
+        self.load_seconds = time.perf_counter() - started
+        self.device = next(self.model.parameters()).device
+        self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.eos_ids = set(_eos_ids(self.model, self.tokenizer))
+        self._tok_digest = tokenizer_digest(self.tokenizer)
+        self._base_digest = folder_digest(first.base_path)
+
+    # --- identity ---------------------------------------------------------------------------
+
+    def fingerprint(self, vid: str) -> dict:
+        v = self.variants[vid]
+        base_digest, base_size = self._base_digest
+        out = {"weights": base_digest, "tokenizer": self._tok_digest, "quant": v.quant or None,
+               "adapter": None, "size_bytes": base_size}
+        if v.adapter_path is not None:
+            digest, size = folder_digest(v.adapter_path)
+            out.update(adapter=digest, size_bytes=base_size + size, adapter_bytes=size)
+        out["id"] = _sha_text(json.dumps({k: out[k] for k in ("weights", "tokenizer", "quant", "adapter")},
+                                         sort_keys=True, default=str))
+        return out
+
+    @contextlib.contextmanager
+    def activate(self, vid: str) -> Iterator[None]:
+        name = self.adapters.get(vid)
+        if name is not None:
+            self.model.set_adapter(name)
+            yield
+        elif self.adapters:
+            with self.model.disable_adapter():
+                yield
+        else:
+            yield
+
+    def close(self) -> None:
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # --- prompts -----------------------------------------------------------------------------
+
+    def render_prompt(self, prompt: Any) -> str:
+        """A chat (list of messages) through the chat template, or plain context text as is."""
+        if isinstance(prompt, list):
+            return self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return prompt
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prefix_token(self) -> int:
+        tok = self.tokenizer
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-evaluation-harness's ``_encode_pair``."""
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces > 0:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        whole = self.encode(context + continuation)
+        ctx = self.encode(context)
+        cont = whole[len(ctx):]
+        if not ctx:
+            ctx = [self.prefix_token()]
+        return ctx, cont
+
+    # --- generation --------------------------------------------------------------------------
+
+    def generate(self, prompts: list[str], gen: dict, batch_size: int,
+                 on_batch: Callable[[list[int], list[dict]], None]) -> None:
+        """Generate for rendered prompts; ``on_batch(indices, results)`` after each batch."""
+        encoded = [self.encode(p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            rows = [encoded[i] for i in idx]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, r in enumerate(rows):
+                ids[j, width - len(r):] = torch.tensor(r, dtype=torch.long)
+                mask[j, width - len(r):] = 1
+            kwargs: dict[str, Any] = dict(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                max_new_tokens=int(gen["max_new_tokens"]), pad_token_id=self.pad_id,
+            )
+            if gen.get("temperature", 0) > 0:
+                kwargs.update(do_sample=True, temperature=gen["temperature"], top_p=gen.get("top_p", 1.0), top_k=0)
+                torch.manual_seed(int(gen.get("seed") or 0))
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            if gen.get("stop"):
+                kwargs.update(stop_strings=list(gen["stop"]), tokenizer=self.tokenizer)
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = self.model.generate(**kwargs)
+            elapsed = time.perf_counter() - t0
+            results = []
+            for j, r in enumerate(rows):
+                new = out[j, width:].tolist()
+                kept: list[int] = []
+                for tok in new:
+                    if tok in self.eos_ids:
+                        break
+                    kept.append(tok)
+                text = truncate_at_stop(self.tokenizer.decode(kept, skip_special_tokens=True), gen.get("stop") or [])
+                results.append({"output": text, "prompt_tokens": len(r), "completion_tokens": len(kept),
+                                "latency_s": round(elapsed, 4)})
+            on_batch(idx, results)
+
+    # --- log-likelihood ----------------------------------------------------------------------
+
+    def loglikelihood(self, requests: list[tuple[list[int], list[int]]], batch_size: int,
+                      on_batch: Callable[[list[int], list[dict]], None]) -> None:
+        """Sum of log p(continuation | context) per request, and whether it is the greedy path."""
+        max_len = self.max_length
+        inputs = []
+        for ctx, cont in requests:
+            whole = (ctx + cont)[-(max_len + 1):]
+            inputs.append(whole[:-1])
+        order = sorted(range(len(requests)), key=lambda i: -len(inputs[i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            rows = [inputs[i] for i in idx]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, r in enumerate(rows):
+                ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
+                mask[j, : len(r)] = 1
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+            results = []
+            for j, i in enumerate(idx):
+                cont = requests[i][1]
+                n_in = len(rows[j])
+                span = logprobs[j, n_in - len(cont): n_in]
+                target = torch.tensor(cont, dtype=torch.long, device=span.device)
+                picked = span.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+                greedy = bool((span.argmax(-1) == target).all())
+                results.append({"logprob": float(picked.sum()), "greedy": greedy, "tokens": len(cont)})
+            elapsed = time.perf_counter() - t0
+            for r in results:
+                r["latency_s"] = round(elapsed, 4)
+            on_batch(idx, results)
+
+    def rolling_requests(self, text: str) -> list[tuple[list[int], list[int]]]:
+        """Disjoint windows over ``text``'s tokens, each with one token of context (lm-eval's rolling)."""
+        tokens = self.encode(text)
+        if not tokens:
+            return []
+        window = self.max_length
+        reqs = []
+        prev = self.prefix_token()
+        for start in range(0, len(tokens), window):
+            chunk = tokens[start : start + window]
+            reqs.append(([prev], chunk))
+            prev = chunk[-1]
+        return reqs
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    found = []
+    for source in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(v for v in value if isinstance(v, int))
+    if tokenizer.eos_token_id is not None:
+        found.append(tokenizer.eos_token_id)
+    return found
+
+
+def peak_memory_bytes() -> int:
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()

@@ -1,0 +1,39 @@
+"""A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class ProgressBar:
+    def __init__(self, label: str, total: int, enabled: bool) -> None:
+        self.label, self.total, self.enabled = label, total, enabled and total > 0
+        self.done = 0
+        self._started = time.perf_counter()
+        self._last = 0.0
+        self._draw(force=True)
+
+    def advance(self, n: int) -> None:
+        self.done = min(self.total, self.done + n)
+        self._draw()
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < 0.1 and self.done < self.total:
+            return
+        self._last = now
+        width = 24
+        filled = int(width * self.done / self.total) if self.total else width
+        rate = self.done / (now - self._started) if now > self._started else 0.0
+        sys.stderr.write(f"\r{self.label[:40]:<40} [{'█' * filled}{'░' * (width - filled)}] "
+                         f"{self.done}/{self.total} {rate:5.1f} it/s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(force=True)
+            sys.stderr.write("\n")
+            sys.stderr.flush()

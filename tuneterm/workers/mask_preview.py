@@ -1,0 +1,153 @@
+"""Which tokens of an example are trained on: a long-lived helper process for the TUI.
+
+    python -m tuneterm.workers.mask_preview --model REF
+
+The TUI never imports transformers; it starts this process once per model and talks JSON
+lines over stdin/stdout. The first line out is ``{"ready": true, ...}`` (or ``{"error": ...}``).
+Then, one request per line:
+
+    {"op": "mask", "example": {...}}     -> {"tokens": [[text, trained], ...], "n_tokens", "n_trained"}
+    {"op": "lengths", "path": "x.jsonl"} -> {"lengths": [[line, n_tokens], ...], "limit": N}
+
+The mask follows the usual assistant-only loss: render the conversation with the model's chat
+template; an assistant turn's span is what rendering ``messages[:i+1]`` adds to rendering
+``messages[:i]`` with the generation prompt (its content and end-of-turn marker). Turns with
+``"weight": 0`` are not trained; everything else (system, user, tool, template markup) is masked.
+Errors are ``{"error": TunetermError.to_dict()}``; the process keeps serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tuneterm.core.errors import InputError, TunetermError
+
+
+def conversation(example: dict) -> list[dict]:
+    """The messages of a chat example, or of a DPO pair's prompt plus its preferred reply."""
+    if isinstance(example.get("messages"), list):
+        return [m for m in example["messages"] if isinstance(m, dict)]
+    inp = example.get("input") if isinstance(example.get("input"), dict) else {}
+    out = example.get("preferred_output")
+    msgs = list(inp.get("messages") or []) + (list(out) if isinstance(out, list) else [])
+    return [m for m in msgs if isinstance(m, dict)]
+
+
+def _clean(messages: list[dict]) -> list[dict]:
+    keep = ("role", "content", "tool_calls", "tool_call_id", "name")
+    return [{k: v for k, v in m.items() if k in keep} for m in messages]
+
+
+def trained_char_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered text and the character spans of the assistant turns that are trained."""
+    msgs = _clean(messages)
+    text = tokenizer.apply_chat_template(msgs, tokenize=False)
+    spans: list[tuple[int, int]] = []
+    for i, message in enumerate(messages):
+        if message.get("role") != "assistant" or message.get("weight", 1) == 0:
+            continue
+        before = tokenizer.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True) if i else ""
+        upto = tokenizer.apply_chat_template(msgs[: i + 1], tokenize=False)
+        if not text.startswith(upto) or not upto.startswith(before):
+            # A template that rewrites earlier turns (e.g. drops past reasoning): find the content.
+            content = message.get("content") or ""
+            start = text.find(content) if isinstance(content, str) and content else -1
+            if start >= 0:
+                spans.append((start, start + len(content)))
+            continue
+        spans.append((len(before), len(upto)))
+    return text, spans
+
+
+def spans_for(tokenizer: Any, messages: list[dict], tools=None) -> tuple[str, list[tuple[int, int]]]:
+    """The training code's own spans when it is installed (so the view is what training does)."""
+    try:
+        from tuneterm.workers.train.data import assistant_spans
+    except ImportError:
+        return trained_char_spans(tokenizer, messages)
+    return assistant_spans(tokenizer, messages, tools)
+
+
+def mask_tokens(tokenizer: Any, example: dict) -> dict:
+    messages = conversation(example)
+    if not messages:
+        raise InputError("the example has no messages", hint="a chat example is {\"messages\": [...]}")
+    text, spans = spans_for(tokenizer, messages, example.get("tools"))
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    tokens = []
+    for start, end in enc["offset_mapping"]:
+        trained = end > start and any(a <= start < b for a, b in spans)
+        tokens.append([text[start:end], trained])
+    n_trained = sum(1 for _, t in tokens if t)
+    return {"tokens": tokens, "n_tokens": len(tokens), "n_trained": n_trained}
+
+
+def lengths(tokenizer: Any, path: str, limit: int = 100_000) -> dict:
+    from tuneterm.core.datasets.formats import iter_records
+
+    out = []
+    for rec in iter_records(path):
+        if rec.example is None or not isinstance(rec.example, dict):
+            continue
+        messages = _clean(conversation(rec.example))
+        if not messages:
+            continue
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
+        except Exception:  # a pattern the template rejects: count the contents
+            text = " ".join(str(m.get("content") or "") for m in messages)
+        out.append([rec.line, len(tokenizer(text, add_special_tokens=False)["input_ids"])])
+        if len(out) >= limit:
+            break
+    max_len = getattr(tokenizer, "model_max_length", None)
+    return {"lengths": out, "limit": int(max_len) if isinstance(max_len, int) and max_len < 10**7 else None}
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _error(exc: BaseException) -> dict:
+    if isinstance(exc, TunetermError):
+        return {"error": exc.to_dict()}
+    return {"error": {"title": f"{type(exc).__name__}: {exc}", "facts": {}, "hint": "", "error": "RuntimeFailure"}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tuneterm.workers.mask_preview")
+    parser.add_argument("--model", required=True)
+    args = parser.parse_args(argv)
+    try:
+        from tuneterm.workers.loading import load_tokenizer
+
+        tokenizer = load_tokenizer(args.model)
+        if not getattr(tokenizer, "chat_template", None):
+            raise InputError(f"{args.model} has no chat template", [("model", args.model)],
+                             "pick an instruct/chat model; a base model needs a template in its recipe")
+    except Exception as exc:  # noqa: BLE001 - reported to the TUI, which shows it
+        _emit(_error(exc))
+        return 1
+    _emit({"ready": True, "model": args.model, "tokenizer": type(tokenizer).__name__})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            op = request.get("op")
+            if op == "mask":
+                _emit(mask_tokens(tokenizer, request["example"]))
+            elif op == "lengths":
+                _emit(lengths(tokenizer, request["path"]))
+            else:
+                raise InputError(f"unknown op {op!r}", hint="use mask or lengths")
+        except Exception as exc:  # noqa: BLE001
+            _emit(_error(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""Quantize one model, top to bottom: load the parent (merging an adapter) -> quantize -> save the
+artifact -> reload it the way ``job:ID`` will -> measure it against the parent (the gate)."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from tuneterm.core.errors import InputError, RuntimeFailure
+from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
+from tuneterm.workers import quant_gate
+from tuneterm.workers.quant_loading import load_quantized
+
+warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
+warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+
+Emit = Callable[..., None]
+
+ARTIFACT_DIR = "model"
+
+
+def _noop(**_fields) -> None:
+    pass
+
+
+def resolve_device(wanted: str) -> str:
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise RuntimeFailure("quant.device=cuda but no GPU is visible", [("torch", torch.__version__)],
+                             "use quant.device=cpu (bitsandbytes 0.50 runs 8-bit and 4-bit layers on CPU)")
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return wanted
+
+
+class Parent:
+    """The float model that gets quantized, and what the gate compares against."""
+
+    def __init__(self, ref: str, model: Any, tokenizer: Any, folder: Path | None, load_s: float,
+                 disk_bytes: int, merged: bool, base: str | None) -> None:
+        self.ref, self.model, self.tokenizer, self.folder = ref, model, tokenizer, folder
+        self.load_s, self.disk_bytes, self.merged, self.base = load_s, disk_bytes, merged, base
+
+
+def load_parent(ref: str, emit: Emit = _noop) -> Parent:
+    """Load ``ref`` in float32 on CPU; an adapter is merged into its base first."""
+    from tuneterm.workers import loading
+
+    folder, facts = loading.local_path(ref)
+    if facts.get("quant"):
+        raise InputError("this model is already quantized", [("reference", ref), ("method", str(facts["quant"].get("method")))],
+                         "quantize its parent (the model it was made from) instead")
+    loaded = loading.load(ref, dtype="float32")
+    model, merged = loaded.model, False
+    base = facts.get("base")
+    if facts.get("adapter"):
+        started = time.perf_counter()
+        model = model.merge_and_unload()
+        merged = True
+        emit(type="quantize", phase="merged", base=base, seconds=round(time.perf_counter() - started, 2))
+    load_s = loaded.load_seconds
+    disk = quant_gate.weight_bytes_on_disk(None if merged else folder)
+    if merged:  # the parent is base + adapter; its float size is what it would take merged
+        disk = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+    return Parent(ref, model.eval(), loaded.tokenizer, None if merged else folder, load_s, disk, merged, base)
+
+
+def _float_folder(parent: Parent, scratch: Path) -> Path:
+    """A transformers checkpoint of the parent (bitsandbytes quantizes while loading one)."""
+    if parent.folder is not None and (parent.folder / "config.json").is_file():
+        return parent.folder
+    target = scratch / "merged"
+    parent.model.save_pretrained(target)
+    parent.tokenizer.save_pretrained(target)
+    return target
+
+
+def quantize_int8(parent: Parent, method: str, q: dict, art: Path) -> dict:
+    from tuneterm.workers.quantize import int8
+
+    model = copy.deepcopy(parent.model)
+    compute = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[q["compute_dtype"]]
+    names = int8.quantize_model(model, method, bits=q["bits"], skip=q["skip_modules"],
+                                lm_head=q["quantize_lm_head"], compute_dtype=compute)
+    if not names:
+        raise InputError("no Linear layer could be quantized", [("method", method)],
+                         "int8-* methods quantize nn.Linear layers of a CPU model")
+    facts = {"method": method, "bits": q["bits"], "format": "tuneterm-int8", "scheme": "symmetric per-channel",
+             "activations": "int8 per call" if method == "int8-dynamic" else q["compute_dtype"],
+             "compute_dtype": q["compute_dtype"], "quantized_layers": len(names), "device": "cpu"}
+    int8.save_int8(model, parent.tokenizer, art, method, facts)
+    del model
+    return facts
+
+
+def quantize_bnb(parent: Parent, method: str, q: dict, art: Path, device: str, scratch: Path) -> dict:
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    compute = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[q["compute_dtype"]]
+    skip = list(q["skip_modules"]) or None
+    if method == "bnb-int8":
+        cfg = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(q["int8_threshold"]),
+                                 llm_int8_skip_modules=skip)
+    else:
+        cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=method.removeprefix("bnb-"),
+                                 bnb_4bit_compute_dtype=compute, bnb_4bit_use_double_quant=bool(q["double_quant"]),
+                                 llm_int8_skip_modules=skip)
+    source = _float_folder(parent, scratch)
+    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=cfg, device_map=device)
+    model.save_pretrained(art)
+    parent.tokenizer.save_pretrained(art)
+    del model
+    facts = {"method": method, "bits": q["bits"], "format": "bitsandbytes", "device": device,
+             "compute_dtype": q["compute_dtype"]}
+    if method == "bnb-int8":
+        facts["int8_threshold"] = float(q["int8_threshold"])
+    else:
+        facts["double_quant"] = bool(q["double_quant"])
+    return facts
+
+
+def quantize_gguf(parent: Parent, q: dict, art: Path) -> dict:
+    from tuneterm.workers import gguf_export
+
+    outtype = q["outtype"]
+    name = f"model-{outtype}.gguf"
+    facts = gguf_export.export(parent.model, parent.tokenizer, art / name, outtype,
+                               name=f"tuneterm {parent.ref}", tokenizer_pre=q["tokenizer_pre"])
+    parent.tokenizer.save_pretrained(art)
+    parent.model.config.save_pretrained(art)  # lets tuneterm read the tensors back without transformers' GGUF path
+    back = gguf_export.read_back(art / name)
+    expected = {gguf_export.gguf_name(k) for k in parent.model.state_dict()
+                if gguf_export.gguf_name(k) and not (k == "lm_head.weight" and parent.model.config.tie_word_embeddings)}
+    if set(back["tensors"]) != expected:
+        raise RuntimeFailure("the GGUF file does not read back with the expected tensors",
+                             [("missing", ", ".join(sorted(expected - set(back["tensors"]))[:5])),
+                              ("extra", ", ".join(sorted(set(back["tensors"]) - expected)[:5]))])
+    bits = {"f32": 32, "f16": 16, "q8_0": 8}[outtype]
+    return {"method": "gguf", "bits": bits, "format": "gguf", "file": name, "outtype": outtype,
+            "tensors": len(back["tensors"]), "tokenizer_pre": back["tokenizer_pre"], "device": "cpu",
+            "gguf_types": sorted(set(t for _, t in back["tensors"].values()))}
+
+
+def quantize(parent_ref: str, method: str, config: dict, out_dir: Path, emit: Emit | None = None,
+             should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Quantize ``parent_ref`` into ``out_dir/model`` and gate it; returns the result.
+
+    Result: {"artifact_kind", "path", "quant", "quality", "passed"}. Writes quality.json and
+    quality.md into ``out_dir``. Raises ``GateFailed`` (after writing them) on a failed gate.
+    """
+    emit = emit or _noop
+    q, gate = config["quant"], config["gate"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(q["device"]) if method.startswith("bnb-") else "cpu"
+    emit(type="quantize", phase="load_parent", model=parent_ref)
+    parent = load_parent(parent_ref, emit)
+    if should_stop():
+        return {"stopped": True}
+    art = out_dir / ARTIFACT_DIR
+    if art.exists():
+        shutil.rmtree(art)
+    scratch = Path(tempfile.mkdtemp(prefix=".scratch-", dir=out_dir))
+    started = time.perf_counter()
+    emit(type="quantize", phase="quantize", method=method, device=device)
+    try:
+        if method in ("int8-dynamic", "int8-weight-only"):
+            facts = quantize_int8(parent, method, q, art)
+        elif method.startswith("bnb-"):
+            facts = quantize_bnb(parent, method, q, art, device, scratch)
+        elif method == "gguf":
+            facts = quantize_gguf(parent, q, art)
+        else:
+            raise InputError(f"unknown method {method}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    facts["parent"] = parent_ref
+    if parent.merged:
+        facts["merged_adapter_base"] = parent.base
+    quant_s = time.perf_counter() - started
+    size = quant_gate.weight_bytes_on_disk(art)
+    emit(type="quantize", phase="saved", seconds=round(quant_s, 2), size_mb=round(size / 1e6, 2))
+    result = {"artifact_kind": "gguf" if method == "gguf" else "quantized", "path": art, "quant": facts,
+              "quantize_s": round(quant_s, 2), "passed": True, "quality": None}
+    if not gate.get("enabled", True) or should_stop():
+        return result
+
+    # The gate measures the artifact as job:ID will load it, not the object still in memory.
+    started = time.perf_counter()
+    from transformers import AutoTokenizer
+
+    qmodel = load_quantized(art, facts)
+    qtok = AutoTokenizer.from_pretrained(art)
+    qload = time.perf_counter() - started
+    parent_side = quant_gate.Side(parent.model, parent.tokenizer, parent.load_s, parent.disk_bytes,
+                                  label=parent_ref + (" (adapter merged)" if parent.merged else ""))
+    quant_side = quant_gate.Side(qmodel, qtok, qload, size, label=f"{method}",
+                                 info={"runtime": "transformers (de-quantized GGUF)"} if method == "gguf" else {})
+    report = quant_gate.measure(parent_side, quant_side, gate, emit)
+    report.update(method=method, quant=facts, quantize_s=result["quantize_s"])
+    atomic_write_json(out_dir / "quality.json", report)
+    atomic_write_text(out_dir / "quality.md", quant_gate.markdown(report, f"Quantization report: {parent_ref} -> {method}"))
+    summary = {k: report[k] for k in ("ppl_increase", "mean_kl", "top1_agreement", "exact_match", "size_ratio",
+                                      "memory_ratio", "speedup", "passed")}
+    emit(type="gate", phase="done", **summary, parent=report["parent"], quantized=report["quantized"],
+         failures=report["failures"])
+    result.update(quality=report, passed=report["passed"])
+    if not report["passed"]:
+        raise quant_gate.GateFailed(
+            "the quantized model failed the quality gate",
+            [("failed", f) for f in report["failures"]] + [("report", str(out_dir / "quality.md"))],
+            "loosen the threshold (e.g. gate.max_ppl_increase=0.1) or use a gentler method (more bits, int8)",
+        )
+    return result

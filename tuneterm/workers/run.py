@@ -1,0 +1,82 @@
+"""The job child: ``python -m tuneterm.workers.run JOB_DIR [--resume]``.
+
+Reads ``spec.toml``, waits for the devices the job needs (state stays ``queued`` meanwhile),
+then calls ``tuneterm.workers.<kind>.run(ctx)``. Ends the status as ``succeeded``,
+``cancelled`` (after SIGTERM) or ``failed`` (with the error summary; the traceback goes to
+log.txt, which is this process's stderr).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+import time
+import traceback
+
+from tuneterm.core.jobs import store
+from tuneterm.workers.jobctx import JobCancelled, JobContext
+
+
+def _kind_module(kind: str):
+    if not re.match(r"^[a-z][a-z0-9_]*$", kind or "") or kind in ("run", "jobctx", "loading", "engine"):
+        raise ValueError(f"unknown job kind {kind!r}")
+    try:
+        return importlib.import_module(f"tuneterm.workers.{kind}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"tuneterm.workers.{kind}":
+            raise ValueError(f"unknown job kind {kind!r}: no module tuneterm.workers.{kind}") from exc
+        raise
+
+
+def _summary(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    render = getattr(exc, "render", None)
+    if callable(render):  # a TunetermError: title plus facts on one line
+        first = " | ".join(line.strip() for line in render().splitlines()[:4]).removeprefix("error: ")
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print("usage: python -m tuneterm.workers.run JOB_DIR [--resume]", file=sys.stderr)
+        return 2
+    ctx = JobContext(argv[0], resume="--resume" in argv[1:])
+    ctx.install_signal_handlers()
+    ctx.start_heartbeat()
+    status = store.read_status(ctx.job_dir)
+    ctx.update_status(note=None, cancel_requested=None, pid=os.getpid())
+    try:
+        for device in ctx.job.get("devices", []) or []:
+            ctx.wait_for_device(device)
+        if ctx.should_stop:
+            raise JobCancelled("cancelled before it started")
+        ctx.update_status(state="running", started_at=status.get("started_at") or store.now_iso(),
+                          heartbeat=time.time(), note=None)
+        ctx.event(type="state", state="running", resume=ctx.resume)
+        ctx.log(f"job {ctx.id} ({ctx.kind}) {'resumed' if ctx.resume else 'started'}"
+                + (f", rank {ctx.rank}/{ctx.world_size}" if ctx.world_size > 1 else ""))
+        _kind_module(ctx.kind).run(ctx)
+        state = "cancelled" if ctx.should_stop else "succeeded"
+        ctx.log(f"job {ctx.id} {state}")
+        ctx.set_state(state, finished_at=store.now_iso(), exit_code=0, error=None)
+        return 0
+    except JobCancelled as exc:
+        ctx.log(str(exc))
+        ctx.set_state("cancelled", finished_at=store.now_iso(), exit_code=0, error=None)
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - every crash ends as a recorded failure
+        traceback.print_exc()
+        sys.stderr.flush()
+        ctx.set_state("failed", finished_at=store.now_iso(), exit_code=1, error=_summary(exc))
+        return 1
+    finally:
+        ctx.stop_heartbeat()
+        ctx.release_devices()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The four ways to train: full, freeze (selective layers), lora, qlora.
+
+Each takes the base model's folder and the resolved config and returns the model ready for
+``transformers.Trainer``, with exactly the intended parameters trainable. PEFT and
+bitsandbytes configs are passed through, not reinvented.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from tuneterm.core.errors import ConfigError
+
+
+def load_base(path: Path, dtype: torch.dtype = torch.float32, quant: dict | None = None, device_map=None):
+    kwargs: dict = {"dtype": dtype}
+    if quant:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=quant.get("quant_type", "nf4"),
+            bnb_4bit_compute_dtype=_dtype(quant.get("compute_dtype", "float32")),
+            bnb_4bit_use_double_quant=bool(quant.get("double_quant", True)),
+        )
+        kwargs["device_map"] = device_map or ("cuda" if torch.cuda.is_available() else "cpu")
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def blocks(model) -> list:
+    """The transformer blocks (decoder layers) of a causal LM."""
+    inner = getattr(model, model.base_model_prefix, model)
+    for attr in ("layers", "h", "blocks"):
+        found = getattr(inner, attr, None)
+        if isinstance(found, torch.nn.ModuleList):
+            return list(found)
+    raise ConfigError("cannot find the transformer blocks of this model",
+                      [("model class", type(model).__name__)], "use method=lora or full")
+
+
+def apply_full(model, config: dict):
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def apply_freeze(model, config: dict):
+    """Train only the last ``freeze.last_n_blocks`` blocks and the modules matching ``freeze.modules``."""
+    opts = config.get("freeze", {})
+    last_n = int(opts.get("last_n_blocks", 0))
+    patterns = list(opts.get("modules", []))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    layer_list = blocks(model)
+    if last_n > len(layer_list):
+        raise ConfigError("freeze.last_n_blocks is larger than the model",
+                          [("freeze.last_n_blocks", str(last_n)), ("blocks", str(len(layer_list)))])
+    for block in layer_list[len(layer_list) - last_n:] if last_n else []:
+        for p in block.parameters():
+            p.requires_grad_(True)
+    matched = set()
+    for name, p in model.named_parameters():
+        for pat in patterns:
+            if fnmatch.fnmatch(name, pat) or fnmatch.fnmatch(name, pat + ".*") or pat in name.split(".")[:-1]:
+                p.requires_grad_(True)
+                matched.add(pat)
+    missing = [p for p in patterns if p not in matched]
+    if missing:
+        sample = ", ".join(n for n, _ in list(model.named_parameters())[:4])
+        raise ConfigError("freeze.modules names no parameter", [("unmatched", ", ".join(missing)),
+                                                                 ("parameter names look like", sample)],
+                          "use glob patterns over parameter names, e.g. 'model.norm' or '*.mlp.*'")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("freeze leaves nothing to train", hint="set freeze.last_n_blocks or freeze.modules")
+    return model
+
+
+def lora_config(config: dict):
+    from peft import LoraConfig
+
+    opts = config.get("lora", {})
+    targets = opts.get("target_modules", "all-linear")
+    return LoraConfig(
+        r=int(opts.get("r", 16)), lora_alpha=int(opts.get("alpha", 32)),
+        lora_dropout=float(opts.get("dropout", 0.0)),
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        bias="none", task_type="CAUSAL_LM",
+    )
+
+
+def apply_lora(model, config: dict):
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(config))
+
+
+def apply_qlora(model, config: dict):
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    gc = bool(config.get("train", {}).get("gradient_checkpointing", False))
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc)
+    return get_peft_model(model, lora_config(config))
+
+
+def prepare(method: str, base_path: Path, config: dict, dtype: torch.dtype = torch.float32):
+    """Load the base and make the method's parameters trainable."""
+    if method == "qlora":
+        model = load_base(base_path, dtype, quant=config.get("quant", {}))
+        return apply_qlora(model, config)
+    model = load_base(base_path, dtype)
+    apply = {"full": apply_full, "freeze": apply_freeze, "lora": apply_lora}.get(method)
+    if apply is None:
+        raise ConfigError(f"unknown method {method!r}", hint="use full, freeze, lora or qlora")
+    return apply(model, config)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

@@ -1,0 +1,81 @@
+"""A finished train job's ``output/``: the artifact, the frozen config, final metrics, a model card,
+and ``artifact.json`` so that ``job:ID`` works wherever a model reference does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomli_w
+
+from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
+
+
+def _base_ref(config: dict) -> str:
+    """The base as a reference that resolves from anywhere (relative folders made absolute)."""
+    ref = config["model"]
+    path = Path(ref).expanduser()
+    if not ref.startswith(("hf:", "job:")) and path.exists():
+        return str(path.resolve())
+    return ref
+
+
+def write(ctx, model, tokenizer, config: dict, base_path: Path, metrics: dict) -> None:
+    out = ctx.output_dir
+    method = config["method"]
+    base = _base_ref(config)
+    if method in ("lora", "qlora"):
+        adapter = out / "adapter"
+        model.save_pretrained(adapter)
+        tokenizer.save_pretrained(adapter)
+        if config.get("lora", {}).get("merge"):
+            _merge(adapter, base_path, out / "model", tokenizer)
+            ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter")
+        else:
+            ctx.write_artifact("adapter", "adapter", base=base, method=method)
+    else:
+        model.save_pretrained(out / "model")
+        tokenizer.save_pretrained(out / "model")
+        ctx.write_artifact("model", "model", base=base, method=method)
+    atomic_write_text(out / "config.toml", tomli_w.dumps(config))
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "README.md", model_card(ctx.id, config, metrics))
+    ctx.log(f"output written to {out}")
+
+
+def _merge(adapter: Path, base_path: Path, target: Path, tokenizer) -> None:
+    """Fold the adapter into a full-precision copy of the base (works for qlora too)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    merged.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+def model_card(job_id: str, config: dict, metrics: dict) -> str:
+    t = config.get("train", {})
+    lines = [
+        f"# {config['method']} fine-tune of {config['model']} (tuneterm job {job_id})",
+        "",
+        f"- data: `{config['data']}`" + (f", validation `{config['eval_data']}`" if config.get("eval_data") else ""),
+        f"- method: {config['method']}, epochs {t.get('epochs')}, batch {t.get('batch_size')} x accumulation "
+        f"{t.get('grad_accum')}, lr {t.get('lr')}, max length {t.get('max_length')}, loss on {t.get('loss')} tokens",
+    ]
+    if config["method"] in ("lora", "qlora"):
+        lo = config.get("lora", {})
+        lines.append(f"- LoRA: r {lo.get('r')}, alpha {lo.get('alpha')}, dropout {lo.get('dropout')}, "
+                     f"targets {lo.get('target_modules')}")
+    if config["method"] == "freeze":
+        fr = config.get("freeze", {})
+        lines.append(f"- trained: last {fr.get('last_n_blocks')} blocks, modules {fr.get('modules')}")
+    for key in ("final_loss", "eval_loss", "train_seconds", "tokens", "trainable_params"):
+        if metrics.get(key) is not None:
+            lines.append(f"- {key}: {metrics[key]}")
+    lines += ["", f"Use it: `tuneterm chat job:{job_id} \"...\"`. Full config: `config.toml`; "
+              "figures: `metrics.json`.", ""]
+    return "\n".join(lines)
+
+
+__all__ = ["write", "model_card"]
