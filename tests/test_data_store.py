@@ -147,3 +147,18 @@ def test_dataset_modules_import_nothing_heavy():
             "print([m for m in ('torch', 'transformers', 'datasets', 'peft', 'pyarrow') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_convert_csv_with_forced_format_and_mapping(cli, tmp_path):
+    src = tmp_path / "qa.txt"
+    src.write_text("question\tanswer\nWhat is 2+2?\t4\nCapital of France?\tParis\n", encoding="utf-8")
+    out = tmp_path / "qa.jsonl"
+    code, text, err = cli("data", "convert", str(src), "--format", "tsv:prompt_completion", "--map", "prompt=question",
+                          "--map", "completion=answer", "--to", "openai", "-o", str(out), "--json")
+    assert code == 0, err
+    assert json.loads(text)["source_format"] == "tsv:prompt_completion"
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rows[1]["messages"] == [{"role": "user", "content": "Capital of France?"},
+                                   {"role": "assistant", "content": "Paris"}]
+    code, _, err = cli("data", "convert", str(src), "--to", "yaml", "-o", str(out))
+    assert code == 2 and "openai, alpaca, sharegpt" in err

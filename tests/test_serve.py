@@ -212,3 +212,10 @@ def test_api_key_is_required_when_set_and_off_loopback(server):
         locked.server_close()
     with pytest.raises(UsageError, match="needs an API key"):
         make_server([], host="0.0.0.0", variants={})
+
+
+def test_serve_command_refuses_bad_setups(cli, tiny_model_dir):
+    code, _, err = cli("serve", str(tiny_model_dir), "--host", "0.0.0.0")
+    assert code == 2 and "needs an API key" in err and "Traceback" not in err
+    code, _, err = cli("serve", "openai:gpt-4o-mini")
+    assert code == 2 and "remote model" in err

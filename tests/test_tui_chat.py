@@ -171,7 +171,7 @@ async def test_two_columns_stream_diff_save_and_export(tiny_server, tiny_model_d
         assert conv.answer(0, 1).content == cols[1].answer and conv.answer(0, 1).model == refs[1]
         # the second turn carries each column's own history
         await pilot.press(*"and then?", "enter")
-        await wait_for(pilot, lambda: all(c.status == "done" for c in cols) and conv.n_turns == 2
+        await wait_for(pilot, lambda: conv.n_turns == 2 and not screen.streaming and conv.answer(1, 0) is not None
                        and conv.answer(1, 1) is not None, "second answers")
         history = [*messages, {"role": "assistant", "content": conv.answer(0, 1).content},
                    {"role": "user", "content": "and then?"}]
@@ -276,3 +276,16 @@ async def test_local_model_through_a_serve_child(tiny_model_dir, tmp_path):
         assert child.process.poll() is None
     servers.stop_all()
     assert child.process.poll() is not None
+
+
+async def test_the_workbench_opens_the_chat_screen():
+    from tuneterm.tui.app import TunetermApp
+
+    app = TunetermApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        app.action_goto("chat")
+        await pilot.pause()
+        assert isinstance(app.screen, ChatScreen)
+        assert [c.model for c in app.screen.columns] == ["smollm2-135m-instruct"]
+        assert app.screen.query_one("#chat-prompt").has_focus

@@ -62,7 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--format", "-f", dest="fmt", help=FORMATS_HELP)
     q.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN", help=MAP_HELP)
     q.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
-    q.add_argument("--limit", type=int, default=40, help="problems to list (0 = all kept); counts are always complete")
+    q.add_argument("--limit", type=int, default=40, help="problems to list, errors first (0 = all kept); "
+                                                        "the counts are always complete")
+    q.add_argument("--per-kind", type=int, default=5, help="at most this many of one kind in the list (0 = no cap)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_validate)
 
@@ -223,6 +225,21 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pick(problems: list, limit: int, per_kind: int) -> list:
+    """Errors before warnings, each in line order, at most ``per_kind`` of a kind, ``limit`` in all."""
+    ordered = sorted(problems, key=lambda p: (p.severity != "error", p.line is not None, p.line or 0))
+    taken: dict[str, int] = {}
+    out = []
+    for p in ordered:
+        if per_kind > 0 and taken.get(p.kind, 0) >= per_kind:
+            continue
+        taken[p.kind] = taken.get(p.kind, 0) + 1
+        out.append(p)
+        if 0 < limit <= len(out):
+            break
+    return out
+
+
 def _short(value, limit: int = 160) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     text = text.replace("\n", "\\n")
@@ -249,12 +266,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{report.file} ({report.format}): {report.n_examples} examples, {report.n_valid} without errors")
     if report.tokenizer:
         print(f"  model {report.model}: {report.tokenizer}, limit {report.token_limit or 'unknown'} tokens")
-    shown = report.problems if args.limit <= 0 else report.problems[: args.limit]
+    shown = _pick(report.problems, args.limit, per_kind=args.per_kind)
     for p in shown:
         print(f"  {p.where()}: {p.severity}: {p.kind}: {p.message}")
     hidden = sum(report.counts.values()) - len(shown)
     if hidden > 0:
-        print(f"  … {hidden} more (see the counts below; --limit 0 or --json lists all that were kept)")
+        print(f"  … {hidden} more (see the counts below; --limit 0 --per-kind 0 or --json lists every one kept)")
     if report.counts:
         print("\nsummary:")
         width = max(len(k) for k in report.counts)

@@ -225,13 +225,13 @@ def _abort(response: Any) -> None:
 
 def _raise_clear(exc: Exception, ref: str, ep: Endpoint) -> None:
     import openai
-    import httpx
 
-    try:
-        raise exc
-    except (openai.APIConnectionError, httpx.TransportError) as exc:
+    # the SDK's HTTP layer (httpx or httpx2, by version) raises its own transport errors mid-stream
+    if isinstance(exc, (openai.APIConnectionError, OSError)) or type(exc).__module__.startswith("httpx"):
         raise OpenAIError("cannot reach the model server", [("reference", ref), ("server", ep.base_url),
                           ("problem", str(exc))], "is the server running? check the URL and port") from exc
+    try:
+        raise exc
     except openai.AuthenticationError as exc:
         raise OpenAIError("the server refused the API key", [("reference", ref), ("problem", _api_message(exc))],
                           "set OPENAI_API_KEY (openai:) or TUNETERM_API_KEY (http:// servers)") from exc

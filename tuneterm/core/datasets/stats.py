@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -74,40 +75,56 @@ def _compute(items: Iterable[tuple[dict, bytes | None, int | None, str]], counte
     where: list[tuple[int | None, str]] = []
     cut = cutoff if cutoff is not None else (counter.limit if counter is not None else None)
 
-    def flush() -> None:
-        if counter is not None and buf:
-            counts = counter.count_many(buf)
+    # Tokenizers run in C/Rust without the GIL: count one batch in a worker thread while this
+    # thread parses and validates the next (at most two batches in flight, results in order).
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokens") if counter is not None else None
+    pending: deque = deque()
+
+    def collect(until: int) -> None:
+        while len(pending) > until:
+            future, places = pending.popleft()
+            counts = future.result()
             lengths.extend(counts)
             if on_over is not None and cut is not None:
-                for (line, unit), k in zip(where, counts):
+                for (line, unit), k in zip(places, counts):
                     if k > cut:
                         on_over(line, unit, k)
+
+    def flush() -> None:
+        if pool is not None and buf:
+            pending.append((pool.submit(counter.count_many, list(buf)), list(where)))
+            collect(until=2)
         buf.clear()
         where.clear()
 
-    for ex, digest, line, unit in items:
-        n += 1
-        msgs = _messages_of(ex)
-        n_messages[len(msgs)] += 1
-        for m in msgs:
-            if isinstance(m, dict):
-                roles[str(m.get("role"))] += 1
-                if m.get("weight") == 0:
-                    weight_zero += 1
-        if ex.get("tools") or (isinstance(ex.get("input"), dict) and ex["input"].get("tools")):
-            with_tools += 1
-        labels.add(ex)
-        d = digest if digest is not None else example_digest(ex)
-        if d in seen:
-            dup_examples += 1
-        else:
-            seen.add(d)
-        if counter is not None:
-            buf.append(ex)
-            where.append((line, unit))
-            if len(buf) >= batch:
-                flush()
-    flush()
+    try:
+        for ex, digest, line, unit in items:
+            n += 1
+            msgs = _messages_of(ex)
+            n_messages[len(msgs)] += 1
+            for m in msgs:
+                if isinstance(m, dict):
+                    roles[str(m.get("role"))] += 1
+                    if m.get("weight") == 0:
+                        weight_zero += 1
+            if ex.get("tools") or (isinstance(ex.get("input"), dict) and ex["input"].get("tools")):
+                with_tools += 1
+            labels.add(ex)
+            d = digest if digest is not None else example_digest(ex)
+            if d in seen:
+                dup_examples += 1
+            else:
+                seen.add(d)
+            if counter is not None:
+                buf.append(ex)
+                where.append((line, unit))
+                if len(buf) >= batch:
+                    flush()
+        flush()
+        collect(until=0)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     result: dict = {
         "n_examples": n,
         "messages_per_example": {

@@ -193,12 +193,21 @@ class HFCounter(TokenCounter):
         return {t: sizes[t] if t in sizes else cache[t] for t in texts}
 
 
+_COUNTERS: dict[str, TokenCounter] = {}
+
+
 def counter_for(model: str | None = None) -> TokenCounter:
-    """The counter for ``model`` (None: the settings' default model)."""
+    """The counter for ``model`` (None: the settings' default model); loaded once per process."""
     if not model:
         from tuneterm.core.settings import get_settings
 
         model = get_settings().default_model
+    if model not in _COUNTERS:
+        _COUNTERS[model] = _new_counter(model)
+    return _COUNTERS[model]
+
+
+def _new_counter(model: str) -> TokenCounter:
     if is_openai_model(model):
         return OpenAICounter(model)
     from tuneterm.core import modelref

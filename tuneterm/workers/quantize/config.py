@@ -31,6 +31,9 @@ DEFAULTS: dict = {
         "outtype": "q8_0",  # gguf: f32 | f16 | q8_0
         "tokenizer_pre": "auto",  # gguf: llama.cpp pre-tokenizer name (auto: detected)
         "bits": 8,  # int8-*: 8 (fewer bits = deliberately lossy, for tests of the gate)
+        "quantize_embedding": False,  # int8-*: store the token embedding as int8 too (smaller, a little less exact)
+        "smooth_alpha": 0.7,  # int8-dynamic: SmoothQuant strength (0 = off); moves activation outliers into weights
+        "outlier_ratio": 1000.0,  # int8-dynamic: keep in float a Linear whose input max/median channel exceeds this (0 = off)
     },
     "gate": {
         "enabled": True,  # measure the quantized model against its parent
@@ -143,6 +146,8 @@ def validate(config: dict, source: str = "config") -> dict:
     if q["compute_dtype"] not in ("float32", "bfloat16", "float16"):
         raise ConfigError("quant.compute_dtype must be float32, bfloat16 or float16",
                           [("quant.compute_dtype", str(q["compute_dtype"]))])
+    if not (isinstance(q["smooth_alpha"], (int, float)) and 0 <= q["smooth_alpha"] < 1):
+        raise ConfigError("quant.smooth_alpha must be in [0, 1)", [("quant.smooth_alpha", str(q["smooth_alpha"]))])
     if not isinstance(q["skip_modules"], list):
         raise ConfigError("quant.skip_modules must be a list of names", [("quant.skip_modules", str(q["skip_modules"]))])
     for key in ("max_texts", "max_length", "max_new_tokens"):

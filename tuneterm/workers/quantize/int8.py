@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 FORMAT = "tuneterm-int8/1"
+OUTLIER_ROW_FACTOR = 4.0  # a row whose max |x| exceeds the median row's by this much is quantized alone
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,7 +63,27 @@ class Int8DynamicLinear(nn.Module):
         self.weight_bytes = qweight.numel() + scale.numel() * 4 + (0 if bias is None else bias.numel() * 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        if rows > 1:  # prefill / scoring: keep outlier tokens from setting everyone's scale
+            return self._forward_rows(x, rows)
         return torch.ops.quantized.linear_dynamic(x, self._packed, self._reduce_range)
+
+    def _forward_rows(self, x: torch.Tensor, rows: int) -> torch.Tensor:
+        """fbgemm quantizes a whole input with one scale. A few tokens (the first one, above all)
+        carry activations ~100x the others, so those rows go through on their own: the result
+        is then what token-by-token decoding computes."""
+        x2 = x.reshape(rows, x.shape[-1])
+        amax = x2.abs().amax(dim=1)
+        hot = amax > OUTLIER_ROW_FACTOR * amax.median()
+        if not bool(hot.any()):
+            return torch.ops.quantized.linear_dynamic(x, self._packed, self._reduce_range)
+        out = x2.new_empty(rows, self.out_features)
+        cold = ~hot
+        if bool(cold.any()):
+            out[cold] = torch.ops.quantized.linear_dynamic(x2[cold].contiguous(), self._packed, self._reduce_range)
+        for i in hot.nonzero().flatten().tolist():
+            out[i] = torch.ops.quantized.linear_dynamic(x2[i : i + 1], self._packed, self._reduce_range)[0]
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     def int8_state(self) -> dict[str, torch.Tensor]:
         qweight, bias = torch.ops.quantized.linear_unpack(self._packed)
@@ -131,8 +152,12 @@ def make_linear(mode: str, qweight, scale, bias, compute_dtype=torch.float32) ->
 
 
 def quantize_model(model: nn.Module, mode: str, bits: int = 8, skip: list[str] | None = None,
-                   lm_head: bool = True, compute_dtype: torch.dtype = torch.float32) -> list[str]:
-    """Replace every nn.Linear (except ``skip``) in place; returns the replaced names."""
+                   lm_head: bool = True, compute_dtype: torch.dtype = torch.float32,
+                   embedding: bool = True) -> list[str]:
+    """Replace every nn.Linear (except ``skip``) in place; returns the replaced names.
+
+    When the output layer is quantized it no longer shares the embedding's storage; ``embedding``
+    then stores the embedding as int8 rows too (else it stays float)."""
     skip = list(skip or [])
     if not lm_head:
         skip.append("lm_head")
@@ -147,7 +172,7 @@ def quantize_model(model: nn.Module, mode: str, bits: int = 8, skip: list[str] |
         model.set_submodule(name, make_linear(mode, q, s, bias, compute_dtype))
         names.append(name)
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if lm_head and emb is not None and isinstance(emb, nn.Embedding) and "lm_head" in names:
+    if embedding and emb is not None and isinstance(emb, nn.Embedding) and "lm_head" in names:
         # The output layer no longer shares the embedding's storage: keep the embedding int8 as well.
         emb_name = next(n for n, m in model.named_modules() if m is emb)
         q, s = quantize_weight(emb.weight, max(bits, 8))

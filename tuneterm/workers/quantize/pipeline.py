@@ -86,17 +86,35 @@ def quantize_int8(parent: Parent, method: str, q: dict, art: Path) -> dict:
 
     model = copy.deepcopy(parent.model)
     compute = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[q["compute_dtype"]]
-    names = int8.quantize_model(model, method, bits=q["bits"], skip=q["skip_modules"],
-                                lm_head=q["quantize_lm_head"], compute_dtype=compute)
+    skip = list(q["skip_modules"])
+    smoothing = {}
+    if method == "int8-dynamic" and (q["smooth_alpha"] > 0 or q["outlier_ratio"] > 0):
+        from tuneterm.workers.quantize import smooth
+
+        stats = smooth.calibrate(model, parent.tokenizer, calibration_texts())
+        kept = smooth.outlier_layers(stats, q["outlier_ratio"]) if q["outlier_ratio"] > 0 else []
+        skip += kept
+        groups = smooth.smooth_llama(model, stats, q["smooth_alpha"]) if q["smooth_alpha"] > 0 else 0
+        smoothing = {"smooth_alpha": q["smooth_alpha"], "smoothed_groups": groups, "kept_float": kept}
+    names = int8.quantize_model(model, method, bits=q["bits"], skip=skip, lm_head=q["quantize_lm_head"],
+                                compute_dtype=compute, embedding=q["quantize_embedding"])
     if not names:
         raise InputError("no Linear layer could be quantized", [("method", method)],
                          "int8-* methods quantize nn.Linear layers of a CPU model")
     facts = {"method": method, "bits": q["bits"], "format": "tuneterm-int8", "scheme": "symmetric per-channel",
              "activations": "int8 per call" if method == "int8-dynamic" else q["compute_dtype"],
-             "compute_dtype": q["compute_dtype"], "quantized_layers": len(names), "device": "cpu"}
+             "compute_dtype": q["compute_dtype"], "quantized_layers": len(names), "device": "cpu",
+             "int8_embedding": any(n.endswith("embed_tokens") for n in names), **smoothing}
     int8.save_int8(model, parent.tokenizer, art, method, facts)
     del model
     return facts
+
+
+def calibration_texts() -> list[str]:
+    """tuneterm's calibration texts (kept apart from the texts the gate scores)."""
+    import json
+
+    return json.loads(quant_gate.HELDOUT.read_text())["calibration"]
 
 
 def quantize_bnb(parent: Parent, method: str, q: dict, art: Path, device: str, scratch: Path) -> dict:

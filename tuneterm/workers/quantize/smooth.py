@@ -41,6 +41,13 @@ def calibrate(model: nn.Module, tokenizer, texts: list[str], max_length: int = 2
     return stats
 
 
+def outlier_layers(act_max: dict[str, torch.Tensor], ratio: float) -> list[str]:
+    """Linear layers whose input has a channel ``ratio`` times above the median channel: even
+    smoothed, int8 activations lose too much there, so they stay float (one or two per model)."""
+    return sorted(name for name, m in act_max.items()
+                  if name != "lm_head" and float(m.max() / m.median().clamp(min=1e-8)) > ratio)
+
+
 def _scales(act_max: torch.Tensor, linears: list[nn.Linear], alpha: float) -> torch.Tensor:
     w_max = torch.stack([m.weight.detach().abs().amax(dim=0).float() for m in linears]).amax(dim=0)
     s = act_max.clamp(min=1e-5).pow(alpha) / w_max.clamp(min=1e-5).pow(1 - alpha)
