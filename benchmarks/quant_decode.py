@@ -13,9 +13,10 @@ texts. Prints ONE JSON line; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -24,10 +25,14 @@ import warnings
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
+# bitsandbytes logs one line per 8-bit matmul on CPU ("inputs will be cast to float16"): keep the log readable.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+# On a CPU shared with other work, spinning OpenMP threads slow every variant several-fold.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-ALL = ["int8_dynamic", "int8_dynamic_lean", "int8_weight_only", "fp32_lean", "bnb_int8", "bnb_nf4", "gguf_q8_0"]
+ALL = ["int8_dynamic", "int8_dynamic_lean", "int8_weight_only", "int8_weight_only_lean", "fp32_lean", "bnb_int8", "bnb_nf4", "gguf_q8_0"]
 
 
 def log(msg: str) -> None:
@@ -102,13 +107,15 @@ def main() -> int:
     from tuneterm.workers.loading import load
     from tuneterm.workers.quant_gate import default_prompts, heldout_texts
     from tuneterm.workers.quant_loading import load_quantized
-    from tuneterm.workers.quantize import int8
+    from tuneterm.workers.quantize.config import resolve
+    from tuneterm.workers.quantize.pipeline import Parent, quantize_int8
     from tuneterm.workers.quantize.fastdecode import FastDecoder
 
     n = args.tokens
     log("loading the embedded model (fp32)")
     parent = load(modelref.EMBEDDED_NAME)
     model, tok = parent.model, parent.tokenizer
+    parent_obj = Parent(modelref.EMBEDDED_NAME, model, tok, parent.path, parent.load_seconds, 0, False, None)
     prompts = default_prompts()[:3]
     all_ids = prompt_ids(tok, prompts)
     texts, _ = heldout_texts("", tok, args.texts)
@@ -125,13 +132,10 @@ def main() -> int:
     reloaded = {}
 
     def int8_variant(mode: str):
-        if mode not in reloaded:
-            q = copy.deepcopy(model)
-            int8.quantize_model(q, mode)
+        if mode not in reloaded:  # exactly what `tuneterm quantize --method MODE` makes, reloaded like job:ID
             folder = scratch / mode
-            int8.save_int8(q, tok, folder, mode, {"bits": 8})
-            del q
-            reloaded[mode] = (load_quantized(folder, {"method": mode}), dir_mb(folder))
+            facts = quantize_int8(parent_obj, mode, resolve(modelref.EMBEDDED_NAME, mode)["quant"], folder)
+            reloaded[mode] = (load_quantized(folder, facts), dir_mb(folder))
         return reloaded[mode]
 
     for variant in wanted:
@@ -141,8 +145,8 @@ def main() -> int:
                 m, size = int8_variant(variant.replace("_", "-"))
                 entry = {"tok_s": hf_tok_s(m, all_ids, n), "ppl": perplexity(plain(m), tok, texts), "size_mb": size,
                          "runtime": "transformers generate"}
-            elif variant == "int8_dynamic_lean":
-                m, size = int8_variant("int8-dynamic")
+            elif variant in ("int8_dynamic_lean", "int8_weight_only_lean"):
+                m, size = int8_variant(variant.removesuffix("_lean").replace("_", "-"))
                 decoder = FastDecoder(m, max_len=1024)
                 entry = {"tok_s": lean_tok_s(decoder, all_ids, n),
                          "ppl": perplexity(lambda ids: decoder.forward(ids, 0, all_logits=True), tok, texts),
@@ -182,6 +186,7 @@ def main() -> int:
         result[variant] = entry
         log(f"  {entry}")
 
+    shutil.rmtree(scratch, ignore_errors=True)  # the saved variants (up to ~1 GB)
     q41 = llama_cpp_tok_s(modelref.embedded_gguf_path(), prompts, n)
     result["llamacpp_q4_1"] = {"tok_s": round(q41, 2)} if q41 else None
     base = result["fp32"]
@@ -198,6 +203,7 @@ def main() -> int:
         "goal_3x_at_2pct_ppl": bool(best and eligible[best]["speedup_vs_fp32"] >= 3.0),
         "best_vs_llamacpp_q4_1": round(eligible[best]["tok_s"] / q41, 3) if best and q41 else None,
         "tokens": n, "prompts": len(prompts), "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "load_avg_start": round(load_start, 2), "load_avg_end": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(result))

@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/train_throughput.py [--steps 10]
 
 Both fine-tune the embedded SmolLM2-135M-Instruct with LoRA r=16 (alpha 32, dropout 0.05) on all
-linear layers, batch 8, max length 256, lr 3e-4, fp32 on CPU, loss on the assistant tokens
-only, over the same ``steps x 8`` sample tickets (one epoch, so the same tokens). Each runs in
+linear layers, batch 8, max length 256, lr 3e-4, fp32 on CPU, gradient checkpointing on for
+both (TRL's default; ``--gradient-checkpointing off`` turns it off for both), loss on the assistant
+tokens only, over the same ``steps x 8`` sample tickets (one epoch, so the same tokens). Each runs in
 its own subprocess so peak RSS is its own. Reported: non-padding tokens per second of training
 time, peak RSS, the mean training loss of the last 3 steps, and the loss of the trained adapter
 on the validation split measured by the same code for both.
@@ -54,7 +55,7 @@ def _last_losses(history) -> float:
     return sum(losses[-3:]) / len(losses[-3:])
 
 
-def run_tuneterm(model_dir: str, train: str, val_rows: list) -> dict:
+def run_tuneterm(model_dir: str, train: str, val_rows: list, gc: bool) -> dict:
     from tuneterm.core import jobs, recipes
     from tuneterm.workers import train as train_kind
     from tuneterm.workers.jobctx import JobContext
@@ -62,7 +63,7 @@ def run_tuneterm(model_dir: str, train: str, val_rows: list) -> dict:
     config = recipes.resolve("lora", overrides=[
         "train.epochs=1", "train.batch_size=8", "train.max_length=256", "train.lr=3e-4", "log.every_steps=1",
         "checkpoint.every_steps=100000", f"lora.r={LORA['r']}", f"lora.alpha={LORA['alpha']}",
-        f"lora.dropout={LORA['dropout']}", "train.precision=fp32"])
+        f"lora.dropout={LORA['dropout']}", "train.precision=fp32", f"train.gradient_checkpointing={gc}"])
     config.update(model=model_dir, data=train)
     job = jobs.create_job("train", config)
     ctx = JobContext(job.dir)
@@ -74,7 +75,7 @@ def run_tuneterm(model_dir: str, train: str, val_rows: list) -> dict:
             "val_loss": _val_loss(trainer.model, trainer.processing_class, val_rows)}
 
 
-def run_trl(model_dir: str, train: str, val_rows: list) -> dict:
+def run_trl(model_dir: str, train: str, val_rows: list, gc: bool) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -89,7 +90,7 @@ def run_trl(model_dir: str, train: str, val_rows: list) -> dict:
     args = SFTConfig(output_dir=out, per_device_train_batch_size=8, max_length=256, num_train_epochs=1,
                      learning_rate=3e-4, lr_scheduler_type="linear", logging_steps=1, save_strategy="no",
                      report_to="none", packing=False, completion_only_loss=True, use_cpu=True,
-                     disable_tqdm=True, seed=42)
+                     disable_tqdm=True, seed=42, gradient_checkpointing=gc)
     peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
                              target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
@@ -102,9 +103,9 @@ def run_trl(model_dir: str, train: str, val_rows: list) -> dict:
             "val_loss": _val_loss(trainer.model, tokenizer, val_rows)}
 
 
-def child(which: str, model_dir: str, train: str, val: str) -> None:
+def child(which: str, model_dir: str, train: str, val: str, gc: str) -> None:
     val_rows = [json.loads(line) for line in Path(val).read_text().splitlines() if line.strip()][:40]
-    result = (run_tuneterm if which == "tuneterm" else run_trl)(model_dir, train, val_rows)
+    result = (run_tuneterm if which == "tuneterm" else run_trl)(model_dir, train, val_rows, gc == "on")
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print("RESULT " + json.dumps(result))
 
@@ -112,7 +113,9 @@ def child(which: str, model_dir: str, train: str, val: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--child", nargs=4, metavar=("WHICH", "MODEL", "TRAIN", "VAL"))
+    ap.add_argument("--gradient-checkpointing", choices=("on", "off"), default="on",
+                    help="for both sides (on = TRL's SFTConfig default)")
+    ap.add_argument("--child", nargs=5, metavar=("WHICH", "MODEL", "TRAIN", "VAL", "GC"))
     args = ap.parse_args()
     if args.child:
         child(*args.child)
@@ -134,7 +137,7 @@ def main() -> int:
     for which in ("trl", "tuneterm"):
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--child", which, model_dir, str(train),
-                               str(tickets / "val.jsonl")], capture_output=True, text=True, env=env)
+                               str(tickets / "val.jsonl"), args.gradient_checkpointing], capture_output=True, text=True, env=env)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
             print(json.dumps({"error": f"{which} run failed", "stderr": proc.stderr[-2000:]}))
@@ -145,6 +148,7 @@ def main() -> int:
     print(json.dumps({
         "benchmark": "train_throughput", "model": "SmolLM2-135M-Instruct", "lora_r": LORA["r"],
         "batch": 8, "max_length": 256, "examples": len(rows),
+        "gradient_checkpointing": args.gradient_checkpointing,
         "tuneterm_tok_s": round(t["tok_s"], 1), "trl_tok_s": round(r["tok_s"], 1),
         "ratio": round(t["tok_s"] / r["tok_s"], 2),
         "tuneterm_peak_rss_mb": t["peak_rss_mb"], "trl_peak_rss_mb": r["peak_rss_mb"],

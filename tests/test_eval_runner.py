@@ -31,7 +31,7 @@ def tasks(tmp_path):
                 "answer": 0} for i in range(6)]
     (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mc_rows))
     gen = _spec(tmp_path, "gen", "name: gen\nversion: 1\ntype: generate\ndata: {path: gen.jsonl}\n"
-                "generation: {max_new_tokens: 6, stop: ['\\n']}\nextract: [strip]\nmetrics: [exact_match, {f1: {average: macro}}]\n")
+                "generation: {max_new_tokens: 6, stop: [\"###\"]}\nextract: [strip]\nmetrics: [exact_match, {f1: {average: macro}}]\n")
     mc = _spec(tmp_path, "mc", "name: mc\nversion: 1\ntype: choice\ndata: {path: mc.jsonl}\n"
                "prompt: {template: 'Question: {{q}}\\nAnswer:'}\nchoices: choices\ntarget: '{{answer}}'\nmetrics: [accuracy]\n")
     ppl = _spec(tmp_path, "ppl", "name: ppl\nversion: 1\ntype: perplexity\ndata: {path: mc.jsonl}\ntext: '{{q}} {{answer}}'\n")
@@ -193,8 +193,8 @@ def test_embedded_model_batched_equals_unbatched():
 
     specs = [load_task(REPO / "evals" / "tickets" / "tickets.yaml"), load_task(REPO / "evals" / "general_mc" / "general_mc.yaml")]
     ref = "smollm2-135m-instruct"
-    one, _ = _collect(specs, [ref], batch_size=1, limit=4, use_cache=False)
-    many, _ = _collect(specs, [ref], batch_size=4, limit=4, use_cache=False)
+    one, _ = _collect(specs, [ref], batch_size=1, limit=2, use_cache=False)
+    many, _ = _collect(specs, [ref], batch_size=2, limit=2, use_cache=False)
     assert [r["output"] for r in one["tickets"][ref].records] == [r["output"] for r in many["tickets"][ref].records]
     for a, b in zip(one["general_mc"][ref].records, many["general_mc"][ref].records):
         assert a["logprobs"] == pytest.approx(b["logprobs"], abs=1e-3)

@@ -66,11 +66,12 @@ def test_int8_dynamic_job_is_gated_and_loads_as_job_ref(tiny_model_dir):
     from tuneterm.workers.quantize.int8 import Int8DynamicLinear, Int8Embedding
 
     method = "int8-dynamic"
-    info = run_job(tiny_model_dir, method)
+    info = run_job(tiny_model_dir, method, "quant.quantize_embedding=true")
     manifest = json.loads((info.dir / "output" / "artifact.json").read_text())
     assert manifest["kind"] == "quantized"
     assert manifest["quant"]["method"] == method and manifest["quant"]["bits"] == 8
     assert manifest["gate_passed"] is True
+    assert manifest["quant"]["smoothed_groups"] == 2 * 3 + 1  # qkv, gate/up, down per block + the output layer
 
     loaded, _ = generate(f"job:{info.id}")
     layers = [m for m in loaded.model.modules() if isinstance(m, Int8DynamicLinear)]

@@ -155,3 +155,12 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tiny_model_d
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-5), name
+
+
+@pytest.mark.gpu
+def test_qlora_on_cuda_with_bf16_compute(tiny_model_dir, tickets):
+    job, trainer = train(tiny_model_dir, tickets, "qlora", "train.max_steps=3", "train.batch_size=4",
+                         "train.lr=5e-3", "lora.r=4", "quant.compute_dtype=bfloat16")
+    assert next(trainer.model.parameters()).device.type == "cuda"
+    assert all(x == x for x in _losses(job))
+    assert json.loads((job.dir / "output" / "artifact.json").read_text())["kind"] == "adapter"

@@ -12,7 +12,7 @@ from tuneterm.core.errors import ConfigError
 def test_builtin_recipes_are_commented_and_valid(method):
     path = recipes.recipe_path(method)
     text = path.read_text()
-    assert f"tuneterm train --model" in text.splitlines()[2] and f"--method {method}" in text
+    assert "tuneterm train --model" in text.splitlines()[2] and f"--method {method}" in text
     for line in text.splitlines():
         stripped = line.strip()
         if "=" in stripped and not stripped.startswith("#"):

@@ -71,7 +71,11 @@ def _fixed_job(jobs_dir: Path) -> str:
     return job_id
 
 
-def test_jobs_curves_and_log(snap_compare, tmp_workspace):
+def test_jobs_curves_and_log(snap_compare, tmp_workspace, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")  # the table shows local times
+    time.tzset()
     _fixed_job(tmp_workspace.ensure().jobs_dir)
 
     async def settle(pilot):
@@ -89,3 +93,9 @@ def test_import_dialog(snap_compare):
         await pilot.pause()
 
     assert snap_compare(TunetermApp(), terminal_size=(80, 24), run_before=settle)
+
+
+def teardown_module(module):
+    import time
+
+    time.tzset()

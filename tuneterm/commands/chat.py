@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=None, help="a stop string (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object with text and timings")
+    p.add_argument("--few-shot", type=int, default=None, metavar="K",
+                   help="prompt with K examples from --pool first (same as MODEL_REF fewshot:K:POOL@REF)")
+    p.add_argument("--pool", default=None, help="few-shot pool: chat JSONL file or dataset name")
+    p.add_argument("--similar", action="store_true", help="with --few-shot: the K most similar (TF-IDF) examples")
     p.set_defaults(func=run)
 
 
@@ -51,8 +55,29 @@ def run(args: argparse.Namespace) -> int:
     if not args.model or args.prompt is None:
         raise UsageError("chat needs a model and a prompt", hint='tuneterm chat MODEL_REF "PROMPT"')
     ref = modelref.parse(args.model)
+    shots = None  # few-shot: prior user/assistant turns from a pool (tuneterm.core.fewshot)
+    if ref.kind == "fewshot" or args.few_shot is not None:
+        from tuneterm.core import fewshot
+
+        if ref.kind == "fewshot":
+            spec = fewshot.parse_spec(args.model)
+        elif not args.pool:
+            raise UsageError("--few-shot needs --pool", hint="tuneterm chat REF --few-shot 4 --pool FILE \"...\"")
+        else:
+            spec = fewshot.FewShotSpec(args.few_shot, args.pool, args.model,
+                                       "similar" if args.similar else "seed", args.seed or 0)
+        shots = fewshot.messages_for(spec, args.prompt, args.system)[:-1]
+        args.model, ref = spec.base, modelref.parse(spec.base)
     if ref.is_remote:
+        if shots:
+            raise UsageError("few-shot is not wired for remote models in chat yet", [("model", args.model)])
         return _run_remote(args)
+    if ref.kind == "job" and _artifact_kind(ref.target) == "classifier":
+        from tuneterm.workers.feature import predict  # feature-based: the answer is a label
+
+        label = predict([args.prompt], args.model)[0]
+        print(json.dumps({"model": args.model, "text": label}) if args.json else label)
+        return 0
     interactive = sys.stderr.isatty()
     if interactive:
         print(f"loading {args.model}…", file=sys.stderr, flush=True)
@@ -64,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         stop=list(args.stop or []),
     ).validate()
     loaded = load(args.model)
-    messages = build_messages(args.prompt, args.system)
+    messages = build_messages(args.prompt, args.system) if shots is None else shots + build_messages(args.prompt)
     stats = GenerationStats()
     pieces = []
     for piece in stream_chat(loaded.model, loaded.tokenizer, messages, params, stats):
@@ -94,6 +119,16 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _artifact_kind(job_id: str) -> str | None:
+    from tuneterm.core import modelref
+    from tuneterm.core.workspace import workspace
+
+    try:
+        return modelref.job_artifact(job_id, workspace().jobs_dir).kind
+    except Exception:
+        return None
 
 
 def generation_params(args: argparse.Namespace) -> dict:

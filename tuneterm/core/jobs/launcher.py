@@ -62,6 +62,7 @@ def launch(job_id: str, resume: bool = False, *, foreground: bool = False) -> Jo
     if store.job_alive(folder):
         raise JobError(f"job {info.id} already has a live process", [("pid", str(info.pid))])
     cmd = child_command(folder, resume)
+    (folder / "pid").unlink(missing_ok=True)  # an old pid must not make the new start look dead
     store.update_status(folder, state="queued", error=None, exit_code=None, finished_at=None,
                         note="starting", heartbeat=time.time(), resumed=bool(resume))
     log = open(folder / "log.txt", "ab")

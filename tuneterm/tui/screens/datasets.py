@@ -33,6 +33,7 @@ from tuneterm.tui.widgets.turn_view import ChatTurnView
 
 STORE = "tuneterm.core.datasets.store"
 DEFAULT_CUTOFF = 512
+STATUS_MARK = {"clean": "✓", "warnings": "!", "errors": "✗"}  # "·": not validated yet
 
 
 class DatasetsScreen(WorkbenchScreen):
@@ -109,6 +110,7 @@ class DatasetsScreen(WorkbenchScreen):
         self.model = ""
         self.cutoff = DEFAULT_CUTOFF
         self.names: list[str] = []
+        self.statuses: dict[str, str] = {}  # name -> validation status, once validated
 
     def compose_body(self):
         with Horizontal(id="ds-body"):
@@ -138,8 +140,8 @@ class DatasetsScreen(WorkbenchScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#ds-table", DataTable)
-        for label in ("name", "rows", "splits"):
-            table.add_column(label, key=label)
+        for label, key in (("name", "name"), ("rows", "rows"), ("splits", "splits"), ("ok", "status")):
+            table.add_column(label, key=key)
         table.focus()
         self.call_after_refresh(self._after_first_paint)
 
@@ -256,9 +258,10 @@ class DatasetsScreen(WorkbenchScreen):
         self.names = [r.name for r in event.records]
         for r in event.records:
             splits = "/".join(str(v) for v in r.splits.values()) if r.splits else "-"
-            table.add_row(r.name, str(r.n_examples), splits, key=r.name)
+            status = STATUS_MARK.get(self.statuses.get(r.name, ""), "·")
+            table.add_row(r.name, str(r.n_examples), splits, status, key=r.name)
         hint = self.query_one("#ds-hint", Static)
-        hint.update("i: import a file · v: validate" if self.names else
+        hint.update("ok: ✓ clean, ! warnings, ✗ errors, · not validated · i: import" if self.names else
                     "no datasets yet: i imports a file (make run imports the samples)")
         if keep in self.names:
             table.move_cursor(row=self.names.index(keep))
@@ -357,6 +360,9 @@ class DatasetsScreen(WorkbenchScreen):
         head.update(f"[b]{r.status}[/b] · {r.n_valid}/{r.n_examples} valid · {r.n_errors} errors, "
                     f"{r.n_warnings} warnings · {counts}" + (" (first ones kept)" if r.truncated else ""))
         head.set_classes(f"status-{r.status}")
+        if event.source in self.names:
+            self.statuses[event.source] = r.status
+            self.query_one("#ds-table", DataTable).update_cell(event.source, "status", STATUS_MARK[r.status])
         table = self._problems_table()
         table.clear()
         for i, p in enumerate(r.problems):

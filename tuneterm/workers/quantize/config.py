@@ -108,6 +108,7 @@ def resolve(model: str, method: str | None = None, recipe: dict | None = None,
     """Defaults < recipe < method argument < overrides; validated. Raises ConfigError."""
     config = copy.deepcopy(DEFAULTS)
     recipe = copy.deepcopy(recipe or {})
+    recipe_q = dict(recipe.get("quant", {}) or {})
     for section in ("quant", "gate"):
         config[section].update(recipe.pop(section, {}) or {})
     recipe_method = recipe.pop("method", None)
@@ -120,9 +121,16 @@ def resolve(model: str, method: str | None = None, recipe: dict | None = None,
     config["model"] = model
     for item in overrides or []:
         apply_override(config, item)
+    if config["method"] == "int8-weight-only" and not _given(recipe_q, overrides, "compute_dtype"):
+        # _weight_int8pack_mm is fast with bf16 activations and very slow with fp32 ones on CPU
+        config["quant"]["compute_dtype"] = "bfloat16"
     if config["method"] in _FIXED_BITS:  # bitsandbytes and GGUF types fix their own width
         config["quant"]["bits"] = _FIXED_BITS[config["method"]]
     return validate(config, source)
+
+
+def _given(recipe_q: dict, overrides: list[str] | None, key: str) -> bool:
+    return key in recipe_q or any(o.split("=", 1)[0].strip() in (key, f"quant.{key}") for o in overrides or [])
 
 
 def validate(config: dict, source: str = "config") -> dict:

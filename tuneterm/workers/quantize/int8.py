@@ -104,9 +104,11 @@ class Int8WeightOnlyLinear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = qweight.shape
         self.compute_dtype = compute_dtype
-        self.register_buffer("qweight", qweight.contiguous())
-        self.register_buffer("qscale", scale.to(compute_dtype).contiguous())
-        self.register_buffer("bias", None if bias is None else bias.float())
+        # Fresh allocations: tensors read from a safetensors file may sit at unaligned offsets,
+        # and the bf16 kernel crashed (SIGSEGV) on those.
+        self.register_buffer("qweight", qweight.contiguous().clone())
+        self.register_buffer("qscale", scale.to(compute_dtype).contiguous().clone())
+        self.register_buffer("bias", None if bias is None else bias.float().clone())
         self.weight_bytes = qweight.numel() + scale.numel() * 4 + (0 if bias is None else bias.numel() * 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ artifact -> reload it the way ``job:ID`` will -> measure it against the parent (
 from __future__ import annotations
 
 import copy
+import logging
 import shutil
 import tempfile
 import time
@@ -19,6 +20,8 @@ from tuneterm.workers import quant_gate
 from tuneterm.workers.quant_loading import load_quantized
 
 warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
+# bitsandbytes logs one line per 8-bit matmul on CPU ("inputs will be cast to float16"): keep the log readable.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
 
 Emit = Callable[..., None]
@@ -91,7 +94,7 @@ def quantize_int8(parent: Parent, method: str, q: dict, art: Path) -> dict:
     if method == "int8-dynamic" and (q["smooth_alpha"] > 0 or q["outlier_ratio"] > 0):
         from tuneterm.workers.quantize import smooth
 
-        stats = smooth.calibrate(model, parent.tokenizer, calibration_texts())
+        stats = smooth.calibrate(model, parent.tokenizer, calibration_texts(parent.tokenizer))
         kept = smooth.outlier_layers(stats, q["outlier_ratio"]) if q["outlier_ratio"] > 0 else []
         skip += kept
         groups = smooth.smooth_llama(model, stats, q["smooth_alpha"]) if q["smooth_alpha"] > 0 else 0
@@ -110,11 +113,19 @@ def quantize_int8(parent: Parent, method: str, q: dict, art: Path) -> dict:
     return facts
 
 
-def calibration_texts() -> list[str]:
-    """tuneterm's calibration texts (kept apart from the texts the gate scores)."""
+def calibration_texts(tokenizer: Any = None) -> list[str]:
+    """tuneterm's calibration texts (kept apart from what the gate scores), as chat turns when the
+    model has a chat template: the template's special tokens carry their own activation outliers,
+    and scales calibrated on plain text alone broke chat answers (SmolLM2 answered in French)."""
     import json
 
-    return json.loads(quant_gate.HELDOUT.read_text())["calibration"]
+    data = json.loads(quant_gate.HELDOUT.read_text())
+    texts = list(data["calibration"])
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                                               tokenize=False)
+                 for q, a in zip(data["calibration_prompts"], data["calibration"])]
+    return texts
 
 
 def quantize_bnb(parent: Parent, method: str, q: dict, art: Path, device: str, scratch: Path) -> dict:

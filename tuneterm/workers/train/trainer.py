@@ -56,7 +56,8 @@ class TunetermTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         causal = model.get_base_model() if hasattr(model, "get_base_model") else model
         body = getattr(causal, causal.base_model_prefix)
-        hidden = body(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+        hidden = body(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                      use_cache=False).last_hidden_state
         targets = inputs["labels"][:, 1:]
         keep = targets != IGNORE
         logits = causal.get_output_embeddings()(hidden[:, :-1][keep])

@@ -1,0 +1,26 @@
+"""Distillation on the tiny model: a 1-layer student cut from the 2-layer teacher; its KL falls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tuneterm.core import jobs, modelref
+from tuneterm.core.workspace import workspace
+from tuneterm.workers import distill
+from tuneterm.workers.jobctx import JobContext
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_student_kl_to_teacher_falls(tiny_model_dir, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join((REPO / "sample_data/tickets/train.jsonl").read_text().splitlines()[:16]) + "\n")
+    job = jobs.create_job("distill", {"teacher": str(tiny_model_dir), "keep_layers": [0], "data": str(data),
+                                      "steps": 15, "lr": 1e-3, "batch_size": 8, "temperature": 2.0, "alpha": 1.0})
+    distill.run(JobContext(job.dir))
+    events = [json.loads(x) for x in (job.dir / "events.jsonl").read_text().splitlines()]
+    report = next(e for e in events if e["type"] == "report")
+    assert report["kl_after"] < report["kl_before"]
+    assert report["student_params"] < report["teacher_params"]
+    assert modelref.job_artifact(job.id, workspace().jobs_dir).kind == "model"

@@ -1,0 +1,64 @@
+"""Feature-based classifier on the tiny model: beats chance on an easy synthetic set, caches features,
+writes a ``classifier`` artifact that ``job:ID`` resolves, and predicts labels."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from tuneterm.core import jobs, modelref
+from tuneterm.core.workspace import workspace
+from tuneterm.workers import feature
+from tuneterm.workers.jobctx import JobContext
+
+WORDS = {
+    "payments-ops": ["refund", "invoice", "charge", "card", "billing"],
+    "logistics": ["parcel", "delivery", "courier", "shipment", "warehouse"],
+}
+
+
+def _write(folder: Path, split: str, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        label = list(WORDS)[i % 2]
+        text = " ".join(rng.choice(WORDS[label]) for _ in range(6))
+        msgs = [{"role": "user", "content": text}, {"role": "assistant", "content": label}]
+        lines.append(json.dumps({"messages": msgs}))
+    (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_feature_classifier_beats_chance_and_resolves_as_job(tiny_model_dir, tmp_path):
+    data = tmp_path / "easy"
+    data.mkdir()
+    _write(data, "train", 40, 1)
+    _write(data, "val", 20, 2)
+    _write(data, "test", 20, 3)
+    job = jobs.create_job("feature", {"model": str(tiny_model_dir), "dataset": str(data),
+                                      "layer": -1, "pooling": "mean"})
+    feature.run(JobContext(job.dir))
+    metrics = json.loads((job.dir / "output" / "metrics.json").read_text())
+    assert metrics["chance"] == 0.5
+    assert metrics["val_accuracy"] > 0.75 and metrics["test_accuracy"] > 0.75
+    cache = list((workspace().root / "features").glob("*.npy"))
+    assert len(cache) == 3  # train, val, test extracted once each
+    art = modelref.job_artifact(job.id, workspace().jobs_dir)
+    assert art.kind == "classifier" and art.base == str(tiny_model_dir)
+    labels = feature.predict(["refund invoice charge card billing refund",
+                              "parcel courier delivery shipment warehouse parcel"], f"job:{job.id}")
+    assert labels == ["payments-ops", "logistics"]
+    # a second run reuses the cached features
+    before = sorted(p.stat().st_mtime_ns for p in cache)
+    feature.train_classifier(str(tiny_model_dir), str(data), tmp_path / "again", log=lambda m: None)
+    assert sorted(p.stat().st_mtime_ns for p in (workspace().root / "features").glob("*.npy")) == before
+
+
+def test_chat_answers_with_the_label_of_a_classifier_job(tiny_model_dir, tmp_path, cli):
+    data = tmp_path / "easy"
+    data.mkdir()
+    _write(data, "train", 30, 4)
+    job = jobs.create_job("feature", {"model": str(tiny_model_dir), "dataset": str(data / "train.jsonl")})
+    feature.run(JobContext(job.dir))
+    code, out, _ = cli("chat", f"job:{job.id}", "parcel courier delivery shipment warehouse parcel")
+    assert code == 0 and out.strip().splitlines()[-1] == "logistics"

@@ -1,0 +1,207 @@
+"""Feature-based fine-tuning: a classic classifier on a frozen model's hidden states.
+
+The hidden states of one layer (mean-pooled over the prompt tokens, or the last token) are
+extracted once per (model content, layer, pooling, dataset content) and cached under
+``<workspace>/features/``; a scikit-learn ``LogisticRegression`` is trained on them. The label of
+a chat example is its last assistant message; the text is the last user message.
+
+Job kind ``feature`` (``run(ctx)``) and foreground (:func:`train_classifier`). The artifact kind is
+``classifier``: ``output/classifier.pkl`` + ``output/artifact.json`` (``base`` = the model ref,
+``layer``, ``pooling``). :func:`predict` turns texts into labels with a saved classifier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tuneterm.core.errors import InputError
+from tuneterm.core.fsutil import atomic_write_bytes, atomic_write_json
+from tuneterm.core.workspace import workspace
+from tuneterm.workers import loading
+
+CLASSIFIER_FILE = "classifier.pkl"
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def read_labelled(path: Path) -> tuple[list[str], list[str]]:
+    """(texts, labels) from chat JSONL: text = last user turn, label = last assistant turn."""
+    texts, labels = [], []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                messages = json.loads(line)["messages"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InputError("not a chat example", [("file", str(path)), ("line", lineno),
+                                                        ("field", "messages")], str(exc)) from exc
+            user = [m["content"] for m in messages if m.get("role") == "user"]
+            answer = [m["content"] for m in messages if m.get("role") == "assistant"]
+            if not user or not answer:
+                raise InputError("a classification example needs a user and an assistant turn",
+                                 [("file", str(path)), ("line", lineno), ("field", "messages")])
+            texts.append(str(user[-1]))
+            labels.append(str(answer[-1]).strip())
+    return texts, labels
+
+
+def _resolve(dataset: str, split: str | None) -> Path:
+    p = Path(dataset)
+    if p.is_file():
+        if split not in (None, "train"):  # a single file is the training data only
+            raise FileNotFoundError(f"{dataset} has no {split} split")
+        return p
+    if p.is_dir() and split and (p / f"{split}.jsonl").is_file():
+        return p / f"{split}.jsonl"
+    from tuneterm.core.datasets import store
+
+    return store.resolve_path(dataset, split)
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_hash(folder: Path) -> str:
+    """Content hash of a model folder (config + weights)."""
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix in (".json", ".safetensors", ".bin"):
+            h.update(f.name.encode())
+            h.update(_file_hash(f).encode())
+    return h.hexdigest()[:16]
+
+
+# --- features --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def embed(loaded, texts: list[str], layer: int = -1, pooling: str = "mean",
+          batch_size: int = 16, max_length: int = 256) -> np.ndarray:
+    """Hidden states of ``layer`` (index into ``hidden_states``; -1 = last) pooled per text."""
+    if pooling not in ("mean", "last"):
+        raise InputError("pooling must be mean or last", [("pooling", pooling)])
+    tok, model = loaded.tokenizer, loaded.model
+    tok.padding_side = "right"
+    out = []
+    for i in range(0, len(texts), batch_size):
+        batch = tok(texts[i:i + batch_size], return_tensors="pt", padding=True,
+                    truncation=True, max_length=max_length)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        hs = model(**batch, output_hidden_states=True).hidden_states[layer].float()
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        if pooling == "mean":
+            vec = (hs * mask).sum(1) / mask.sum(1).clamp(min=1)
+        else:
+            last = batch["attention_mask"].sum(1) - 1
+            vec = hs[torch.arange(hs.shape[0]), last]
+        out.append(vec.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def cached_features(loaded, path: Path, layer: int, pooling: str, cache_dir: Path | None = None,
+                    log=print) -> tuple[np.ndarray, list[str]]:
+    texts, labels = read_labelled(path)
+    cache_dir = cache_dir or workspace().root / "features"
+    key = f"{model_hash(Path(loaded.path))}-L{layer}-{pooling}-{_file_hash(path)[:16]}"
+    target = cache_dir / f"{key}.npy"
+    if target.is_file():
+        log(f"features from cache {target.name}")
+        return np.load(target), labels
+    feats = embed(loaded, texts, layer, pooling)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp.npy")
+    np.save(tmp, feats)
+    tmp.replace(target)
+    log(f"extracted {len(texts)} feature vectors -> {target.name}")
+    return feats, labels
+
+
+# --- training and prediction -----------------------------------------------------------------
+
+
+def train_classifier(model: str, dataset: str, output_dir: Path, layer: int = -1,
+                     pooling: str = "mean", c: float = 1.0, seed: int = 0,
+                     event=None, log=print) -> dict:
+    """Fit the classifier on the train split, score val/test, save it; return the metrics."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    event = event or (lambda **_: None)
+    loaded = loading.load(model)
+    x, y = cached_features(loaded, _resolve(dataset, "train"), layer, pooling, log=log)
+    if len(set(y)) < 2:
+        raise InputError("a classifier needs at least two labels", [("dataset", dataset)])
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+    clf.fit(x, y)
+    metrics = {"train_accuracy": float(clf.score(x, y)), "n_train": len(y),
+               "labels": sorted(set(y)), "chance": max(y.count(v) for v in set(y)) / len(y)}
+    for split in ("val", "test"):
+        try:
+            p = _resolve(dataset, split)
+        except Exception:
+            continue
+        xs, ys = cached_features(loaded, p, layer, pooling, log=log)
+        metrics[f"{split}_accuracy"] = float(clf.score(xs, ys))
+        metrics[f"n_{split}"] = len(ys)
+    event(type="metrics", **{k: v for k, v in metrics.items() if k != "labels"})
+    output_dir.mkdir(parents=True, exist_ok=True)
+    blob = {"classifier": clf, "model": model, "layer": layer, "pooling": pooling}
+    atomic_write_bytes(output_dir / CLASSIFIER_FILE, pickle.dumps(blob))
+    atomic_write_json(output_dir / "metrics.json", metrics)
+    log(" ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.endswith("accuracy")))
+    return metrics
+
+
+_LOADED: dict[str, tuple] = {}
+
+
+def load_classifier(path: str | Path) -> dict:
+    """A saved classifier (``output/`` folder, the .pkl, or a ``job:ID`` ref)."""
+    p = str(path)
+    if p.startswith("job:"):
+        from tuneterm.core import modelref
+
+        art = modelref.job_artifact(p[4:], workspace().jobs_dir)
+        p = str(Path(art.path))
+    f = Path(p)
+    if f.is_dir():
+        f = f / CLASSIFIER_FILE
+    with open(f, "rb") as fh:
+        return pickle.load(fh)
+
+
+def predict(texts: list[str], classifier: str | Path) -> list[str]:
+    """Labels for ``texts`` with the classifier at ``classifier`` (folder, .pkl or job:ID)."""
+    blob = load_classifier(classifier)
+    key = blob["model"]
+    if key not in _LOADED:
+        _LOADED[key] = (loading.load(key),)
+    feats = embed(_LOADED[key][0], list(texts), blob["layer"], blob["pooling"])
+    return [str(v) for v in blob["classifier"].predict(feats)]
+
+
+def run(ctx) -> None:
+    """Job kind ``feature``: config model, dataset, layer, pooling, c, seed."""
+    cfg = ctx.config
+    model = cfg.get("model", "smollm2-135m-instruct")
+    ctx.event(type="stage", stage="features", model=model, dataset=cfg.get("dataset"))
+    metrics = train_classifier(model, cfg["dataset"], ctx.output_dir, int(cfg.get("layer", -1)),
+                               cfg.get("pooling", "mean"), float(cfg.get("c", 1.0)),
+                               int(cfg.get("seed", 0)), event=ctx.event, log=ctx.log)
+    ctx.write_artifact("classifier", ctx.output_dir / CLASSIFIER_FILE, base=model,
+                       layer=int(cfg.get("layer", -1)), pooling=cfg.get("pooling", "mean"),
+                       metrics={k: v for k, v in metrics.items() if k.endswith("accuracy")})
