@@ -30,7 +30,7 @@ fail() {
 
 # wait_for TEXT [SECONDS]: poll the screen until TEXT shows up.
 wait_for() {
-  local text="$1" limit="${2:-20}" i=0
+  local text="$1" limit="${2:-60}" i=0
   while [ "$i" -lt $((limit * 10)) ]; do
     if tmux capture-pane -p -t "$SESSION" | grep -qF -- "$text"; then
       return 0
