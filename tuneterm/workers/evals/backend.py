@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from tuneterm.workers.engine import _eos_ids  # one definition of the stop tokens
+
 from tuneterm.core import modelref
 from tuneterm.core.evals.extract import truncate_at_stop
 from tuneterm.core.workspace import workspace
@@ -274,19 +276,6 @@ class LocalGroup:
             reqs.append(([prev], chunk))
             prev = chunk[-1]
         return reqs
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    found = []
-    for source in (getattr(model, "generation_config", None), getattr(model, "config", None)):
-        value = getattr(source, "eos_token_id", None) if source is not None else None
-        if isinstance(value, int):
-            found.append(value)
-        elif isinstance(value, (list, tuple)):
-            found.extend(v for v in value if isinstance(v, int))
-    if tokenizer.eos_token_id is not None:
-        found.append(tokenizer.eos_token_id)
-    return found
 
 
 def peak_memory_bytes() -> int:
