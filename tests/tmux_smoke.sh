@@ -75,6 +75,9 @@ tmux send-keys -t "$SESSION" F5
 wait_for "tuneterm quantize"
 
 tmux send-keys -t "$SESSION" C-p
+wait_for "Search for commands"
+# type a filter: on a 30-row terminal the unfiltered list may not reach the screen commands
+tmux send-keys -t "$SESSION" -l "jobs"
 wait_for "Go to Jobs"
 tmux send-keys -t "$SESSION" Escape
 sleep 0.5  # a key right after Escape would read as Alt+key
