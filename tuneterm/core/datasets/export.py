@@ -8,14 +8,12 @@ calls, ``weight`` and DPO pairs have no place there, so such examples are skippe
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import Iterable
 
 from tuneterm.core.errors import DatasetError, UsageError
+from tuneterm.core.fsutil import atomic_writer
 
 TARGETS = ("openai", "alpaca", "sharegpt")
 TARGET_ALIASES = {"chat": "openai", "jsonl": "openai", "messages": "openai"}
@@ -98,31 +96,11 @@ def to_sharegpt(ex: dict) -> dict:
 CONVERT = {"openai": lambda ex: ex, "alpaca": to_alpaca, "sharegpt": to_sharegpt}
 
 
-@contextmanager
-def atomic_text_writer(path: Path) -> Iterator[IO[str]]:
-    """A text file handle whose content replaces ``path`` only if the block finishes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def export_examples(examples: Iterable[dict], out: Path, to: str = "openai") -> ExportResult:
     to = target_name(to)
     convert = CONVERT[to]
     result = ExportResult(Path(out), to)
-    with atomic_text_writer(Path(out)) as fh:
+    with atomic_writer(Path(out)) as fh:
         for ex in examples:
             try:
                 row = convert(ex)
