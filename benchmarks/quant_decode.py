@@ -4,10 +4,14 @@
 
 In one run, with the same prompts (greedy, exactly --tokens new tokens, after a warm-up; the
 median over the prompts of (tokens - 1) / (time after the first token)):
-fp32 transformers ``generate`` (the anchor), each tuneterm CPU variant (saved, reloaded the way
-``job:ID`` loads it, then timed), and llama.cpp on the embedded Q4_1 GGUF when
-``llama-cpp-python`` is installed (else null). Perplexity is on tuneterm's built-in held-out
-texts. Prints ONE JSON line; progress goes to stderr.
+fp32 transformers ``generate`` (the anchor), each tuneterm CPU variant (made with its recipe's
+settings as ``tuneterm quantize`` makes it, saved, reloaded the way ``job:ID`` loads it, then
+timed through ``model.generate``: what chat, serve and eval call, i.e. tuneterm's lean loop for
+int8 and GGUF artifacts; ``*_hf`` variants time the same model through transformers' own
+``generate``), and llama.cpp on the embedded Q4_1 GGUF when ``llama-cpp-python`` is installed
+(else null). Perplexity is on tuneterm's built-in held-out texts (the gate's default set),
+scored with the model's forward pass as the gate scores it. Prints ONE JSON line; progress
+goes to stderr.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-ALL = ["int8_dynamic", "int8_dynamic_lean", "int8_weight_only", "int8_weight_only_lean", "fp32_lean", "bnb_int8", "bnb_nf4", "gguf_q8_0"]
+ALL = ["int8_dynamic", "int8_dynamic_hf", "int8_weight_only", "fp32_lean", "gguf_q8_0", "bnb_int8", "bnb_nf4"]
 
 
 def log(msg: str) -> None:
@@ -129,28 +133,26 @@ def main() -> int:
                       "size_mb": dir_mb(parent.path)}
     log(f"  {result['fp32']}")
     scratch = Path(tempfile.mkdtemp(prefix="tuneterm-bench-"))
-    reloaded = {}
 
-    def int8_variant(mode: str):
-        if mode not in reloaded:  # exactly what `tuneterm quantize --method MODE` makes, reloaded like job:ID
+    def int8_variant(mode: str, fast: bool):
+        if mode not in made:  # exactly what `tuneterm quantize --method MODE` makes (its recipe's settings)
             folder = scratch / mode
-            facts = quantize_int8(parent_obj, mode, resolve(modelref.EMBEDDED_NAME, mode)["quant"], folder)
-            reloaded[mode] = (load_quantized(folder, facts), dir_mb(folder))
-        return reloaded[mode]
+            made[mode] = (folder, quantize_int8(parent_obj, mode, resolve(modelref.EMBEDDED_NAME, mode)["quant"], folder))
+        folder, facts = made[mode]
+        return load_quantized(folder, facts, fast=fast), dir_mb(folder), facts  # reloaded as job:ID loads it
 
+    made: dict = {}
     for variant in wanted:
         log(variant)
         try:
-            if variant in ("int8_dynamic", "int8_weight_only"):
-                m, size = int8_variant(variant.replace("_", "-"))
+            if variant in ("int8_dynamic", "int8_weight_only", "int8_dynamic_hf", "int8_weight_only_hf"):
+                fast = not variant.endswith("_hf")
+                m, size, facts = int8_variant(variant.removesuffix("_hf").replace("_", "-"), fast)
                 entry = {"tok_s": hf_tok_s(m, all_ids, n), "ppl": perplexity(plain(m), tok, texts), "size_mb": size,
-                         "runtime": "transformers generate"}
-            elif variant in ("int8_dynamic_lean", "int8_weight_only_lean"):
-                m, size = int8_variant(variant.removesuffix("_lean").replace("_", "-"))
-                decoder = FastDecoder(m, max_len=1024)
-                entry = {"tok_s": lean_tok_s(decoder, all_ids, n),
-                         "ppl": perplexity(lambda ids: decoder.forward(ids, 0, all_logits=True), tok, texts),
-                         "size_mb": size, "runtime": "tuneterm lean loop"}
+                         "runtime": "tuneterm lean loop (model.generate)" if getattr(m, "_tuneterm_fast", None)
+                         else "transformers generate",
+                         "kept_float": facts.get("kept_float", []) + [k["layer"] for k in facts.get("kept_sensitive", [])]}
+                del m
             elif variant == "fp32_lean":
                 decoder = FastDecoder(model, max_len=1024)
                 entry = {"tok_s": lean_tok_s(decoder, all_ids, n),
@@ -170,10 +172,12 @@ def main() -> int:
                 folder = scratch / "gguf"
                 gguf_export.export(model, tok, folder / "model-q8_0.gguf", "q8_0")
                 model.config.save_pretrained(folder)
-                m = gguf_export.load_model(folder, "model-q8_0.gguf")
-                entry = {"tok_s": llama_cpp_tok_s(folder / "model-q8_0.gguf", prompts, n),
-                         "ppl": perplexity(plain(m), tok, texts), "size_mb": dir_mb(folder),
-                         "runtime": "llama.cpp" if has_llama_cpp() else "tok_s needs llama-cpp-python; ppl via de-quantized weights"}
+                m = load_quantized(folder, {"method": "gguf", "file": "model-q8_0.gguf"})  # as job:ID loads it
+                speed = llama_cpp_tok_s(folder / "model-q8_0.gguf", prompts, n)
+                entry = {"tok_s": speed or hf_tok_s(m, all_ids, n), "ppl": perplexity(plain(m), tok, texts),
+                         "size_mb": dir_mb(folder),
+                         "runtime": "llama.cpp" if speed else "tuneterm lean loop on the de-quantized weights "
+                                                               "(llama-cpp-python not installed)"}
                 del m
             else:
                 log(f"  unknown variant {variant}, skipped")

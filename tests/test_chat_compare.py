@@ -88,3 +88,66 @@ def test_remote_errors_are_clear(cli, server, monkeypatch):
     assert code == 4 and "unknown model reference" in err
     assert cli("chat", "--compare", "a,a", "hi")[0] == 2
     assert cli("chat", "--compare", "x")[0] == 2
+
+
+@pytest.fixture
+def pool(tmp_path) -> Path:
+    rows = [{"messages": [{"role": "system", "content": "Pick a queue."}, {"role": "user", "content": f"ticket {i}"},
+                          {"role": "assistant", "content": f"queue-{i}"}]} for i in range(4)]
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _direct(server, model: str, messages: list[dict], n: int) -> str:
+    from openai import OpenAI
+
+    r = OpenAI(base_url=server.url, api_key="x", max_retries=0).chat.completions.create(
+        model=model, messages=messages, max_tokens=n, temperature=0)
+    return r.choices[0].message.content
+
+
+def test_fewshot_over_remote_and_local_refs(cli, server, tiny_model_dir, adapter_dir, pool):
+    from tuneterm.core import fewshot
+    from tuneterm.core.chat_client import with_fewshot
+
+    ref = f"fewshot:2:seed=1:{pool}@{server.url}#{adapter_dir}"
+    shown = with_fewshot(fewshot.parse_spec(ref), [{"role": "user", "content": "hello there"}])
+    assert [m["role"] for m in shown] == ["system", "user", "assistant", "user", "assistant", "user"]
+    want = _direct(server, str(adapter_dir), shown, 5)
+    assert want != _direct(server, str(adapter_dir), shown[-1:], 5)  # the examples change the answer
+    # chat over a remote model: the examples are put in front by the client
+    code, out, err = cli("chat", ref, "hello there", "-n", "5", "--json")
+    assert code == 0, err
+    assert json.loads(out)["text"] == want
+    # --compare: a few-shot ref over a local model is served next to it, sharing its weights
+    local_ref = f"fewshot:2:seed=1:{pool}@{adapter_dir}"
+    code, out, err = cli("chat", "--compare", f"{local_ref},{adapter_dir},{ref}", "hello there", "-n", "5", "--json")
+    assert code == 0, err
+    texts = {r["model"]: r["text"] for r in json.loads(out)["results"]}
+    assert texts[local_ref] == texts[ref] == want
+    assert texts[str(adapter_dir)] == _direct(server, str(adapter_dir), shown[-1:], 5)
+
+
+def test_serve_answers_to_a_fewshot_model_id(server, tiny_model_dir, pool):
+    from tuneterm.core import fewshot
+    from tuneterm.core.chat_client import with_fewshot
+    from tuneterm.workers.server import ChatServer, serve_in_thread
+    from tuneterm.workers.variants import Variant
+
+    base = server.variants[str(tiny_model_dir)]
+    ref = f"fewshot:1:similar:{pool}@{tiny_model_dir}"
+    spec = fewshot.parse_spec(ref)
+    variants = {**server.variants, ref: Variant(ref, base.group, None, fewshot=spec, pool=fewshot.load_pool(spec.pool))}
+    srv = ChatServer(("127.0.0.1", 0), variants)
+    serve_in_thread(srv)
+    try:
+        messages = [{"role": "user", "content": "ticket 3 please"}]
+        got = _direct(srv, ref, messages, 4)
+        assert got == _direct(srv, str(tiny_model_dir), with_fewshot(spec, messages), 4)
+        card = json.loads(__import__("urllib.request").request.urlopen(f"{srv.url}/models").read())["data"][-1]
+        assert card["id"] == ref and card["tuneterm"]["fewshot"]["strategy"] == "similar"
+        assert str(tiny_model_dir) in card["tuneterm"]["shared_with"]
+    finally:
+        srv.shutdown()
+        srv.server_close()

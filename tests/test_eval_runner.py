@@ -14,19 +14,40 @@ from tuneterm.core.evals.variants import parse_variants
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread for this module, restored afterwards: the tiny model's matrices gain
+    nothing from threads, and on a busy 2-core machine the threads spin-wait for each other
+    (one thread measured 6-30x faster there)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _spec(folder: Path, name: str, body: str):
     path = folder / f"{name}.yaml"
     path.write_text(body)
     return load_task(path)
 
 
-@pytest.fixture
-def tasks(tmp_path):
-    """A generate task, a choice task and a perplexity task over small files."""
+POOL_ROWS = [{"messages": [{"role": "system", "content": "Route the ticket."},
+                            {"role": "user", "content": f"Pool ticket {i} about a parcel"},
+                            {"role": "assistant", "content": "logistics" if i % 2 else "payments-ops"}]} for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    """A generate task, a choice task and a perplexity task over small files (read-only: shared)."""
+    tmp_path = tmp_path_factory.mktemp("eval-tasks")
     gen_rows = [{"id": f"g{i}", "messages": [{"role": "system", "content": "Answer with one word."},
                                               {"role": "user", "content": f"Ticket {i}: " + "words " * (i % 5)},
-                                              {"role": "assistant", "content": "logistics"}]} for i in range(7)]
+                                              {"role": "assistant", "content": "logistics" if i % 2 else "payments-ops"}]}
+                for i in range(7)]
     (tmp_path / "gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gen_rows))
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in POOL_ROWS))
     mc_rows = [{"id": f"m{i}", "q": f"What is {i} plus {i}?" + " really" * (i % 3), "choices": [str(2 * i), str(2 * i + 1), "many"],
                 "answer": 0} for i in range(6)]
     (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mc_rows))
@@ -38,16 +59,29 @@ def tasks(tmp_path):
     return [gen, mc, ppl]
 
 
+_BASELINE: dict = {}
+
+
+@pytest.fixture
+def baseline(tasks, tiny_model_dir):
+    """The tiny model on the three tasks at batch sizes 1 and 4, uncached; computed once, shared."""
+    if "runs" not in _BASELINE:
+        ref = str(tiny_model_dir)
+        one, _ = _collect(tasks, [ref], batch_size=1, use_cache=False)
+        many, _ = _collect(tasks, [ref], batch_size=4, use_cache=False)
+        _BASELINE["runs"] = (one, many)
+    return _BASELINE["runs"]
+
+
 def _collect(tasks, models, **kw):
     from tuneterm.workers.evals.runner import RunOptions, collect
 
     return collect(tasks, parse_variants(models), RunOptions(progress=False, **kw))
 
 
-def test_scores_do_not_depend_on_batch_size(tasks, tiny_model_dir):
+def test_scores_do_not_depend_on_batch_size(baseline, tiny_model_dir):
     ref = str(tiny_model_dir)
-    one, _ = _collect(tasks, [ref], batch_size=1, use_cache=False)
-    many, _ = _collect(tasks, [ref], batch_size=4, use_cache=False)
+    one, many = baseline
     gen1 = [r["output"] for r in one["gen"][ref].records]
     assert gen1 == [r["output"] for r in many["gen"][ref].records]
     assert any(gen1)  # the random tiny model does say something
@@ -79,7 +113,7 @@ def test_choice_scoring_follows_lm_eval_encoding(tiny_model_dir):
     assert results[0]["logprob"] == pytest.approx(expected, abs=1e-4)
 
 
-def test_cache_resume_and_report(tasks, tiny_model_dir, tmp_path, tmp_workspace):
+def test_cache_resume_and_report(tasks, baseline, tiny_model_dir, tmp_path, tmp_workspace):
     from tuneterm.workers.evals.runner import EvalStopped, RunOptions, run_eval
 
     ref = str(tiny_model_dir)
@@ -94,7 +128,7 @@ def test_cache_resume_and_report(tasks, tiny_model_dir, tmp_path, tmp_workspace)
     resumed, _ = _collect(tasks[:1], [ref], batch_size=3)
     speed = resumed["gen"][ref].speed
     assert speed["cached"] == 3 and speed["computed"] == 4  # picked up where it stopped
-    fresh, _ = _collect(tasks[:1], [ref], batch_size=3, use_cache=False)
+    fresh = baseline[1]  # computed without the cache
     assert [r["output"] for r in resumed["gen"][ref].records] == [r["output"] for r in fresh["gen"][ref].records]
     out = tmp_path / "report"
     report = run_eval(tasks, parse_variants([ref]), RunOptions(batch_size=3, progress=False, out_dir=out))
@@ -124,7 +158,7 @@ def _lora(base_dir: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def test_adapters_share_one_base_and_keys_include_the_model(tasks, tiny_model_dir, tmp_path, monkeypatch):
+def test_adapters_share_one_base_and_keys_include_the_model(tasks, baseline, tiny_model_dir, tmp_path, monkeypatch):
     from tuneterm.workers import loading
     from tuneterm.workers.evals import runner
 
@@ -139,7 +173,7 @@ def test_adapters_share_one_base_and_keys_include_the_model(tasks, tiny_model_di
     assert len({fps[v]["id"] for v in (base, a1, a2)}) == 3
     lp = {v: [r["logprobs"] for r in outcomes["mc"][v].records] for v in (base, a1, a2)}
     assert lp[a1] != lp[base] and lp[a1] != lp[a2]
-    alone, _ = _collect(tasks[1:2], [base], use_cache=False)  # base with adapters disabled == base alone
+    alone = baseline[1]  # base with adapters disabled == base alone
     for got, want in zip([r["logprobs"] for r in alone["mc"][base].records], lp[base]):
         assert got == pytest.approx(want, abs=1e-4)
     from peft import PeftModel  # the adapter through the plain library gives the same scores
@@ -161,42 +195,144 @@ def test_adapters_share_one_base_and_keys_include_the_model(tasks, tiny_model_di
     assert variants[0].parent == base and variants[1].parent is None  # lineage, not list order
 
 
-def test_cli_and_job_kind(tasks, tiny_model_dir, tmp_path, cli, tmp_workspace):
+def test_fewshot_variants_share_the_base_model(tasks, tiny_model_dir, monkeypatch):
+    from tuneterm.core.errors import UsageError
+    from tuneterm.workers import loading
+
+    ref = str(tiny_model_dir)
+    pool = str(Path(tasks[0].source).parent / "pool.jsonl")
+    few, similar = f"fewshot:2:{pool}@{ref}", f"fewshot:1:similar:{pool}@{ref}"
+    loads = []
+    real_load = loading.load
+    monkeypatch.setattr(loading, "load", lambda r, *a, **k: loads.append(r) or real_load(r, *a, **k))
+    outcomes, fps = _collect(tasks[:2], [ref, few, similar], batch_size=4)
+    assert len(loads) == 1  # REF and fewshot:...@REF: one model in memory
+    assert fps[few]["id"] == fps[ref]["id"]  # same weights; the prompts differ, so do the cache keys
+    base_items, few_items = outcomes["gen"][ref].items, outcomes["gen"][few].items
+    roles = [m["role"] for m in few_items[0].messages]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert few_items[0].messages[0] == base_items[0].messages[0]  # the item's own system prompt stays
+    assert few_items[0].messages[1]["content"].startswith("Pool ticket")
+    assert few_items[0].messages[-1] == base_items[0].messages[-1]
+    assert not any(r.get("cached") for r in outcomes["gen"][few].records)
+    assert "Pool ticket" in outcomes["gen"][few].records[0]["prompt"]
+    sim = outcomes["gen"][similar].items
+    assert [m["role"] for m in sim[0].messages] == ["system", "user", "assistant", "user"]
+    # plain-text prompts (chat template off) get the examples as blocks before the question
+    mc_few = outcomes["mc"][few].items[0].context.split("\n\n")
+    assert len(mc_few) == 3 and mc_few[0].startswith("Pool ticket") and mc_few[-1].startswith("Question: ")
+    from tuneterm.workers.evals.backend import resolve_local
+    from tuneterm.workers.evals.runner import assign_parents
+
+    variants = parse_variants([few, ref])
+    assign_parents(variants, {v.vid: resolve_local(v.vid, v.ref) for v in variants}, None)
+    assert variants[0].parent == ref and variants[1].parent is None
+    with pytest.raises(UsageError) as exc:  # the old form is folded into fewshot:
+        parse_variants([f"{ref}+2shot"])
+    assert "fewshot:2:POOL@" in exc.value.hint
+
+
+def _train_classifier(data: Path, model: str) -> str:
+    """A real feature job (tuneterm.workers.feature) run in-process; returns its job:ID."""
+    from tuneterm.core.jobs import store
+    from tuneterm.workers import feature
+    from tuneterm.workers.jobctx import JobContext
+
+    info = store.create_job("feature", {"model": model, "dataset": str(data), "layer": -1, "pooling": "mean"})
+    feature.run(JobContext(info.dir))
+    return f"job:{info.id}"
+
+
+def test_classifier_artifact_is_a_variant(tasks, tiny_model_dir, monkeypatch):
+    from tuneterm.workers import feature, loading
+
+    ref = str(tiny_model_dir)
+    clf = _train_classifier(Path(tasks[0].source).parent / "gen.jsonl", ref)
+    loads = []
+    real_load = loading.load
+    monkeypatch.setattr(loading, "load", lambda r, *a, **k: loads.append(r) or real_load(r, *a, **k))
+    outcomes, fps = _collect(tasks[:2], [ref, clf], batch_size=3)
+    assert len(loads) == 1  # the classifier's features come from the base already loaded
+    out = outcomes["gen"][clf]
+    texts = [it.messages[-1]["content"] for it in out.items]
+    assert [r["output"] for r in out.records] == feature.predict(texts, clf)  # the label is the output
+    assert {r["output"] for r in out.records} <= {"logistics", "payments-ops"}
+    assert fps[clf]["kind"] == "classifier" and fps[clf]["id"] != fps[ref]["id"]
+    assert "classification" in outcomes["mc"][clf].skipped
+    from tuneterm.workers.evals.runner import RunOptions, finish
+
+    variants = parse_variants([ref, clf])
+    from tuneterm.workers.evals.backend import resolve_local
+    from tuneterm.workers.evals.runner import assign_parents
+
+    assign_parents(variants, {v.vid: resolve_local(v.vid, v.ref) for v in variants}, None)
+    report = finish(tasks[:2], variants, outcomes, fps, RunOptions(progress=False), 0.0)
+    gen = report["tasks"]["gen"]
+    assert gen["variants"][clf]["n"] == 7 and gen["comparisons"][0]["baseline"] == ref
+    assert [v["kind"] for v in report["variants"]] == ["model", "classifier"]
+
+
+def test_cli_and_job_kind(tasks, tiny_model_dir, tmp_path, cli, tmp_workspace, monkeypatch):
     ref = str(tiny_model_dir)
     spec = tasks[1].source
-    code, out, err = cli("eval", spec, "--models", f"{ref},{ref}+2shot", "--out", str(tmp_path / "o"), "--json")
-    assert code == 3 and "few-shot needs a pool" in err  # checked before any model loads
-    (Path(spec).parent / "mc.yaml").write_text(Path(spec).read_text() + "fewshot: {n: 0, pool: mc.jsonl}\n")
-    code, out, err = cli("eval", spec, "--models", f"{ref},{ref}+2shot", "--out", str(tmp_path / "o"), "--json",
-                         "--fail-on-regression")
+    folder = Path(spec).parent
+    code, out, err = cli("eval", spec, "--models", f"{ref},fewshot:2:nowhere.jsonl@{ref}", "--out", str(tmp_path / "o"))
+    assert code in (3, 4) and "nowhere.jsonl" in err and "Traceback" not in err  # before any model loads
+    code, out, err = cli("eval", spec, "--models", f"{ref},{ref}+2shot")
+    assert code == 2 and "fewshot:2:POOL@" in err
+    few = f"fewshot:2:{folder / 'pool.jsonl'}@{ref}"
+    code, out, err = cli("eval", spec, "--models", f"{ref},{few}", "--out", str(tmp_path / "o"), "--json",
+                         "--fail-on-regression", "--batch-size", "8")
     assert code in (0, 1), err
     report = json.loads(out)
     comp = report["tasks"]["mc"]["comparisons"][0]
-    assert comp["variant"] == f"{ref}+2shot" and comp["baseline"] == ref and comp["test"] == "mcnemar_exact"
+    assert comp["variant"] == few and comp["baseline"] == ref and comp["test"] == "mcnemar_exact"
     assert code == (1 if comp["regression"] else 0)
     from tuneterm.core.jobs import store
     from tuneterm.workers import eval as eval_job
     from tuneterm.workers.jobctx import JobContext
 
-    info = store.create_job("eval", {"spec": spec, "models": [ref], "batch_size": 4})
-    ctx = JobContext(info.dir)
-    eval_job.run(ctx)
+    # a job runs in its own folder: relative spec and pool paths resolve from the config's cwd
+    monkeypatch.chdir(tmp_path)
+    info = store.create_job("eval", {"spec": "mc.yaml", "models": [ref, "fewshot:2:pool.jsonl@" + ref],
+                                     "batch_size": 8, "cwd": str(folder)})
+    eval_job.run(JobContext(info.dir))
     saved = json.loads((info.dir / "output" / "report.json").read_text())
     assert saved["tasks"]["mc"]["variants"][ref]["n"] == 6
+    assert saved["tasks"]["mc"]["variants"]["fewshot:2:pool.jsonl@" + ref]["n"] == 6
     events = [json.loads(line) for line in (info.dir / "events.jsonl").read_text().splitlines()]
-    assert any(e.get("type") == "eval_report" for e in events)
+    kinds = [e.get("type") for e in events]
+    assert kinds[0] == "eval_plan" and events[0]["total"] == 12 and kinds[-1] == "eval_report"
+    progress = [e for e in events if e.get("type") == "eval_progress"]
+    assert progress and progress[-1]["done"] == progress[-1]["total"] == 6
+    from tuneterm.core.evals.views import job_progress
+
+    assert job_progress(events).finished and job_progress(events).done == 12
 
 
 @pytest.mark.slow
 def test_embedded_model_batched_equals_unbatched():
+    """The real model: left-padded batches give the greedy outputs and log-likelihoods of batch size 1
+    (one load serves both runs)."""
+    from tuneterm.core.evals.items import build_items
     from tuneterm.core.evals.spec import load_task
+    from tuneterm.workers.evals.backend import LocalGroup, resolve_local
+    from tuneterm.workers.evals.progress import ProgressBar
+    from tuneterm.workers.evals.runner import RunOptions, _run_local
 
     specs = [load_task(REPO / "evals" / "tickets" / "tickets.yaml"), load_task(REPO / "evals" / "general_mc" / "general_mc.yaml")]
     ref = "smollm2-135m-instruct"
-    one, _ = _collect(specs, [ref], batch_size=1, limit=2, use_cache=False)
-    many, _ = _collect(specs, [ref], batch_size=2, limit=2, use_cache=False)
-    assert [r["output"] for r in one["tickets"][ref].records] == [r["output"] for r in many["tickets"][ref].records]
-    for a, b in zip(one["general_mc"][ref].records, many["general_mc"][ref].records):
+    (v,) = parse_variants([ref])
+    group = LocalGroup([resolve_local(ref, ref)])
+    fp = group.fingerprint(ref)
+    runs = {}
+    for bs in (1, 2):
+        opts = RunOptions(batch_size=bs, progress=False, use_cache=False)
+        runs[bs] = {s.name: _run_local(group, v, s, build_items(s, limit=2), fp, None, opts, ProgressBar("", 2, False))
+                    for s in specs}
+    one, many = runs[1], runs[2]
+    assert [r["output"] for r in one["tickets"].records] == [r["output"] for r in many["tickets"].records]
+    for a, b in zip(one["general_mc"].records, many["general_mc"].records):
         assert a["logprobs"] == pytest.approx(b["logprobs"], abs=1e-3)
         n = len(a["logprobs"])
         assert max(range(n), key=lambda k: a["logprobs"][k]) == max(range(n), key=lambda k: b["logprobs"][k])

@@ -42,3 +42,25 @@ def test_foreground_quantize_prints_the_report_and_makes_a_job_ref(cli, tiny_mod
     assert job.model_ref == f"job:{job.id}"
     spec = jobs.read_spec(job.dir)
     assert spec["config"]["gate"]["min_exact_match"] == 0.0 and "max_mean_kl" not in spec["config"]["gate"]
+
+
+def test_recipes_are_checked_like_training_recipes(tmp_path):
+    import pytest
+
+    from tuneterm.core.errors import ConfigError
+    from tuneterm.workers.quantize import config as qconfig
+
+    bad = tmp_path / "mine.toml"
+    bad.write_text('method = "int8-dynamic"\n[quant]\nsmoth_alpha = 0.5\n')
+    with pytest.raises(ConfigError) as caught:
+        qconfig.resolve("m", None, qconfig.load_recipe(bad), source=str(bad))
+    assert ("source", str(bad)) in caught.value.facts and "quant.smooth_alpha" in caught.value.hint
+    with pytest.raises(ConfigError) as caught:  # a wrong type: the recipe's comment is the help
+        qconfig.resolve("m", "int8-dynamic", overrides=["quant.keep_sensitive=some"])
+    assert "keep_sensitive" in str(caught.value.facts) and "float" in caught.value.hint
+    bad.write_text("[quant\n")
+    with pytest.raises(ConfigError):
+        qconfig.load_recipe(bad)
+    config = qconfig.resolve("m", "int8-dynamic", overrides=["keep_sensitive=3", "gate.max_mean_kl=0.1"])
+    assert config["quant"]["keep_sensitive"] == 3 and config["gate"]["max_mean_kl"] == 0.1
+    assert qconfig.help_for("int8-dynamic")["quant.smooth_alpha"]

@@ -50,11 +50,19 @@ def test_int8_weight_only_makes_a_job_ref_that_loads_and_generates(tiny_model_di
 
     from tuneterm.workers.quantize.int8 import Int8WeightOnlyLinear
 
-    info = run_job(tiny_model_dir, "int8-weight-only", "gate.enabled=false")
+    info = run_job(tiny_model_dir, "int8-weight-only", "gate.enabled=false", "quant.keep_sensitive=2")
     manifest = json.loads((info.dir / "output" / "artifact.json").read_text())
     assert manifest["kind"] == "quantized" and manifest["quant"]["method"] == "int8-weight-only"
+    kept = [k["layer"] for k in manifest["quant"]["kept_sensitive"]]
+    assert len(kept) == 2 and all(k["kl"] >= 0 for k in manifest["quant"]["kept_sensitive"])
+    assert any(e.get("phase") == "sensitivity_done" for e in events(info))
     loaded, _ = generate(f"job:{info.id}")
-    assert sum(isinstance(m, Int8WeightOnlyLinear) for m in loaded.model.modules()) == 2 * 7 + 1
+    assert loaded.model._tuneterm_fast is not None  # job:ID decodes through the lean loop
+    # fused per block: qkv, o, gate_up, down (q/k/v and gate/up are slices of the fused layers)
+    quantized = [n for n, m in loaded.model.named_modules() if isinstance(m, Int8WeightOnlyLinear)]
+    assert len(quantized) <= 2 * 4 + 1 and quantized
+    for name in kept:  # the measured-sensitive layers stayed float
+        assert type(loaded.model.get_submodule(name)).__name__ in ("Linear", "FusedPart")
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad():
         ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(ids).logits
@@ -75,7 +83,8 @@ def test_int8_dynamic_job_is_gated_and_loads_as_job_ref(tiny_model_dir):
 
     loaded, _ = generate(f"job:{info.id}")
     layers = [m for m in loaded.model.modules() if isinstance(m, Int8DynamicLinear)]
-    assert len(layers) == 2 * 7 + 1  # 7 Linear per block, 2 blocks, and the output layer
+    assert len(layers) == 2 * 4 + 1  # per block qkv, o, gate_up (fused for the lean loop), down; the output layer
+    assert loaded.model._tuneterm_fast is not None
     assert isinstance(loaded.model.get_input_embeddings(), Int8Embedding)
 
     report = json.loads((info.dir / "output" / "quality.json").read_text())

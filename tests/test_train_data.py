@@ -1,10 +1,13 @@
-"""Instruction-tuning data: the loss mask lines up with the SmolLM2 chat template's assistant spans."""
+"""Instruction-tuning data: the loss mask lines up with the SmolLM2 chat template's assistant spans, and
+padding-free packed batches give exactly the unpacked loss and gradients."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from tuneterm.workers.train.data import IGNORE, ChatDataset, LengthGroupedEpochSampler, PadToLongest, tokenize_example
+from tuneterm.workers.train.data import (IGNORE, ChatDataset, LengthGroupedEpochSampler, PackedBatch, PadToLongest,
+                                         common_prefix, tokenize_example)
 
 CONVO = {"messages": [
     {"role": "system", "content": "Route tickets."},
@@ -95,3 +98,80 @@ def test_batches_pad_to_their_longest_row_and_group_by_length(tokenizer):
     assert list(grouped) == list(again)
     again.set_epoch(4)
     assert list(grouped) != list(again)
+
+
+def _unpacked_loss_and_grads(model, items):
+    """Reference: each example alone, no padding, summed token losses over the batch's token count."""
+    import torch.nn.functional as F
+
+    model.zero_grad()
+    total, count = 0.0, 0
+    for it in items:
+        ids = torch.tensor([it["input_ids"]])
+        logits = model(input_ids=ids).logits[0, :-1]
+        target = torch.tensor(it["labels"][1:])
+        keep = target != IGNORE
+        total = total + F.cross_entropy(logits[keep].float(), target[keep], reduction="sum")
+        count += int(keep.sum())
+    loss = total / count
+    loss.backward()
+    return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _packed_loss_and_grads(model, batch):
+    import torch.nn.functional as F
+
+    model.zero_grad()
+    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                attention_mask=batch["attention_mask"], logits_to_keep=batch["keep"], use_cache=False)
+    logits = out.logits.reshape(-1, out.logits.shape[-1])[batch["take"]]
+    loss = F.cross_entropy(logits.float(), batch["labels"])
+    loss.backward()
+    return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+@pytest.mark.parametrize("loss", ["assistant", "all"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_batch_loss_and_gradients_equal_unpacked(tiny_model_dir, tokenizer, share_prefix, loss, attn):
+    """Padding-free packing (one row, block-diagonal causal mask, positions restarting per example,
+    the shared system prompt computed once) gives the unpacked loss and gradients on the tiny model."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attn)
+    rows = [{"messages": [{"role": "system", "content": "Route tickets to a queue."},
+                          {"role": "user", "content": "word " * n},
+                          {"role": "assistant", "content": ["payments-ops", "logistics"][n % 2]}]}
+            for n in (3, 9, 5, 1)]
+    items = ChatDataset(tokenizer, rows, max_length=256, loss=loss).items
+    collate = PackedBatch(tokenizer.pad_token_id, share_prefix=share_prefix)
+    batch = collate(items)
+    prefix = common_prefix([it["input_ids"] for it in items])
+    assert prefix > 10  # the system prompt and the user header
+    width = sum(len(it["input_ids"]) for it in items) - (3 * prefix if share_prefix else 0)
+    assert batch["input_ids"].shape == (1, width)  # one row, no padding
+    assert int(batch["n_tokens"]) == sum(len(it["input_ids"]) for it in items)
+    if attn == "eager":  # eager attention adds the mask: the trainer turns it additive the same way
+        m = batch["attention_mask"]
+        batch["attention_mask"] = torch.zeros(m.shape).masked_fill(~m, torch.finfo(torch.float32).min)
+    want_loss, want_grads = _unpacked_loss_and_grads(model, items)
+    got_loss, got_grads = _packed_loss_and_grads(model, batch)
+    assert got_loss == pytest.approx(want_loss, rel=1e-5)
+    assert want_grads.keys() == got_grads.keys()
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_packed_batch_splits_long_batches_into_padded_rows(tokenizer):
+    rows = [{"messages": [{"role": "user", "content": f"{i} " + "word " * 30},
+                          {"role": "assistant", "content": "ok"}]} for i in range(6)]
+    items = ChatDataset(tokenizer, rows, max_length=256).items
+    cap = 2 * max(len(it["input_ids"]) for it in items)  # two examples per row
+    batch = PackedBatch(tokenizer.pad_token_id, share_prefix=False, row_tokens=cap)(items)
+    n_rows, width = batch["input_ids"].shape
+    assert n_rows == 3 and width <= cap
+    mask = batch["attention_mask"][:, 0]
+    # every position attends at least to itself (pads too: no all-masked rows), never to the future
+    assert mask.diagonal(dim1=1, dim2=2).all() and not mask.triu(1).any()
+    assert int(batch["keep"].sum()) == batch["take"].numel() == batch["labels"].numel()

@@ -1,5 +1,5 @@
 """`tuneterm train` as a real detached job on the tiny model: SIGTERM -> checkpoint -> cancelled,
-`jobs resume` -> succeeded with a continuous curve; and DDP with two gloo processes."""
+`jobs resume` -> succeeded with a continuous curve; DDP with two gloo processes, and cancelling it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from tuneterm.core import jobs
+from tuneterm.core.jobs import store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,3 +80,39 @@ def test_ddp_with_two_gloo_processes(cli, tiny_model_dir, tmp_path):
     assert metrics["global_step"] == 3
     assert _train_steps(job_id)[-1] == 3
     assert (info.dir / "output" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_cancelling_a_two_process_job_ends_cancelled_with_a_checkpoint(cli, tiny_model_dir, tmp_path):
+    """`jobs cancel` on a `--nproc 2` job (torchrun + two gloo ranks in their own sessions): SIGTERM reaches
+    both ranks, they stop at the same step, rank 0 saves a checkpoint, the job ends `cancelled`, not
+    failed, and torchrun exits cleanly after its ranks."""
+    code, out, err = cli("train", "--model", str(tiny_model_dir), "--data", str(_data(tmp_path, 16)), "--method",
+                         "lora", "--nproc", "2", "train.max_steps=400", "train.batch_size=2", "train.epochs=100",
+                         "log.every_steps=1", "checkpoint.every_steps=1000", "lora.r=4")
+    assert code == 0, err
+    job_id = _job_id(out)
+    deadline = time.monotonic() + 240
+    while not _train_steps(job_id):
+        assert time.monotonic() < deadline, jobs.tail_log(job_id, 60)
+        assert jobs.get_job(job_id).state in jobs.ACTIVE, jobs.tail_log(job_id, 60)
+        time.sleep(0.2)
+    code, _, _ = cli("jobs", "cancel", job_id)
+    assert code == 0
+    info = jobs.wait_for(job_id, 120)
+    assert info.state == "cancelled", jobs.tail_log(job_id, 60)
+    stopped_at = max(_train_steps(job_id))
+    assert stopped_at < 400
+    ckpts = list((info.dir / "checkpoints").glob("checkpoint-*"))
+    assert len(ckpts) == 1, jobs.tail_log(job_id, 60)
+    assert (ckpts[0] / "tuneterm_config.json").is_file()
+    assert (ckpts[0] / "adapter_model.safetensors").is_file() and (ckpts[0] / "trainer_state.json").is_file()
+    state = json.loads((ckpts[0] / "trainer_state.json").read_text())
+    assert state["global_step"] >= stopped_at
+    # torchrun itself ends cleanly after its ranks (no SignalException traceback), and the state stays
+    deadline = time.monotonic() + 60
+    while store.job_alive(info.dir):
+        assert time.monotonic() < deadline, jobs.tail_log(job_id, 60)
+        time.sleep(0.2)
+    log = "\n".join(jobs.tail_log(job_id, 400))
+    assert "saving a checkpoint" in log and "Traceback" not in log, log[-3000:]
+    assert jobs.get_job(job_id).state == "cancelled"

@@ -83,3 +83,54 @@ def test_train_command_validates_before_creating_a_job(cli, tmp_workspace):
     code, out, _ = cli("train", "--model", "smollm2", "--data", "sample_data/tickets/train.jsonl",
                        "--method", "qlora", "--dry-run", "lora.r=4")
     assert code == 0 and 'method = "qlora"' in out and "r = 4" in out and "val.jsonl" in out
+
+
+@pytest.mark.parametrize("method", recipes.ALL_METHODS)
+def test_every_train_method_has_a_recipe_that_resolves(method):
+    if not recipes.recipe_path(method).is_file():
+        pytest.skip(f"recipes/{method}.toml is not there yet")
+    config = recipes.resolve(method)
+    assert config["method"] == method and recipes.kind_of(method) in ("train", "sequential", "distill", "feature")
+
+
+def test_sequential_recipe_is_commented_and_its_stages_resolve():
+    path = recipes.recipe_path("sequential")
+    text = path.read_text()
+    assert "tuneterm train --model" in text.splitlines()[2] and "--method sequential" in text
+    for line in text.splitlines():
+        stripped = line.strip()
+        if ("=" in stripped or stripped.startswith("[")) and not stripped.startswith("#"):
+            assert "#" in stripped, f"{path.name}: setting without a comment: {stripped}"
+    config = recipes.resolve("sequential", overrides=["train.max_steps=5", "stages.2.lora.r=4",
+                                                      "stages.general.train.lr=1e-5", "eval.base=false"])
+    first, second = config["stages"]
+    assert (first["method"], second["method"]) == ("full", "lora")
+    assert first["train"]["max_steps"] == second["train"]["max_steps"] == 5
+    assert second["lora"]["r"] == 4 and first["train"]["lr"] == 1e-5 and config["eval"]["base"] is False
+    assert second["train"]["lr"] == 3e-4  # the rest from recipes/lora.toml
+    with pytest.raises(ConfigError, match="stage 2 \\(domain_qa\\)"):
+        recipes.resolve("sequential", overrides=["stages.domain_qa.train.batch_size=0"])
+    with pytest.raises(ConfigError, match="no stage 'nope'"):
+        recipes.resolve("sequential", overrides=["stages.nope.train.lr=1"])
+    with pytest.raises(ConfigError, match="unknown recipe key 'lora.rank'"):
+        recipes.resolve("sequential", overrides=["lora.rank=4"])  # no stage's method knows it
+
+
+def test_sequential_user_recipe_replaces_the_stages(tmp_path):
+    mine = tmp_path / "pipe.toml"
+    mine.write_text('method = "sequential"\n[[stages]]\nname = "only"\nmethod = "freeze"\ndata = "x.jsonl"\n'
+                    '[stages.freeze]\nlast_n_blocks = 1\n')
+    config = recipes.resolve("sequential", mine)
+    assert [s["name"] for s in config["stages"]] == ["only"] and config["stages"][0]["freeze"]["last_n_blocks"] == 1
+    mine.write_text('method = "sequential"\n[[stages]]\nname = "a"\nmethod = "full"\ndata = "x"\n'
+                    '[[stages]]\nname = "a"\nmethod = "full"\ndata = "y"\n')
+    with pytest.raises(ConfigError, match="two stages are named 'a'"):
+        recipes.resolve("sequential", mine)
+    mine.write_text('method = "sequential"\n[[stages]]\nname = "a"\nmethod = "full"\n')
+    with pytest.raises(ConfigError, match="stage 1 \\(a\\): the stage has no data"):
+        recipes.resolve("sequential", mine)
+    mine.write_text('method = "sequential"\n[eval]\nbase = false\n')  # no stages: the built-in ones
+    assert [s["name"] for s in recipes.resolve("sequential", mine)["stages"]] == ["general", "domain_qa"]
+    mine.write_text('method = "sequential"\nstages = []\n')
+    with pytest.raises(ConfigError, match="at least one \\[\\[stages\\]\\]"):
+        recipes.resolve("sequential", mine)

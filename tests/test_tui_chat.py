@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -30,8 +31,11 @@ class ChatApp(App):
         self.errors.append(exc)
 
 
-async def wait_for(pilot, cond, what: str, steps: int = 1200) -> None:
-    for _ in range(steps):
+async def wait_for(pilot, cond, what: str, give_up_s: float = 300.0) -> None:
+    """Poll ``cond`` between UI ticks. A give-up bound, not a timing assertion: generous, and in
+    wall-clock time, because a loaded machine makes each tick (and a serve child's start) slow."""
+    deadline = time.monotonic() + give_up_s
+    while time.monotonic() < deadline:
         if cond():
             return
         await pilot.pause(0.05)
@@ -157,7 +161,8 @@ async def test_two_columns_stream_diff_save_and_export(tiny_server, tiny_model_d
         await pilot.click("#chat-prompt")
         await pilot.press(*"hello there", "enter")
         cols = screen.columns
-        await wait_for(pilot, lambda: all(c.status == "done" for c in cols), "both answers")
+        await wait_for(pilot, lambda: not screen.streaming, "both answers")
+        assert all(c.status == "done" for c in cols)
         messages = [{"role": "user", "content": "hello there"}]
         assert cols[0].answer == _answer(tiny_server, str(tiny_model_dir), messages, 8)
         assert cols[1].answer == _answer(tiny_server, str(adapter_dir), messages, 8)
@@ -261,21 +266,50 @@ async def test_add_and_remove_columns_with_keys(scripted):
         assert screen.columns[0].index == 0
 
 
-async def test_local_model_through_a_serve_child(tiny_model_dir, tmp_path):
+def _pool(tmp_path) -> Path:
+    rows = [{"messages": [{"role": "user", "content": f"ticket {i}"}, {"role": "assistant", "content": f"queue-{i}"}]}
+            for i in range(3)]
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+async def test_local_model_and_fewshot_column_through_one_serve_child(tiny_model_dir, tmp_path):
+    shot_ref = f"fewshot:2:{_pool(tmp_path)}@{tiny_model_dir}"
     servers = LocalServers(log_dir=tmp_path / "logs")
-    screen = ChatScreen(models=[str(tiny_model_dir)], servers=servers)
+    screen = ChatScreen(models=[str(tiny_model_dir), shot_ref], servers=servers)
     app = ChatApp(screen)
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(120, 30)) as pilot:
         screen.set_settings(max_tokens=5)
         screen.send("hello")
-        col: ChatColumn = screen.columns[0]
-        await wait_for(pilot, lambda: col.status in ("done", "error"), "the served answer")
-        assert col.status == "done", col.query_one(".col-stats").render()
-        assert col.stats["completion_tokens"] == 5
+        cols: list[ChatColumn] = screen.columns
+        await wait_for(pilot, lambda: not screen.streaming, "the served answers")
+        for col in cols:
+            assert col.status == "done", col.query_one(".col-stats").render()
+            assert col.stats["completion_tokens"] == 5
+        # one child serves both columns: the few-shot column shares the base's weights
+        assert len(servers.children) == 1 and set(servers.children[0].refs) == {str(tiny_model_dir), shot_ref}
         child = servers.children[0]
         assert child.process.poll() is None
     servers.stop_all()
     assert child.process.poll() is not None
+
+
+async def test_fewshot_column_over_a_remote_model_sends_the_examples(scripted, tmp_path):
+    screen = ChatScreen(models=[f"fewshot:2:{_pool(tmp_path)}@{scripted.url}#echo"])
+    app = ChatApp(screen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen.send("where does this go?")
+        await wait_for(pilot, lambda: not screen.streaming, "the answer")
+        assert screen.columns[0].status == "done"
+        sent = scripted.requests[0]["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"]
+        assert sent[1]["content"].startswith("queue-") and sent[-1]["content"] == "where does this go?"
+        assert screen.columns[0].answer == "echo heard 5 messages"
+        # the saved conversation keeps the user's turns only, not the examples
+        assert screen.conversation.history(0) == [{"role": "user", "content": "where does this go?"},
+                                                  {"role": "assistant", "content": "echo heard 5 messages"}]
+    assert app.errors == []
 
 
 async def test_the_workbench_opens_the_chat_screen():

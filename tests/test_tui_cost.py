@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tuneterm.core import cost
 from tuneterm.core.datasets import store
-from tuneterm.tui.app import TunetermApp
+from tui_recording import RecordingApp
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
 
@@ -22,7 +22,7 @@ async def _until(pilot, predicate, tries=300, step=0.05):
 async def test_estimate_updates_with_epochs_and_model():
     store.import_dataset(SAMPLES / "tickets", name="tickets")
     train = store.resolve_path("tickets", "train")
-    app = TunetermApp(start="cost")
+    app = RecordingApp(start="cost")
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         assert await _until(pilot, lambda: screen.estimate is not None and screen.savings is not None)
@@ -54,12 +54,12 @@ async def test_estimate_updates_with_epochs_and_model():
 
 
 async def test_a_bad_epochs_value_is_a_notification_not_a_crash():
-    app = TunetermApp(start="cost")
+    app = RecordingApp(start="cost")
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         screen.query_one("#cost-dataset").value = str(SAMPLES / "tickets" / "train.jsonl")
         screen.query_one("#cost-epochs").value = "99"
-        assert await _until(pilot, lambda: any(n.severity == "error" for n in app._notifications))
-        note = next(n for n in app._notifications if n.severity == "error")
+        assert await _until(pilot, lambda: any(n.severity == "error" for n in app.notes))
+        note = next(n for n in app.notes if n.severity == "error")
         assert "epochs" in note.title and "hint: OpenAI accepts n_epochs 1-50" in note.message
         assert app.is_running

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuneterm.core.datasets import store
-from tuneterm.tui.app import TunetermApp
+from tui_recording import RecordingApp
 from tuneterm.tui.screens.datasets import DatasetsScreen
 from tuneterm.tui.widgets.mask_view import MaskView
 from tuneterm.tui.widgets.token_histogram import TokenHistogram
@@ -34,7 +34,7 @@ def tickets():
 
 
 async def test_list_preview_and_validation(tickets):
-    app = TunetermApp()
+    app = RecordingApp()
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         assert isinstance(screen, DatasetsScreen)
@@ -55,7 +55,7 @@ async def test_list_preview_and_validation(tickets):
 
 async def test_validate_a_broken_file_and_jump_to_a_line():
     broken = SAMPLES / "broken" / "broken.jsonl"
-    app = TunetermApp()
+    app = RecordingApp()
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await pilot.press("i")
@@ -78,7 +78,7 @@ async def test_validate_a_broken_file_and_jump_to_a_line():
         assert screen.query_one("#ds-tabs").active == "tab-preview"
         assert screen.records[screen.index].line == line
         assert [role for role, _ in _turns(screen)] == ["raw line (not an example)"]
-        assert any(n.title == "invalid_json" for n in app._notifications)  # the rule's hint
+        assert any(n.title == "invalid_json" for n in app.notes)  # the rule's hint
 
 
 async def test_import_through_the_dialog_with_path_completion():
@@ -87,7 +87,7 @@ async def test_import_through_the_dialog_with_path_completion():
     target = SAMPLES / "tickets" / "train.jsonl"
     assert complete_path(str(SAMPLES / "tick")) == str(SAMPLES / "tickets") + "/"
     assert complete_path(str(SAMPLES / "tickets" / "tr"), (".jsonl",)) == str(target)
-    app = TunetermApp()
+    app = RecordingApp()
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await pilot.press("i")
@@ -102,12 +102,12 @@ async def test_import_through_the_dialog_with_path_completion():
         assert await _until(pilot, lambda: screen.names == ["tk"])
         assert store.get("tk").n_examples > 0
         assert await _until(pilot, lambda: screen.source == "tk" and screen.records)
-        assert any("imported tk" in n.message for n in app._notifications)
+        assert any("imported tk" in n.message for n in app.notes)
 
 
 @pytest.mark.slow  # the helper process loads the embedded model's tokenizer (transformers)
 async def test_mask_and_lengths_come_from_the_helper_process(tickets):
-    app = TunetermApp()
+    app = RecordingApp()
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         assert await _until(pilot, lambda: screen.records and screen.model)
@@ -130,7 +130,7 @@ async def test_mask_and_lengths_come_from_the_helper_process(tickets):
 
 
 async def test_a_dataset_file_changing_or_vanishing_underneath(tickets):
-    app = TunetermApp()
+    app = RecordingApp()
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         assert await _until(pilot, lambda: screen.report is not None)
@@ -140,5 +140,5 @@ async def test_a_dataset_file_changing_or_vanishing_underneath(tickets):
         assert await _until(pilot, lambda: len(screen.records) == 2 and screen.report is not None)
         path.unlink()
         await pilot.press("ctrl+r")
-        assert await _until(pilot, lambda: any(n.severity == "error" for n in app._notifications))
+        assert await _until(pilot, lambda: any(n.severity == "error" for n in app.notes))
         assert app.is_running

@@ -6,7 +6,7 @@ import json
 import shutil
 
 from tuneterm.core import jobs
-from tuneterm.tui.app import TunetermApp
+from tui_recording import RecordingApp
 from tuneterm.tui.screens.jobs import JobsScreen
 from tuneterm.tui.widgets.job_table import JobTable
 from tuneterm.tui.widgets.loss_chart import LossChart
@@ -37,7 +37,7 @@ async def _until(pilot, predicate, tries=100):
 async def test_jobs_table_detail_and_damage():
     first = jobs.create_job("train", {"model": "smollm2-135m-instruct", "dataset": "tickets"})
     _fake_progress(first)
-    app = TunetermApp(start="jobs")
+    app = RecordingApp(start="jobs")
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         assert isinstance(screen, JobsScreen)
@@ -75,7 +75,7 @@ async def test_jobs_table_detail_and_damage():
 async def test_cancel_asks_and_reports_errors_as_notifications():
     job = jobs.create_job("train", {"model": "x"})
     _fake_progress(job)  # succeeded: cancelling it is refused with a hint
-    app = TunetermApp(start="jobs")
+    app = RecordingApp(start="jobs")
     async with app.run_test(size=(100, 30)) as pilot:
         table = app.screen.query_one(JobTable)
         assert await _until(pilot, lambda: table.row_count == 1)
@@ -83,8 +83,8 @@ async def test_cancel_asks_and_reports_errors_as_notifications():
         await pilot.pause()
         assert type(app.screen).__name__ == "ConfirmModal"
         await pilot.press("y")
-        assert await _until(pilot, lambda: any("already succeeded" in (n.title or "") for n in app._notifications))
-        note = next(n for n in app._notifications if "already succeeded" in (n.title or ""))
+        assert await _until(pilot, lambda: any("already succeeded" in (n.title or "") for n in app.notes))
+        note = next(n for n in app.notes if "already succeeded" in (n.title or ""))
         assert note.severity == "error" and "hint: nothing to cancel" in note.message
         assert app.is_running
 
@@ -106,7 +106,7 @@ async def test_a_real_detached_job_cancel_resume_and_artifact():
     jobs.launch(done.id)
     long = jobs.create_job("sleep", {"steps": 400, "step_seconds": 0.05})
     jobs.launch(long.id)
-    app = TunetermApp(start="jobs")
+    app = RecordingApp(start="jobs")
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         table = screen.query_one(JobTable)
@@ -120,7 +120,7 @@ async def test_a_real_detached_job_cancel_resume_and_artifact():
         assert await _until(pilot, lambda: screen.jobs[long.id].state == "cancelled", tries=300)
         await pilot.press("r")
         assert await _until(pilot, lambda: screen.jobs[long.id].state == "running", tries=300)
-        assert any(f"resumed {long.id}" in n.message for n in app._notifications)
+        assert any(f"resumed {long.id}" in n.message for n in app.notes)
         await pilot.press("c", "y")
         assert await _until(pilot, lambda: screen.jobs[long.id].state == "cancelled", tries=300)
 

@@ -95,6 +95,60 @@ def test_import_dialog(snap_compare):
     assert snap_compare(TunetermApp(), terminal_size=(80, 24), run_before=settle)
 
 
+def test_quantize_form(snap_compare):
+    async def settle(pilot):
+        screen = pilot.app.screen
+        await _until(pilot, lambda: screen.query_one("#qz-recipe").form is not None
+                     and screen.query_one("#qz-model").value)
+        screen.set_focus(None)
+        await pilot.pause()
+
+    assert snap_compare(TunetermApp(start="quantize"), terminal_size=(80, 24), run_before=settle)
+
+
+# The quality report of a real int8-dynamic job on the tiny model (tests/test_tui_quantize.py makes
+# one live); its samples and quantizer facts left out, its label shortened.
+QUALITY = {
+    "data": "built-in held-out texts", "exact_match": 1.0, "failures": [], "mean_kl": 1.7538788538771652e-06,
+    "memory_ratio": 1.2427, "method": "int8-dynamic",
+    "parent": {"completion_tokens": 4, "decode_tok_s": 46.39, "label": "./tiny-llama", "load_s": 9.26,
+               "memory_mb": 12.88, "ppl": 48791.1311670924, "size_mb": 12.88, "ttft_ms": 11.88},
+    "passed": True, "ppl_increase": -0.0003636836935354548, "prompts": 1, "quantize_s": 0.73,
+    "quantized": {"completion_tokens": 4, "decode_tok_s": 49.41, "label": "int8-dynamic", "load_s": 0.598,
+                  "memory_mb": 16.0, "ppl": 48773.386628297776, "size_mb": 16.01, "ttft_ms": 3.67},
+    "scored_tokens": 62, "size_ratio": 1.2427, "speedup": 1.0651, "texts": 2,
+    "thresholds": {"max_mean_kl": None, "max_ppl_increase": 0.05, "min_exact_match": None,
+                   "min_top1_agreement": None},
+    "top1_agreement": 0.9838709677419355,
+}
+
+
+def test_quantize_report(snap_compare, tmp_workspace):
+    job_id = "20261127-130000-cd34"
+    folder = tmp_workspace.ensure().jobs_dir / job_id
+    (folder / "output").mkdir(parents=True)
+    (folder / "spec.toml").write_text(
+        f'[job]\nid = "{job_id}"\nkind = "quantize"\ncreated_at = "2026-11-27T13:00:00+00:00"\n'
+        '[config]\nmethod = "int8-dynamic"\nmodel = "./tiny-llama"\n')
+    (folder / "status.json").write_text(json.dumps({
+        "state": "succeeded", "started_at": "2026-11-27T13:00:01+00:00",
+        "finished_at": "2026-11-27T13:00:30+00:00", "heartbeat": None}))
+    (folder / "events.jsonl").write_text(json.dumps({"type": "gate", "phase": "done", "passed": True}) + "\n")
+    (folder / "output" / "quality.json").write_text(json.dumps(QUALITY))
+    (folder / "output" / "artifact.json").write_text(json.dumps({"kind": "quantized", "path": "model",
+                                                                 "base": "./tiny-llama"}))
+
+    async def settle(pilot):
+        screen = pilot.app.screen
+        await _until(pilot, lambda: screen.query_one("#qz-recipe").form is not None)
+        await pilot.press("ctrl+o")
+        await _until(pilot, lambda: screen.query_one("#qz-report").report is not None
+                     and "use it as" in str(screen.query_one("#qz-status").render()))
+        await pilot.pause()
+
+    assert snap_compare(TunetermApp(start="quantize"), terminal_size=(80, 24), run_before=settle)
+
+
 def teardown_module(module):
     import time
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tuneterm.core import jobs
 from tuneterm.core.datasets import store
-from tuneterm.tui.app import TunetermApp
+from tui_recording import RecordingApp
 from tuneterm.tui.widgets.recipe_form import RecipeForm
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
@@ -27,7 +27,7 @@ def _text(screen, selector) -> str:
 
 
 async def test_recipe_form_help_and_memory_estimate(embedded_model_dir):
-    app = TunetermApp(start="train")
+    app = RecordingApp(start="train")
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         assert await _until(pilot, lambda: screen.query(RecipeForm))
@@ -39,8 +39,7 @@ async def test_recipe_form_help_and_memory_estimate(embedded_model_dir):
         assert "134.5 M params" in lora_text
         # Focusing a setting shows its whole comment.
         screen.query_one("#f-lora--r").focus()
-        await pilot.pause()
-        assert _text(screen, "#train-recipe-head").startswith("lora.r: adapter rank")
+        assert await _until(pilot, lambda: _text(screen, "#train-recipe .recipe-head").startswith("lora.r: adapter rank"))
         # Another method: another recipe, another estimate.
         screen.query_one("#train-method").value = "full"
         assert await _until(pilot, lambda: screen.query(RecipeForm) and "lora.r" not in screen.query_one(RecipeForm).flat)
@@ -50,21 +49,21 @@ async def test_recipe_form_help_and_memory_estimate(embedded_model_dir):
 
 async def test_a_typo_fails_before_any_job_is_written():
     store.import_dataset(SAMPLES / "tickets", name="tickets")
-    app = TunetermApp(start="train")
+    app = RecordingApp(start="train")
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         assert await _until(pilot, lambda: screen.query(RecipeForm) and screen.query_one("#train-data").value)
         screen.query_one("#f-train--lr").value = "fast"
         await pilot.press("ctrl+l")
-        assert await _until(pilot, lambda: any(n.severity == "error" for n in app._notifications))
-        note = next(n for n in app._notifications if n.severity == "error")
+        assert await _until(pilot, lambda: any(n.severity == "error" for n in app.notes))
+        note = next(n for n in app.notes if n.severity == "error")
         assert note.title == "train.lr must be a number"
         assert jobs.list_jobs() == []
 
 
 async def test_launch_writes_the_job_and_starts_it(tmp_path):
     store.import_dataset(SAMPLES / "tickets", name="tickets")
-    app = TunetermApp(start="train")
+    app = RecordingApp(start="train")
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         assert await _until(pilot, lambda: screen.query(RecipeForm) and screen.query_one("#train-data").value)
@@ -84,7 +83,7 @@ async def test_launch_writes_the_job_and_starts_it(tmp_path):
         assert config["data"] == str(store.resolve_path("tickets", "train").resolve())
         assert config["eval_data"] == str(store.resolve_path("tickets", "val").resolve())
         assert (job.dir / "pid").is_file()  # started detached
-        assert any("started" in n.message for n in app._notifications)
+        assert any("started" in n.message for n in app.notes)
         await pilot.press("f4")  # a focused input would take "4" as text
         await pilot.pause()
         assert await _until(pilot, lambda: job.id in getattr(app.screen, "jobs", {}))

@@ -3,9 +3,11 @@
 #
 #   tests/tmux_smoke.sh [PYTHON]      (exit 0 = every check passed; needs tmux)
 #
-# It uses a throw-away workspace with the tickets sample imported, visits each screen by its
-# number key, opens the command palette, and quits with q. Set TMUX_SMOKE_KEEP=1 to keep the
-# captured screens (printed on failure either way).
+# It uses a throw-away workspace with the tickets sample imported, runs in an 80x24 terminal (the
+# smallest the workbench supports), visits each screen by its number or function key, checks
+# that each footer's key labels and the Quantize screen's form and Reports tab are on screen,
+# opens the command palette, and quits with q. Set TMUX_SMOKE_KEEP=1 to keep the work folder;
+# the screen is printed on failure.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,11 +50,13 @@ from tuneterm.core.datasets import store
 store.import_dataset(Path(sys.argv[1]) / "sample_data" / "tickets", name="tickets")
 PYEOF
 
-tmux new-session -d -s "$SESSION" -x 100 -y 30 "cd '$REPO' && '$PY' -m tuneterm"
+tmux new-session -d -s "$SESSION" -x 80 -y 24 "cd '$REPO' && '$PY' -m tuneterm"
 wait_for "1 Datasets" 30
 wait_for "tickets"
 wait_for "example 1/"
 wait_for "assistant"
+wait_for "s Split"   # the footer's last screen key fits in 80 columns
+wait_for "^p palette"
 
 tmux send-keys -t "$SESSION" "]"
 wait_for "example 2/"
@@ -62,17 +66,33 @@ wait_for "valid"
 
 tmux send-keys -t "$SESSION" "4"
 wait_for "no jobs yet"
+wait_for "o Artifact"
 
 tmux send-keys -t "$SESSION" "3"
 wait_for "recipes/lora.toml"
-wait_for "LoRA tolerates high rates"
+wait_for "LoRA tolerates"
+wait_for "^r Reset recipe"
 
 tmux send-keys -t "$SESSION" F2
 wait_for "OpenAI model"
 wait_for "prices as of" 30
+wait_for "few-shot K"  # the savings form is not pushed off an 80x24 screen
+wait_for "^n Model"
 
 tmux send-keys -t "$SESSION" F5
-wait_for "tuneterm quantize"
+wait_for "recipes/int8-dynamic.toml"
+wait_for "smooth_alpha"
+wait_for "^o Reports"
+# another method: its own recipe (the method select is one tab away from the model field)
+tmux send-keys -t "$SESSION" Tab Enter
+wait_for "bnb-nf4"
+tmux send-keys -t "$SESSION" Down Down Down Enter
+wait_for "recipes/bnb-nf4.toml"
+wait_for "double_quant"
+tmux send-keys -t "$SESSION" C-o
+wait_for "no quantize jobs yet"
+tmux send-keys -t "$SESSION" C-n
+wait_for "more settings"
 
 tmux send-keys -t "$SESSION" C-p
 wait_for "Search for commands"

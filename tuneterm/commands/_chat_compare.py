@@ -1,8 +1,9 @@
 """``tuneterm chat --compare REF,REF,... "PROMPT"``: the same prompt to several models, timed.
 
 Local references are loaded once into an in-process OpenAI-compatible server on 127.0.0.1
-(a base and its adapters share weights, as in ``tuneterm serve``), so every model, local or
-remote, streams through the same client and the timings compare like with like.
+(a base, its adapters and few-shot references over them share weights and are decoded in one
+batch, as in ``tuneterm serve``), so every model, local or remote, streams through the same
+client and the timings compare like with like.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
     if not prompt:
         raise UsageError("--compare needs a prompt", hint='tuneterm chat --compare REF,REF "PROMPT"')
     refs = split_refs(args.compare)
-    params = generation_params(args)
-    parsed = {r: modelref.parse(r) for r in refs}  # fail fast on a bad reference
-    local = [r for r in refs if parsed[r].is_local]
+    params = generation_params(args).to_dict()
+    for r in refs:
+        modelref.parse(r)  # fail fast on a bad reference
+    # local ones (few-shot references over local models too) go through one in-process server
+    local = [r for r in refs if not chat_client.is_remote(r)]
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
         {"role": "user", "content": prompt}]
     server = None
@@ -44,6 +47,9 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
     if local:
         if not args.json:
             print(f"loading {', '.join(local)}…", file=sys.stderr, flush=True)
+        from tuneterm.core.generation import apply_inference_thread_env
+
+        apply_inference_thread_env()  # before torch loads: idle OpenMP threads sleep instead of spinning
         from tuneterm.workers.server import make_server, serve_in_thread
 
         started = time.perf_counter()

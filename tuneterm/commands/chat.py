@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     shots = None  # few-shot: prior user/assistant turns from a pool (tuneterm.core.fewshot)
     if ref.kind == "fewshot" or args.few_shot is not None:
         from tuneterm.core import fewshot
+        from tuneterm.core.chat_client import with_fewshot
 
         if ref.kind == "fewshot":
             spec = fewshot.parse_spec(args.model)
@@ -66,12 +67,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             spec = fewshot.FewShotSpec(args.few_shot, args.pool, args.model,
                                        "similar" if args.similar else "seed", args.seed or 0)
-        shots = fewshot.messages_for(spec, args.prompt, args.system)[:-1]
+        shots = with_fewshot(spec, _messages(args))[:-1]
         args.model, ref = spec.base, modelref.parse(spec.base)
     if ref.is_remote:
-        if shots:
-            raise UsageError("few-shot is not wired for remote models in chat yet", [("model", args.model)])
-        return _run_remote(args)
+        return _run_remote(args, shots)
     if ref.kind == "job" and _artifact_kind(ref.target) == "classifier":
         from tuneterm.workers.feature import predict  # feature-based: the answer is a label
 
@@ -81,15 +80,15 @@ def run(args: argparse.Namespace) -> int:
     interactive = sys.stderr.isatty()
     if interactive:
         print(f"loading {args.model}…", file=sys.stderr, flush=True)
-    from tuneterm.workers.engine import GenerationParams, GenerationStats, build_messages, stream_chat
+    from tuneterm.core.generation import GenerationStats, apply_inference_thread_env
+
+    params = generation_params(args)
+    apply_inference_thread_env()  # before torch loads: idle OpenMP threads sleep instead of spinning
+    from tuneterm.workers.engine import stream_chat
     from tuneterm.workers.loading import load
 
-    params = GenerationParams(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-        stop=list(args.stop or []),
-    ).validate()
     loaded = load(args.model)
-    messages = build_messages(args.prompt, args.system) if shots is None else shots + build_messages(args.prompt)
+    messages = _messages(args) if shots is None else shots + [{"role": "user", "content": args.prompt}]
     stats = GenerationStats()
     pieces = []
     for piece in stream_chat(loaded.model, loaded.tokenizer, messages, params, stats):
@@ -131,26 +130,24 @@ def _artifact_kind(job_id: str) -> str | None:
         return None
 
 
-def generation_params(args: argparse.Namespace) -> dict:
-    """The command's generation settings as chat_client params (validated like the engine's)."""
-    from tuneterm.core.errors import InputError
+def generation_params(args: argparse.Namespace):
+    """The command's generation settings, validated (a GenerationParams)."""
+    from tuneterm.core.generation import GenerationParams
 
-    if args.max_new_tokens < 1:
-        raise InputError("max_new_tokens must be at least 1", [("max_new_tokens", str(args.max_new_tokens))])
-    if args.temperature < 0:
-        raise InputError("temperature must be 0 (greedy) or more", [("temperature", str(args.temperature))])
-    if not 0 < args.top_p <= 1:
-        raise InputError("top_p must be in (0, 1]", [("top_p", str(args.top_p))])
-    return {"max_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
-            "seed": args.seed, "stop": list(args.stop or [])}
+    return GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                            seed=args.seed, stop=list(args.stop or [])).validate()
 
 
-def _run_remote(args: argparse.Namespace) -> int:
+def _messages(args: argparse.Namespace) -> list[dict]:
+    return ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}]
+
+
+def _run_remote(args: argparse.Namespace, shots: list[dict] | None = None) -> int:
     from tuneterm.core.chat_client import ChatStats, stream_chat
 
     params = generation_params(args)
-    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
-        {"role": "user", "content": args.prompt}]
+    messages = _messages(args) if shots is None else shots + [{"role": "user", "content": args.prompt}]
     stats = ChatStats()
     pieces = []
     for piece in stream_chat(args.model, messages, params, stats):

@@ -21,9 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="score models on eval tasks (YAML specs under evals/)",
         description="Run eval tasks on model variants and write report.json, samples.jsonl and report.md. "
-        "Variants: model references (smollm2-135m-instruct, job:ID, ./dir, hf:ORG/NAME, openai:MODEL, "
-        "http://HOST:PORT/v1#MODEL), optionally with few-shot: REF+3shot.",
-        epilog="example: tuneterm eval evals/tickets --models smollm2-135m-instruct,job:abc123 --limit 40",
+        "Variants: model references (smollm2-135m-instruct, job:ID for adapters, quantized models and "
+        "classifiers, ./dir, hf:ORG/NAME, openai:MODEL, http://HOST:PORT/v1#MODEL) and few-shot variants "
+        "fewshot:K[:similar|:seed=N]:POOL@REF (REF prompted with K examples from POOL; it shares REF's model).",
+        epilog="examples:\n  tuneterm eval evals/tickets --models smollm2-135m-instruct,job:abc123 --limit 40\n"
+        "  tuneterm eval evals/tickets.yaml --models job:abc123,"
+        "fewshot:4:sample_data/fewshot/pool.jsonl@smollm2-135m-instruct",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("spec", metavar="SPEC|SUITE", help="a task .yaml, a suite .yaml or a folder of task files")
     p.add_argument("--models", "-m", required=True, help="comma-separated variants; the first is the default baseline")
@@ -53,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     tasks = load_suite(args.spec)
     variants = parse_variants(split_models(args.models))
     if args.check:
+        from tuneterm.core.fewshot import load_pool
+
+        for pool in sorted({v.fewshot.pool for v in variants if v.fewshot is not None}):
+            print(f"few-shot pool {pool}: {len(load_pool(pool))} examples")
         for spec in tasks:
             n = len(build_items(spec, limit=args.limit))
             print(f"{spec.name}: {spec.type}, version {spec.version}, {n} items, metrics "

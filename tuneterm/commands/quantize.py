@@ -67,13 +67,10 @@ def build_config(args: argparse.Namespace) -> dict:
 
         modelref.job_artifact(ref.target, workspace().jobs_dir)  # fails now if the job has no artifact
     recipe, source = {}, "command line"
-    if args.recipe:
+    if args.recipe:  # checked key by key against the settings, like training recipes
         recipe = qconfig.load_recipe(args.recipe)
         source = str(args.recipe)
-    elif args.method:
-        default = qconfig.recipes_dir() / f"{args.method}.toml"
-        if default.is_file():
-            recipe, source = qconfig.load_recipe(default), str(default)
+    # resolve() starts from the method's built-in recipe (recipes/<method>.toml)
     config = qconfig.resolve(args.model, args.method, recipe, args.overrides, source)
     data = config["gate"].get("data")
     if data and not Path(data).expanduser().is_file():

@@ -14,14 +14,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="serve local models over an OpenAI-compatible API",
         description=(
             "Serve local models over the OpenAI chat completions API (streaming with SSE). "
-            "The model ids are the references as given; a base model and LoRA adapters over it "
-            "share one copy of the base weights."
+            "The model ids are the references as given; a base model, LoRA adapters over it and "
+            "few-shot references (fewshot:K:POOL@REF) share one copy of the base weights, and their "
+            "requests are decoded together in one batch."
         ),
         epilog="example: tuneterm serve smollm2-135m-instruct job:abc123 --port 8000\n"
         "         curl http://127.0.0.1:8000/v1/models",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("models", nargs="+", metavar="MODEL_REF", help="e.g. smollm2-135m-instruct, job:ID, ./dir")
+    p.add_argument("models", nargs="+", metavar="MODEL_REF",
+                   help="e.g. smollm2-135m-instruct, job:ID, ./dir, fewshot:4:POOL@job:ID")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", "-p", type=int, default=8000, help="port (0 = any free port; default 8000)")
     p.add_argument("--api-key", default=None,
@@ -36,11 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from tuneterm.core import modelref
+    from tuneterm.core.chat_client import is_remote
     from tuneterm.core.errors import UsageError
+    from tuneterm.core.generation import apply_inference_thread_env
 
+    apply_inference_thread_env()  # before torch loads: idle OpenMP threads sleep instead of spinning
     for ref in args.models:
-        if modelref.parse(ref).is_remote:
+        if is_remote(ref):
             raise UsageError(f"{ref} is a remote model; serve only loads local ones", [("reference", ref)],
                              "chat with it directly: tuneterm chat " + ref + " PROMPT")
     api_key = args.api_key or os.environ.get("TUNETERM_API_KEY") or None
@@ -55,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"tuneterm serve: {server.url}", flush=True)
     for model_id, v in server.variants.items():
         kind = f"adapter over {v.group.key}" if v.adapter else "base"
+        if v.fewshot is not None:
+            kind = f"{v.fewshot.k}-shot from {v.fewshot.pool}, {kind}"
         print(f"  model: {model_id}  ({kind})", flush=True)
     print(f"  {len(server.variants)} model(s) on {len(groups)} copy(ies) of base weights"
           + ("; API key required" if api_key else ""), flush=True)

@@ -2,7 +2,10 @@
 
 ``stream_chat(ref, messages, params, stats)`` yields text pieces for ``openai:MODEL`` and
 ``http://HOST:PORT/v1#MODEL`` references through the official ``openai`` SDK (imported when
-first used) and fills :class:`ChatStats` (time to first token, tokens/s, token count).
+first used) and fills :class:`ChatStats` (time to first token, tokens/s, token count). A
+few-shot reference over a remote model (``fewshot:K:POOL@openai:MODEL``) puts the pool's
+examples before the conversation here (:func:`with_fewshot`); ``tuneterm serve`` does the same
+for local ones.
 
 :class:`LocalServers` starts ``tuneterm serve`` children on free 127.0.0.1 ports for local
 references (one child per call to :meth:`LocalServers.ensure`, holding all the references it
@@ -21,38 +24,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from tuneterm.core import modelref
 from tuneterm.core.errors import InputError, NotFoundError, OpenAIError, RuntimeFailure, UsageError
+from tuneterm.core.generation import GenerationParams, GenerationStats, inference_thread_env
 
 
-@dataclass
-class ChatStats:
-    model: str = ""
-    prompt_tokens: int | None = None
-    completion_tokens: int = 0
-    tokens_exact: bool = False  # True when the server reported usage; else counted from chunks
-    ttft_s: float | None = None
-    total_s: float = 0.0
-    finish_reason: str | None = None
-
-    @property
-    def tokens_per_s(self) -> float:
-        """Decode rate: tokens after the first over the time after the first."""
-        if self.ttft_s is None or self.completion_tokens <= 1:
-            return 0.0
-        span = self.total_s - self.ttft_s
-        return (self.completion_tokens - 1) / span if span > 0 else 0.0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["tokens_per_s"] = round(self.tokens_per_s, 2)
-        d["ttft_ms"] = round(self.ttft_s * 1000, 1) if self.ttft_s is not None else None
-        d["total_s"] = round(self.total_s, 3)
-        return d
+ChatStats = GenerationStats  # one definition of an answer's figures (tuneterm.core.generation)
 
 
 @dataclass(frozen=True)
@@ -123,6 +104,30 @@ def model_card(ref: str, timeout: float = 5.0) -> dict:
         raise OpenAIError("cannot read the model card", [("reference", ref), ("problem", str(exc))]) from exc
 
 
+def is_remote(ref: str) -> bool:
+    """Streams from a server as it is (openai:, http://, or a few-shot reference over one)."""
+    parsed = modelref.parse(ref)
+    if parsed.kind == "fewshot":
+        return modelref.parse(parsed.target).is_remote
+    return parsed.is_remote
+
+
+def with_fewshot(spec: Any, messages: list[dict], pool: list | None = None) -> list[dict]:
+    """``messages`` with a few-shot spec's examples before the conversation.
+
+    The system prompt stays first (the conversation's own, else the pool's); the examples are
+    chosen for the last user message (``similar``) or by the spec's seed; earlier turns of the
+    conversation keep their order after the examples.
+    """
+    from tuneterm.core import fewshot
+
+    system = next((m["content"] for m in messages if m.get("role") == "system" and m.get("content")), None)
+    prompt = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    pool = pool if pool is not None else fewshot.load_pool(spec.pool)
+    head = fewshot.build_messages(prompt, fewshot.select(pool, spec.k, prompt, spec.strategy, spec.seed), system)
+    return head[:-1] + [m for m in messages if m.get("role") != "system"]
+
+
 def request_body(ep: Endpoint, messages: list[dict], params: dict) -> dict:
     """The chat.completions arguments for these generation settings."""
     body: dict[str, Any] = {"model": ep.model, "messages": messages, "stream": True,
@@ -144,19 +149,26 @@ def request_body(ep: Endpoint, messages: list[dict], params: dict) -> dict:
 def stream_chat(
     ref: str,
     messages: list[dict],
-    params: dict | None = None,
+    params: "dict | GenerationParams | None" = None,
     stats: ChatStats | None = None,
     cancel: threading.Event | None = None,
     timeout: float = 600.0,
 ) -> Iterator[str]:
-    """Yield the answer's text pieces as they stream; fills ``stats``. ``params``: temperature,
-    top_p, max_tokens, seed, stop. Setting ``cancel`` closes the stream at the next piece."""
+    """Yield the answer's text pieces as they stream; fills ``stats``. ``params``: a
+    :class:`GenerationParams` or a dict (temperature, top_p, max_tokens, seed, stop). Setting
+    ``cancel`` closes the stream at the next piece."""
     from openai import OpenAI  # deferred: the SDK costs ~0.3 s to import
 
-    params = params or {}
+    params = params.to_dict() if isinstance(params, GenerationParams) else (params or {})
     stats = stats if stats is not None else ChatStats()
-    ep = endpoint(ref)
     stats.model = ref
+    parsed = modelref.parse(ref)
+    if parsed.kind == "fewshot":
+        from tuneterm.core import fewshot
+
+        messages = with_fewshot(fewshot.parse_spec(ref), messages)
+        ref = parsed.target
+    ep = endpoint(ref)
     client = OpenAI(base_url=ep.base_url, api_key=ep.api_key, timeout=timeout, max_retries=0)
     started = time.perf_counter()
     counted = 0
@@ -358,7 +370,7 @@ class LocalServers:
             proc = subprocess.Popen(
                 [self.python, "-m", "tuneterm", "serve", *refs, "--host", "127.0.0.1", "--port", str(port)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env={**os.environ, "TUNETERM_API_KEY": ""},
+                start_new_session=True, env={**inference_thread_env(), "TUNETERM_API_KEY": ""},
             )
         return ServerChild(list(refs), port, proc, log_path)
 

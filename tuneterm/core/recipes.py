@@ -4,21 +4,31 @@ The built-in recipe of a method is also its schema: a user's recipe file and eve
 ``key.sub=value`` override must name keys that exist there and values of the same type.
 Everything is checked in the parent, before a job is created, so a typo fails in a second
 with the close matches listed, not after a model load.
+
+Every method of ``tuneterm train --method`` has a recipe here; ``KINDS`` says which job kind
+runs it. A ``sequential`` recipe holds ``[[stages]]``, each checked against its own method's
+recipe (see :func:`resolve_sequential`).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from pathlib import Path
 
 from tuneterm.core.errors import ConfigError, NotFoundError
 
-METHODS = ("full", "freeze", "lora", "qlora")
+METHODS = ("full", "freeze", "lora", "qlora")  # supervised fine-tuning (the TUI's train screen)
+STAGE_METHODS = METHODS + ("dpo",)  # what a sequential stage may use (all run as job kind "train")
+KINDS = {**{m: "train" for m in STAGE_METHODS}, "sequential": "sequential", "distill": "distill",
+         "feature": "feature"}
+ALL_METHODS = tuple(KINDS)
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+STAGE_KEYS = ("name", "method", "data", "val")  # a stage's own keys; the rest are its method's settings
 
 CHOICES = {
-    "method": METHODS,
+    "method": ALL_METHODS,
     "train.lr_scheduler": ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
                            "polynomial"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
@@ -26,20 +36,28 @@ CHOICES = {
     "train.batching": ("length_grouped", "random"),
     "quant.quant_type": ("nf4", "fp4"),
     "quant.compute_dtype": ("float32", "bfloat16", "float16"),
+    "pooling": ("mean", "last"),
 }
 MINIMUM = {  # key -> smallest allowed value
     "train.epochs": 0, "train.batch_size": 1, "train.grad_accum": 1, "train.max_length": 8,
     "train.weight_decay": 0, "train.max_grad_norm": 0, "train.warmup_ratio": 0, "train.cpu_threads": 0,
     "eval.every_steps": 0, "eval.early_stopping_patience": 0, "log.every_steps": 1,
     "checkpoint.every_steps": 1, "checkpoint.keep": 0, "lora.r": 1, "lora.alpha": 1, "lora.dropout": 0,
-    "freeze.last_n_blocks": 0,
+    "freeze.last_n_blocks": 0, "eval.batch_size": 1, "eval.max_examples": 0,
+    "steps": 1, "batch_size": 1, "max_length": 8, "alpha": 0, "temperature": 0,
 }
 
 
+def kind_of(method: str) -> str:
+    """The job kind that runs ``method`` (train, sequential, distill, feature)."""
+    if method not in KINDS:
+        raise ConfigError(f"unknown training method {method!r}", [("methods", ", ".join(ALL_METHODS))],
+                          _close_hint(method, ALL_METHODS))
+    return KINDS[method]
+
+
 def recipe_path(method: str) -> Path:
-    if method not in METHODS:
-        raise ConfigError(f"unknown training method {method!r}", [("methods", ", ".join(METHODS))],
-                          _close_hint(method, METHODS))
+    kind_of(method)
     return RECIPES_DIR / f"{method}.toml"
 
 
@@ -159,30 +177,163 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _apply(config: dict, schema: dict, items: dict, source: str) -> None:
+    """Set flat ``key -> value`` items (TOML values or override text) after checking each key."""
+    for key, value in items.items():
+        if key not in schema:
+            raise _unknown(key, schema, source)
+        _set(config, key, _coerce(key, value, schema[key], source))
+
+
+def _overrides(texts) -> list[tuple[str, str, str]]:
+    out = []
+    for text in texts:
+        key, value = parse_override(text)
+        if key == "method":
+            raise ConfigError("choose the method with --method, not an override", [("override", text)])
+        out.append((key, value, text))
+    return out
+
+
 def resolve(method: str, recipe_file: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
     """The built-in recipe of ``method``, then the user's file, then the overrides; validated."""
+    if method == "sequential":
+        return resolve_sequential(recipe_file, overrides)
     config = default_recipe(method)
     schema = flatten(config)
     if recipe_file:
         user = read_toml(Path(recipe_file))
-        user_method = user.get("method", method)
-        if user_method != method:
-            raise ConfigError("the recipe is for another method",
-                              [("recipe", str(recipe_file)), ("its method", str(user_method)),
-                               ("--method", method)], f"use --method {user_method}, or edit the recipe")
-        for key, value in flatten(user).items():
-            if key not in schema:
-                raise _unknown(key, schema, str(recipe_file))
-            _set(config, key, _coerce(key, value, schema[key], str(recipe_file)))
-    for text in overrides:
-        key, value = parse_override(text)
-        if key == "method":
-            raise ConfigError("choose the method with --method, not an override", [("override", text)])
-        if key not in schema:
-            raise _unknown(key, schema, f"override {text!r}")
-        _set(config, key, _coerce(key, value, schema[key], f"override {text!r}"))
+        _check_method(user, method, recipe_file)
+        _apply(config, schema, flatten(user), str(recipe_file))
+    for key, value, text in _overrides(overrides):
+        _apply(config, schema, {key: value}, f"override {text!r}")
     validate(config)
     return config
+
+
+def _check_method(user: dict, method: str, recipe_file) -> None:
+    user_method = user.get("method", method)
+    if user_method != method:
+        raise ConfigError("the recipe is for another method",
+                          [("recipe", str(recipe_file)), ("its method", str(user_method)),
+                           ("--method", method)], f"use --method {user_method}, or edit the recipe")
+
+
+# --- sequential: a list of stages, each a recipe of its own method ------------------------------
+
+def _in_stage(exc: ConfigError, index: int, name: str) -> ConfigError:
+    """The same error, its title naming the stage."""
+    return ConfigError(f"stage {index} ({name}): {exc.title}", [("stage", f"{index} ({name})")] + list(exc.facts),
+                       exc.hint)
+
+
+def _stage_selector(key: str, stages: list[dict]) -> tuple[int, str] | None:
+    """``stages.NAME.rest`` or ``stages.N.rest`` (1-based) -> (index into stages, rest)."""
+    if not key.startswith("stages."):
+        return None
+    sel, _, rest = key[len("stages."):].partition(".")
+    names = [str(s.get("name", "")) for s in stages]
+    if sel.isdigit() and 1 <= int(sel) <= len(stages):
+        pos = int(sel) - 1
+    elif sel in names:
+        pos = names.index(sel)
+    else:
+        raise ConfigError(f"no stage {sel!r} in the pipeline", [("override", key), ("stages", ", ".join(names))],
+                          "name a stage by its name or its number (1 = first), e.g. stages.1.train.lr=1e-5")
+    if not rest:
+        raise ConfigError("a stage override needs a key after the stage", [("override", key)],
+                          "for example stages.1.train.max_steps=20")
+    return pos, rest
+
+
+def resolve_sequential(recipe_file: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
+    """A sequential pipeline: top-level settings (model, eval.*) and ``stages``, each stage resolved
+    against its own method's recipe. Overrides: ``eval.base=false`` (top level),
+    ``stages.NAME.key=value`` or ``stages.N.key=value`` (one stage), ``key=value`` (every stage whose
+    method has that key, e.g. ``train.max_steps=20``)."""
+    config = default_recipe("sequential")
+    raw_stages = config.pop("stages", [])
+    schema = flatten(config)
+    source = str(recipe_path("sequential"))
+    if recipe_file:
+        user = read_toml(Path(recipe_file))
+        _check_method(user, "sequential", recipe_file)
+        source = str(recipe_file)
+        if "stages" in user:
+            raw_stages = user.pop("stages")
+        _apply(config, schema, flatten(user), source)
+    if not isinstance(raw_stages, list) or not raw_stages or not all(isinstance(s, dict) for s in raw_stages):
+        raise ConfigError("a sequential recipe needs at least one [[stages]] table", [("recipe", source)],
+                          "see recipes/sequential.toml")
+    raw_stages = [dict(s) for s in raw_stages]
+    everywhere: list[tuple[str, str, str]] = []
+    per_stage: list[list[tuple[str, str, str]]] = [[] for _ in raw_stages]
+    for key, value, text in _overrides(overrides):
+        found = _stage_selector(key, raw_stages)
+        if found is not None:
+            pos, rest = found
+            if rest in STAGE_KEYS:
+                if rest == "method":
+                    raw_stages[pos]["method"] = value
+                else:
+                    raw_stages[pos][rest] = value
+            else:
+                per_stage[pos].append((rest, value, text))
+        elif key in schema:
+            _apply(config, schema, {key: value}, f"override {text!r}")
+        else:
+            everywhere.append((key, value, text))
+    stages = [_resolve_stage(i, stage, source, everywhere, per_stage[i - 1])
+              for i, stage in enumerate(raw_stages, 1)]
+    names = [s["name"] for s in stages]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"two stages are named {name!r}", [("recipe", source)], "give every stage its own name")
+    for key, _, text in everywhere:  # a key no stage's method knows
+        schemas = {k: v for s in stages for k, v in flatten(default_recipe(s["method"])).items()}
+        if key not in schemas:
+            raise _unknown(key, {**schema, **schemas}, f"override {text!r}")
+    config["stages"] = stages
+    validate(config)
+    return config
+
+
+def _resolve_stage(index: int, stage: dict, source: str, everywhere: list, mine: list) -> dict:
+    name = str(stage.get("name") or f"stage{index}")
+    try:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+            raise ConfigError("a stage name is a word (letters, digits, _ . -)", [("got", repr(name))])
+        if name == "base":
+            raise ConfigError("a stage cannot be named 'base'", [("in", source)],
+                              "'base' is the starting model's row in the forgetting matrix")
+        method = stage.get("method")
+        if method not in STAGE_METHODS:
+            raise ConfigError(f"unknown stage method {method!r}",
+                              [("in", source), ("methods", ", ".join(STAGE_METHODS))],
+                              _close_hint(str(method), STAGE_METHODS)
+                              or "set method = \"full\" (or freeze, lora, qlora, dpo)")
+        data = stage.get("data")
+        if not isinstance(data, str) or not data.strip():
+            raise ConfigError("the stage has no data", [("in", source)],
+                              "set data = \"DATASET\" (a workspace dataset name or a JSONL path)")
+        val = stage.get("val", "")
+        if not isinstance(val, str):
+            raise ConfigError("val must be a dataset name or path", [("in", source), ("got", repr(val))])
+        config = default_recipe(method)
+        schema = flatten(config)
+        settings = {k: v for k, v in stage.items() if k not in STAGE_KEYS}
+        _apply(config, schema, flatten(settings), f"{source}, stage {index} ({name})")
+        for key, value, text in everywhere:
+            if key in schema:
+                _apply(config, schema, {key: value}, f"override {text!r}")
+        for key, value, text in mine:
+            _apply(config, schema, {key: value}, f"override {text!r}")
+        validate(config)
+    except ConfigError as exc:
+        raise _in_stage(exc, index, name) from exc
+    except NotFoundError as exc:
+        raise NotFoundError(f"stage {index} ({name}): {exc.title}", exc.facts, exc.hint) from exc
+    return {"name": name, "method": method, "data": data, "val": val, **config}
 
 
 def validate(config: dict) -> dict:
@@ -209,4 +360,9 @@ def validate(config: dict) -> dict:
                           [("got", repr(targets))], 'e.g. lora.target_modules=q_proj,v_proj')
     if config.get("method") == "freeze" and not flat.get("freeze.last_n_blocks") and not flat.get("freeze.modules"):
         raise ConfigError("freeze trains nothing: set freeze.last_n_blocks or freeze.modules")
+    if config.get("method") == "distill":
+        if not 0 <= flat.get("alpha", 0.5) <= 1:
+            raise ConfigError("alpha must be between 0 and 1", [("got", repr(flat.get("alpha")))])
+        if flat.get("temperature", 1.0) <= 0:
+            raise ConfigError("temperature must be above 0", [("got", repr(flat.get("temperature")))])
     return config

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
@@ -40,13 +40,35 @@ class TunetermApp(App):
             self.keymap = keymap
 
     def __init__(self, start: str | None = None) -> None:
+        if start in BY_MODE:
+            self.DEFAULT_MODE = start  # the first screen built is the one asked for, not Datasets
         super().__init__()
         self._start = start if start in BY_MODE else None
+        self.first_frame_drawn = False  # True once the first frame is on the terminal
+        self._after_paint: list = []
 
     def on_mount(self) -> None:
         if self._start and self._start != self.current_mode:
             self.switch_mode(self._start)
-        self.call_after_refresh(self._load_keymap)  # after the first frame
+        self.after_first_paint(self._load_keymap)
+
+    def after_first_paint(self, callback) -> None:
+        """Run ``callback`` once the first frame is drawn (now, if it is).
+
+        Screens start their workers through this: a thread that imports pydantic or reads the
+        workspace while the first frame is being built would compete with it for the GIL.
+        """
+        if self.first_frame_drawn:
+            self.call_later(callback)
+        else:
+            self._after_paint.append(callback)
+
+    @on(events.Ready)
+    def _first_frame_drawn(self) -> None:
+        self.first_frame_drawn = True
+        waiting, self._after_paint = self._after_paint, []
+        for callback in waiting:
+            self.call_later(callback)
 
     @work(thread=True, exit_on_error=False, group="keymap")
     def _load_keymap(self) -> None:

@@ -10,54 +10,16 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
 import torch
 from transformers.generation.streamers import BaseStreamer
 
 from tuneterm.core.errors import InputError, RuntimeFailure
+from tuneterm.core.generation import GenerationParams, GenerationStats
 
-
-@dataclass
-class GenerationParams:
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-
-    def validate(self) -> "GenerationParams":
-        if self.max_new_tokens < 1:
-            raise InputError("max_new_tokens must be at least 1", [("max_new_tokens", str(self.max_new_tokens))])
-        if self.temperature < 0:
-            raise InputError("temperature must be 0 (greedy) or more", [("temperature", str(self.temperature))])
-        if not 0 < self.top_p <= 1:
-            raise InputError("top_p must be in (0, 1]", [("top_p", str(self.top_p))])
-        return self
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    ttft_s: float | None = None
-    total_s: float = 0.0
-    finish_reason: str = "stop"
-
-    @property
-    def decode_tok_s(self) -> float:
-        """Tokens per second after the first token (the decode rate)."""
-        if self.ttft_s is None or self.completion_tokens <= 1:
-            return 0.0
-        span = self.total_s - self.ttft_s
-        return (self.completion_tokens - 1) / span if span > 0 else 0.0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["decode_tok_s"] = round(self.decode_tok_s, 2)
-        d["ttft_ms"] = round(self.ttft_s * 1000, 1) if self.ttft_s is not None else None
-        return d
+__all__ = ["GenerationParams", "GenerationStats", "build_messages", "encode_chat", "generate_text", "stream_chat",
+           "text_pieces"]
 
 
 class _QueueStreamer(BaseStreamer):
@@ -109,7 +71,7 @@ def stream_chat(
     cancel: threading.Event | None = None,
     generate_kwargs: dict | None = None,
 ) -> Iterator[str]:
-    """Yield text pieces as they are generated; fills ``stats`` as it goes.
+    """Yield text pieces as they are generated (``model.generate`` in a thread); fills ``stats``.
 
     A stop string ends the answer and is not part of it (as in OpenAI's API); text that could
     be the start of a stop string is held back until it is known not to be one. Closing the
@@ -144,33 +106,64 @@ def stream_chat(
     gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_Halted()])
     gen_kwargs.update(generate_kwargs or {})
 
-    failure: list[BaseException] = []
-
     def run() -> None:
         try:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             with torch.inference_mode():
                 model.generate(**gen_kwargs)
-        except BaseException as exc:  # reported to the consumer below
-            failure.append(exc)
+        except BaseException as exc:  # reported to the consumer by text_pieces
+            streamer.q.put(exc)
             streamer.end()
 
     started = time.perf_counter()
     thread = threading.Thread(target=run, name="tuneterm-generate", daemon=True)
     thread.start()
+    try:
+        yield from text_pieces(streamer.q, tokenizer, params, stats, halt, cancel, started,
+                               set(eos_ids(model, tokenizer)))
+    finally:
+        # Normal end, a stop string, or the consumer closed us early: let generate finish its step.
+        halt.set()
+        while thread.is_alive():
+            try:
+                streamer.q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+        stats.total_s = time.perf_counter() - started
+
+
+def text_pieces(
+    tokens: "queue.Queue",
+    tokenizer: Any,
+    params: GenerationParams,
+    stats: GenerationStats,
+    halt: threading.Event,
+    cancel: threading.Event | None,
+    started: float,
+    eos: set[int],
+) -> Iterator[str]:
+    """Turn a queue of token ids (``None`` ends it; an exception is raised here) into text pieces.
+
+    The consumer half of every local generation path (``generate`` in a thread, or the batched
+    decode loop of :mod:`tuneterm.workers.batcher`): counts tokens, stamps the first one, holds
+    back a possible stop string, sets ``halt`` when the answer is complete (a stop string) or the
+    consumer goes away, and sets ``stats.finish_reason``.
+    """
     ids: list[int] = []
     last_tok: int | None = None
     emitted = 0
     stopped = False
     stops = [s for s in params.stop if s]
     hold = max((len(s) for s in stops), default=1) - 1
-    eos = set(_eos_ids(model, tokenizer))
     try:
         while True:
-            tok = streamer.q.get()
+            tok = tokens.get()
             if tok is None:
                 break
+            if isinstance(tok, BaseException):
+                raise RuntimeFailure("generation failed", [("problem", f"{type(tok).__name__}: {tok}")]) from tok
             if stats.ttft_s is None:
                 stats.ttft_s = time.perf_counter() - started
             stats.completion_tokens += 1
@@ -193,12 +186,9 @@ def stream_chat(
             if safe > emitted:
                 piece = text[emitted:safe]
                 emitted = safe
+                stats.total_s = time.perf_counter() - started
                 yield piece
         if not stopped:
-            thread.join()
-            if failure:
-                exc = failure[0]
-                raise RuntimeFailure("generation failed", [("problem", f"{type(exc).__name__}: {exc}")]) from exc
             text = tokenizer.decode(ids, skip_special_tokens=True)
             cut = _stop_index(text, stops, emitted)
             if cut is not None:
@@ -207,14 +197,7 @@ def stream_chat(
             if len(text) > emitted:
                 yield text[emitted:]
     finally:
-        # Normal end, a stop string, or the consumer closed us early: let generate finish its step.
         halt.set()
-        while thread.is_alive():
-            try:
-                streamer.q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        thread.join()
         stats.total_s = time.perf_counter() - started
     if stopped:
         stats.finish_reason = "stop"
@@ -222,6 +205,8 @@ def stream_chat(
         stats.finish_reason = "cancelled"
     elif stats.completion_tokens >= params.max_new_tokens and last_tok not in eos:
         stats.finish_reason = "length"
+    else:
+        stats.finish_reason = "stop"
 
 
 def _stop_index(text: str, stops: list[str], emitted: int) -> int | None:
@@ -234,7 +219,7 @@ def _stop_index(text: str, stops: list[str], emitted: int) -> int | None:
     return found
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     found = []
     for source in (getattr(model, "generation_config", None), getattr(model, "config", None)):
         value = getattr(source, "eos_token_id", None) if source is not None else None
@@ -245,6 +230,9 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     if tokenizer.eos_token_id is not None:
         found.append(tokenizer.eos_token_id)
     return found
+
+
+_eos_ids = eos_ids  # the name tuneterm.workers.evals.backend imports
 
 
 def generate_text(model: Any, tokenizer: Any, messages: list[dict], params: GenerationParams) -> tuple[str, GenerationStats]:

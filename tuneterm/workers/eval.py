@@ -1,13 +1,17 @@
 """The ``eval`` job kind: ``run(ctx)`` runs ``tuneterm eval`` inside a job.
 
-Config keys: ``spec`` (task/suite path), ``models`` (list or comma-separated string),
-``limit``, ``batch_size``, ``baseline``. The report goes to ``output/`` (report.json,
-samples.jsonl, report.md). SIGTERM stops between batches; a resumed job reuses the per-item
+Config keys: ``spec`` (task/suite path), ``models`` (list or comma-separated string; few-shot
+variants included), ``limit``, ``batch_size``, ``baseline``, ``cwd`` (the folder relative spec
+and few-shot pool paths were given from: a job runs in its own folder). The report goes to
+``output/`` (report.json, samples.jsonl, report.md). Events: ``eval_plan`` (total items),
+``eval_progress`` per batch, ``eval_task`` per (task, variant), ``eval_report`` at the end (the
+Evals screen follows these). SIGTERM stops between batches; a resumed job reuses the per-item
 cache, so it continues where it stopped.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from tuneterm.core.errors import InputError
@@ -17,14 +21,25 @@ from tuneterm.core.evals.variants import parse_variants, split_models
 from tuneterm.workers.evals.runner import EvalStopped, RunOptions, run_eval
 
 
+def _from(base: Path, path: str) -> str:
+    p = Path(path).expanduser()
+    if p.is_absolute() or not (base / p).exists():
+        return path  # absolute, or a workspace dataset name
+    return str((base / p).resolve())
+
+
 def run(ctx) -> None:
     cfg = dict(ctx.config)
     if not cfg.get("spec") or not cfg.get("models"):
         raise InputError("an eval job needs spec and models", [("config", str(sorted(cfg)))],
                          "e.g. {spec: evals/tickets, models: [smollm2-135m-instruct, job:ID]}")
+    base = Path(cfg.get("cwd") or ".")
     models = cfg["models"] if isinstance(cfg["models"], list) else split_models(str(cfg["models"]))
-    tasks = load_suite(Path(cfg["spec"]))
+    tasks = load_suite(Path(_from(base, str(cfg["spec"]))))
     variants = parse_variants(models)
+    for v in variants:  # the names stay as given; the pools resolve from where they were given
+        if v.fewshot is not None:
+            v.fewshot = replace(v.fewshot, pool=_from(base, v.fewshot.pool))
     ctx.log(f"eval: {len(tasks)} task(s) x {len(variants)} variant(s)")
     opts = RunOptions(
         out_dir=ctx.output_dir, limit=cfg.get("limit"), batch_size=int(cfg.get("batch_size") or 16),

@@ -36,9 +36,19 @@ def _bnb_device(quant: dict) -> str:
     return "cuda" if wanted in ("cuda", "auto") and cuda_available() else "cpu"
 
 
-def load_quantized(path: str | Path, quant: dict, device: str | None = None) -> Any:
-    """The model (eval mode) of a quantized artifact folder."""
-    path = Path(path)
+def load_quantized(path: str | Path, quant: dict, device: str | None = None, fast: bool = True) -> Any:
+    """The model (eval mode) of a quantized artifact folder. ``fast``: int8 and GGUF models get
+    ``generate`` through tuneterm's lean decode loop (``quantize.fastgen.install``), so chat,
+    serve and eval decode as fast as the benchmark measures."""
+    model = _load(Path(path), quant, device)
+    if fast and quant.get("method") in ("int8-dynamic", "int8-weight-only", "gguf"):
+        from tuneterm.workers.quantize import fastgen
+
+        fastgen.install(model)
+    return model
+
+
+def _load(path: Path, quant: dict, device: str | None) -> Any:
     method = quant.get("method", "")
     if method in ("int8-dynamic", "int8-weight-only"):
         from tuneterm.workers.quantize.int8 import load_int8

@@ -6,8 +6,9 @@
 
 Built on the standard library's ``ThreadingHTTPServer``: one thread per connection, HTTP/1.1
 keep-alive, streams sent with chunked transfer encoding. Generation goes through
-:mod:`tuneterm.workers.variants`, which serializes requests on one base model (one lock per
-group), so concurrent streams never mix. Errors use OpenAI's JSON shape
+:mod:`tuneterm.workers.variants`: requests to the variants of one base model (the base, its
+LoRA adapters, few-shot references over them) are decoded together in one batch
+(:mod:`tuneterm.workers.batcher`), each with its own stream, settings and end. Errors use OpenAI's JSON shape
 ``{"error": {"message", "type", "param", "code"}}`` with the matching status code.
 """
 
@@ -19,13 +20,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
 from tuneterm.core.errors import TunetermError, UsageError
-from tuneterm.workers.engine import GenerationParams, GenerationStats
+from tuneterm.core.generation import GenerationParams, GenerationStats
 from tuneterm.workers.variants import Variant, load_variants
 
 DEFAULT_MAX_TOKENS = 512
@@ -198,6 +198,8 @@ class ChatHandler(BaseHTTPRequestHandler):
         return {
             "id": v.model_id, "object": "model", "created": self.server.created, "owned_by": "tuneterm",
             "tuneterm": {"adapter": v.adapter is not None, "base": v.group.key,
+                         "fewshot": {"k": v.fewshot.k, "pool": v.fewshot.pool, "strategy": v.fewshot.strategy}
+                         if v.fewshot is not None else None,
                          "memory_bytes": v.group.memory_bytes(), "shared_with": [
                              o.model_id for o in self.server.variants.values() if o.group is v.group and o is not v]},
         }
@@ -257,7 +259,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         created = int(time.time())
         stats = GenerationStats()
         cancel = threading.Event()
-        pieces = req.variant.group.stream(req.variant.adapter, req.messages, req.params, stats, cancel)
+        pieces = req.variant.stream(req.messages, req.params, stats, cancel)
         if not req.stream:
             text = "".join(pieces)
             return self._json(200, {
@@ -307,8 +309,9 @@ def _finish(stats: GenerationStats) -> str:
 
 
 def _usage(stats: GenerationStats) -> dict:
-    return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
-            "total_tokens": stats.prompt_tokens + stats.completion_tokens}
+    prompt = stats.prompt_tokens or 0
+    return {"prompt_tokens": prompt, "completion_tokens": stats.completion_tokens,
+            "total_tokens": prompt + stats.completion_tokens}
 
 
 def make_server(refs: list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,

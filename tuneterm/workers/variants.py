@@ -3,22 +3,28 @@
 ``load_variants(refs)`` groups model references by the weights they stand on: an adapter
 (``job:ID`` of a LoRA job, or an adapter folder) joins the group of its base, and every group
 holds one copy of the base weights, with each adapter loaded into one PEFT model under its own
-name. Generation in a group is serialized by a lock: PEFT's active adapter is state of the
-model, so two requests on one group run one after the other (never interleaved), and requests
-on different groups run at the same time.
+name. A few-shot reference (``fewshot:K:POOL@REF``) joins REF's group too: the same weights,
+with examples from POOL put before the conversation.
+
+Each group generates through one :class:`tuneterm.workers.batcher.Batcher`: requests to the
+group's variants (the base and its adapters) are decoded together, one forward pass per step
+with a LoRA adapter per row; requests on different groups run at the same time. A quantized
+artifact that loads with the lean decode loop (``quantize.fastgen``) answers one request at a
+time through it instead.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from tuneterm.core import modelref
 from tuneterm.core.errors import InputError
-from tuneterm.workers.engine import GenerationParams, GenerationStats, stream_chat
+from tuneterm.core.generation import GenerationParams, GenerationStats
+from tuneterm.workers.batcher import Batcher
 
 
 @dataclass
@@ -31,6 +37,7 @@ class VariantGroup:
     adapters: dict[str, str] = field(default_factory=dict)  # adapter name -> folder
     lock: threading.Lock = field(default_factory=threading.Lock)
     load_seconds: float = 0.0
+    batcher: Batcher | None = None  # made at the first request, once every adapter is loaded
 
     @property
     def is_peft(self) -> bool:
@@ -52,18 +59,28 @@ class VariantGroup:
         stats: GenerationStats,
         cancel: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Generate for one variant, holding the group's lock for the whole answer."""
+        """Generate for one variant; decoded in one batch with the group's other requests."""
+        if self.lean_loop:
+            return self._stream_serial(messages, params, stats, cancel)
         with self.lock:
+            if self.batcher is None:
+                self.batcher = Batcher(self.model, self.tokenizer, mixed_adapters=self.is_peft)
+        return self.batcher.stream(messages, params, stats, adapter, cancel)
+
+    @property
+    def lean_loop(self) -> bool:
+        """A quantized artifact whose ``generate`` runs the quantization issue's lean decode loop
+        (``quantize.fastgen.install``): one sequence at a time, faster than a batch of one."""
+        return getattr(self.model, "_tuneterm_fast", None) is not None and not self.adapters
+
+    def _stream_serial(self, messages: list[dict], params: GenerationParams, stats: GenerationStats,
+                       cancel: threading.Event | None) -> Iterator[str]:
+        from tuneterm.workers.engine import stream_chat
+
+        with self.lock:  # the loop's static KV cache holds one answer at a time
             if cancel is not None and cancel.is_set():
                 return
-            if self.is_peft and adapter is None:
-                ctx = self.model.disable_adapter()
-            else:
-                if adapter is not None:
-                    self.model.set_adapter(adapter)
-                ctx = nullcontext()
-            with ctx:
-                yield from stream_chat(self.model, self.tokenizer, messages, params, stats, cancel)
+            yield from stream_chat(self.model, self.tokenizer, messages, params, stats, cancel)
 
 
 @dataclass
@@ -74,6 +91,21 @@ class Variant:
     group: VariantGroup
     adapter: str | None
     facts: dict = field(default_factory=dict)
+    fewshot: Any = None  # a tuneterm.core.fewshot.FewShotSpec, for fewshot:K:POOL@REF
+    pool: list | None = None  # its examples, read once
+
+    def prepare(self, messages: list[dict]) -> list[dict]:
+        """The messages the model sees: with a few-shot variant's examples before the conversation."""
+        if self.fewshot is None:
+            return messages
+        from tuneterm.core.chat_client import with_fewshot
+
+        return with_fewshot(self.fewshot, messages, self.pool)
+
+    def stream(self, messages: list[dict], params: GenerationParams, stats: GenerationStats | None = None,
+               cancel: threading.Event | None = None) -> Iterator[str]:
+        stats = stats if stats is not None else GenerationStats()
+        return self.group.stream(self.adapter, self.prepare(messages), params, stats, cancel)
 
 
 def load_variants(refs: list[str], dtype: str | None = None, device: str | None = None) -> dict[str, Variant]:
@@ -82,9 +114,21 @@ def load_variants(refs: list[str], dtype: str | None = None, device: str | None 
 
     if len(set(refs)) != len(refs):
         raise InputError("a model reference is listed twice", [("references", ", ".join(refs))])
-    plans: list[tuple[str, str, Path | None, dict]] = []  # (ref, group key, adapter folder, facts)
+    shots: dict[str, tuple[Any, list]] = {}  # few-shot ref -> (spec, pool); it loads as its inner ref
+    inner: dict[str, str] = {}
     for ref in refs:
-        path, facts = local_path(ref)
+        if modelref.parse(ref).kind == "fewshot":
+            from tuneterm.core import fewshot
+
+            spec = fewshot.parse_spec(ref)
+            if modelref.parse(spec.base).kind == "fewshot":
+                raise InputError("a few-shot reference cannot wrap another", [("reference", ref)])
+            shots[ref] = (spec, fewshot.load_pool(spec.pool))
+            inner[ref] = spec.base
+    plans: list[tuple[str, str, Path | None, dict]] = []  # (ref, group key, adapter folder, facts)
+    seen_dirs: dict[tuple[str, str], str] = {}  # (group, adapter folder) -> adapter name, loaded once
+    for ref in refs:
+        path, facts = local_path(inner.get(ref, ref))
         if facts.get("adapter"):
             if not facts.get("base"):
                 raise InputError(
@@ -106,16 +150,20 @@ def load_variants(refs: list[str], dtype: str | None = None, device: str | None 
         if group is None:
             started = time.perf_counter()
             if key.startswith("quantized:"):
-                loaded = load(ref, dtype=dtype, device=device)
+                loaded = load(inner.get(ref, ref), dtype=dtype, device=device)
             else:
                 loaded = load(key, dtype=dtype, device=device)
             group = VariantGroup(key, loaded.model, loaded.tokenizer, load_seconds=time.perf_counter() - started)
             groups[key] = group
         adapter_name = None
         if adapter_dir is not None:
-            adapter_name = f"variant{len(group.adapters)}"
-            _add_adapter(group, adapter_dir, adapter_name, ref)
-        variants[ref] = Variant(ref, group, adapter_name, facts)
+            adapter_name = seen_dirs.get((key, str(adapter_dir)))
+            if adapter_name is None:  # a few-shot ref over an adapter another ref loads shares it
+                adapter_name = f"variant{len(group.adapters)}"
+                _add_adapter(group, adapter_dir, adapter_name, ref)
+                seen_dirs[(key, str(adapter_dir))] = adapter_name
+        spec, pool = shots.get(ref, (None, None))
+        variants[ref] = Variant(ref, group, adapter_name, facts, fewshot=spec, pool=pool)
     return variants
 
 

@@ -283,3 +283,45 @@ def _example_answer(spec: TaskSpec, scope: dict, line: int) -> str:
         choices = _choices(spec, scope, line)
         return choices[_gold(target, choices, spec, line)]
     return target
+
+
+# --- few-shot variants (fewshot:K:POOL@REF) -------------------------------------------------------
+
+
+def with_fewshot(spec: TaskSpec, items: list[EvalItem], fs, pool: list[list[dict]]) -> list[EvalItem]:
+    """Copies of ``items`` prompted as the few-shot variant ``fs`` (a ``tuneterm.core.fewshot.FewShotSpec``).
+
+    Chat prompts get the K pool examples as earlier user/assistant turns (``fewshot.apply``: the
+    item's system prompt stays first); plain-text prompts get them as ``user<delimiter>answer``
+    blocks before the question. Perplexity items have no prompt and are returned unchanged.
+    """
+    from dataclasses import replace
+
+    from tuneterm.core import fewshot
+
+    if spec.type == "perplexity" or fs.k == 0:
+        return list(items)
+    out = []
+    for it in items:
+        if it.messages is not None:
+            out.append(replace(it, messages=fewshot.apply(fs, it.messages, pool)))
+            continue
+        query = str(it.row.get("input") or chat_fields(it.row).get("input") or it.context)
+        shots = fewshot.select(pool, fs.k, query, fs.strategy, fs.seed)
+        blocks = [_last(s, "user") + spec.target_delimiter + _last(s, "assistant") for s in shots]
+        out.append(replace(it, context=spec.fewshot.delimiter.join(blocks + [it.context])))
+    return out
+
+
+def classifier_text(it: EvalItem) -> str:
+    """What a classifier artifact reads for an item: the last user turn, as it was trained on."""
+    if it.messages:
+        users = [m for m in it.messages if m.get("role") == "user"]
+        if users:
+            return str(users[-1].get("content") or "")
+    return str(chat_fields(it.row).get("input") or it.context)
+
+
+def _last(messages: list[dict], role: str) -> str:
+    found = [m.get("content", "") for m in messages if m.get("role") == role]
+    return str(found[-1]) if found else ""

@@ -4,7 +4,8 @@ terminal table. Torch-free: the TUI reads the same files.
 Schema ``tuneterm.eval-report/1``::
 
     {"schema": ..., "created_at", "duration_s", "settings": {...},
-     "variants": [{"id", "ref", "shots", "parent", "fingerprint": {"id", "weights", "adapter", ...}}],
+     "variants": [{"id", "ref", "shots", "parent", "kind" (model|adapter|quantized|classifier|fewshot|remote),
+                   "fingerprint": {"id", "weights", "adapter", "classifier", ...}}],
      "tasks": {NAME: {"version", "type", "source", "metrics": [NAME...],
                       "variants": {VID: {"n", "metrics": {M: {"value", "ci95", "ci_method", "higher_is_better"}},
                                          "speed": {"tokens_per_s", "items_per_s", "latency_p50_s", "latency_p95_s",

@@ -245,6 +245,8 @@ def is_suite_file(path: Path) -> bool:
 def load_suite(path: str | Path) -> list[TaskSpec]:
     """A task file, a suite file or a folder of task files -> validated tasks (names unique)."""
     path = Path(path)
+    if not path.exists() and path.suffix in (".yaml", ".yml") and path.with_suffix("").is_dir():
+        path = path.with_suffix("")  # evals/tickets.yaml -> the task folder evals/tickets/
     if not path.exists():
         raise NotFoundError(
             "no such eval spec or suite", [("path", str(path))],

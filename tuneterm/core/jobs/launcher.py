@@ -3,7 +3,8 @@
 The child is ``python -m tuneterm.workers.run JOB_DIR`` started with ``start_new_session=True``,
 stdin from /dev/null and stdout/stderr appended to ``log.txt``: closing the TUI or dropping SSH
 changes nothing for it. With ``nproc > 1`` in the spec the child is ``torchrun`` (DDP), which
-starts one ``tuneterm.workers.run`` per process in the same process group.
+starts one ``tuneterm.workers.run`` per process, each in a session of its own; ``cancel`` signals
+them directly and torchrun (SIGTERM ignored) exits after them.
 """
 
 from __future__ import annotations
@@ -37,8 +38,16 @@ def child_command(folder: Path, resume: bool = False) -> list[str]:
     if accel_cfg:  # FSDP or DeepSpeed come from an accelerate config file
         return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accel_cfg),
                 "--num_processes", str(nproc), *tail]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            *tail]
+    # torchrun would turn the SIGTERM of `jobs cancel` into its own shutdown (workers killed after a grace
+    # period, a SignalException traceback, a non-zero exit). It starts with SIGTERM ignored and not in
+    # its handled signals instead: the ranks (which handle it) stop at the same step, save a checkpoint and
+    # exit 0, and torchrun then exits 0 after them. SIGKILL still ends everything.
+    return [sys.executable, "-c", _IGNORE_SIGTERM_AND_EXEC, "-m", "torch.distributed.run",
+            "--signals-to-handle=SIGINT,SIGHUP,SIGQUIT", "--standalone", f"--nproc-per-node={nproc}", *tail]
+
+
+_IGNORE_SIGTERM_AND_EXEC = ("import os, signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                            "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
 
 
 def _child_env() -> dict:
@@ -95,7 +104,8 @@ def _wait_exit(folder: Path, timeout: float) -> None:
 
 
 def cancel(job_id: str, wait: float = 0.0) -> JobInfo:
-    """SIGTERM to the job's process group: the child saves a checkpoint and ends ``cancelled``."""
+    """SIGTERM to the job's process group and to its descendants' groups (torchrun starts each rank in a
+    session of its own): the child (every rank) saves a checkpoint and ends ``cancelled``."""
     info = store.get_job(job_id)
     if info.state in store.FINISHED:
         raise JobError(f"job {info.id} is already {info.state}", hint="nothing to cancel")
@@ -112,12 +122,35 @@ def cancel(job_id: str, wait: float = 0.0) -> JobInfo:
             os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         pass
+    for group in _descendant_groups(pid_info["pid"], pgid):  # torchrun's ranks run in their own sessions
+        try:
+            os.killpg(group, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
     deadline = time.monotonic() + wait
     while wait and time.monotonic() < deadline:
         if not store.pid_alive(pid_info["pid"], pid_info.get("start_tick")):
             break
         time.sleep(0.1)
     return store.get_job(info.id)
+
+
+def _descendant_groups(pid: int, own_group: int) -> list[int]:
+    """Process groups, other than ``own_group``, of ``pid``'s descendants (read from /proc; [] elsewhere)."""
+    parents: dict[int, list[tuple[int, int]]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append((int(stat.parent.name), int(fields[2])))
+    groups, todo = [], [pid]
+    while todo:
+        for child, group in parents.get(todo.pop(), []):
+            todo.append(child)
+            if group != own_group and group not in groups:
+                groups.append(group)
+    return groups
 
 
 def resume(job_id: str) -> JobInfo:

@@ -17,6 +17,9 @@ from textual.worker import Worker, WorkerState
 from tuneterm.tui.widgets.nav_bar import NavBar
 
 
+SHORT_ROWS = 32
+
+
 class WorkbenchScreen(Screen):
     MODE: ClassVar[str] = ""
 
@@ -29,9 +32,21 @@ class WorkbenchScreen(Screen):
     def compose_body(self) -> Iterable[Widget]:  # pragma: no cover - overridden
         return ()
 
+    def on_resize(self, event) -> None:
+        # app.tcss gives "-short" screens (an 80x24 terminal) smaller tables, so forms stay visible
+        self.set_class(event.size.height < SHORT_ROWS, "-short")
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             self.app.report_error(event.worker.error)
 
     def report_error(self, exc: BaseException) -> None:
         self.app.report_error(exc)
+
+    def after_first_paint(self, callback) -> None:
+        """Run ``callback`` once the app's first frame is drawn (see TunetermApp.after_first_paint)."""
+        after = getattr(self.app, "after_first_paint", None)
+        if after is None:  # another App (a test harness): the next refresh will do
+            self.call_after_refresh(callback)
+        else:
+            after(callback)

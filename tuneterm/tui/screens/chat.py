@@ -1,9 +1,9 @@
 """ChatScreen: the same conversation sent to 1-4 models at once, streaming side by side.
 
 Each column is a model reference: a local one is served by a ``tuneterm serve`` child that
-this screen starts (one child for the local models of all columns, so a base and its adapters
-share weights) and stops when it goes away; ``openai:...`` and ``http://...#MODEL`` stream
-directly. One prompt box sends to every column; Escape stops every stream. Shared system
+this screen starts (one child for the local models of all columns, so a base, its adapters and
+few-shot references over them share weights and decode in one batch) and stops when it goes
+away; ``openai:...`` and ``http://...#MODEL`` (and ``fewshot:K:POOL@`` either) stream directly. One prompt box sends to every column; Escape stops every stream. Shared system
 prompt and settings (greedy by default) with per-column overrides; a diff of two columns'
 answers; conversations are saved in the workspace DB, reopened, exported, and a turn can be
 saved into a dataset as a training example.
@@ -24,7 +24,7 @@ from textual.widgets import Input, Static
 
 from tuneterm.core import conversations as convs
 from tuneterm.core import modelref
-from tuneterm.core.chat_client import LocalServers
+from tuneterm.core.chat_client import LocalServers, is_remote
 from tuneterm.core.errors import TunetermError
 from tuneterm.tui.screens.base import WorkbenchScreen
 from tuneterm.tui.widgets.chat_column import ChatColumn
@@ -83,6 +83,7 @@ class ChatScreen(WorkbenchScreen):
         self._own_servers = servers is None
         self.selected = 0
         self._diff_pair: tuple[int, int] | None = None
+        self._unrecorded: set[int] = set()  # columns whose answer to the last send is not recorded yet
 
     # --- layout --------------------------------------------------------------------------
 
@@ -110,7 +111,9 @@ class ChatScreen(WorkbenchScreen):
 
     @property
     def streaming(self) -> bool:
-        return any(c.streaming for c in self.columns)
+        """True until every column's answer is in the conversation (a column's own "done" comes
+        one message hop earlier, so a turn sent in between would miss that answer)."""
+        return bool(self._unrecorded) or any(c.streaming for c in self.columns)
 
     def _render_settings(self) -> None:
         s = self.conversation.settings
@@ -133,13 +136,15 @@ class ChatScreen(WorkbenchScreen):
     # --- model routing (runs in column workers) ----------------------------------------------
 
     def _route(self, ref: str, cancel: threading.Event) -> str:
-        """A streamable reference for ``ref``: local models go through our serve child."""
-        if modelref.parse(ref).is_remote:
+        """A streamable reference for ``ref``: local models (and few-shot references over local
+        models) go through our serve child, which shares one base's weights between columns;
+        remote ones (few-shot over a remote model included) stream directly."""
+        if is_remote(ref):
             return ref
         local = [ref]
         for other in list(self.conversation.models):
             try:
-                if other != ref and modelref.parse(other).is_local:
+                if other != ref and other not in local and not is_remote(other):
                     local.append(other)
             except TunetermError:
                 pass
@@ -167,6 +172,7 @@ class ChatScreen(WorkbenchScreen):
             return False
         turn = self.conversation.add_user(text)
         for col in self.columns:
+            self._unrecorded.add(col.index)
             col.start(turn, self.conversation.history(col.index), self.params_for(col.index))
         return True
 
@@ -182,9 +188,10 @@ class ChatScreen(WorkbenchScreen):
             self.query_one("#chat-diff").add_class("-hidden")
 
     def on_chat_column_answer_finished(self, event: ChatColumn.AnswerFinished) -> None:
-        if event.text:
+        if event.text and event.turn < self.conversation.n_turns:
             self.conversation.set_answer(event.turn, event.column, event.text, event.model,
                                          {**event.stats, "stopped": event.stopped})
+        self._unrecorded.discard(event.column)
         if self._diff_pair and event.column in self._diff_pair:
             self.show_diff(*self._diff_pair)
 
@@ -343,6 +350,7 @@ class ChatScreen(WorkbenchScreen):
 
     async def on_chat_screen_conversation_opened(self, event: ConversationOpened) -> None:
         self.stop_all()
+        self._unrecorded.clear()  # the old columns' answers belong to the old conversation
         self.conversation = event.conversation
         box = self.query_one("#chat-columns")
         await box.remove_children()

@@ -95,7 +95,7 @@ class CostScreen(WorkbenchScreen):
         for label in ("model", "enc", "epochs", "billed tokens", "≈ cost", "note"):
             table.add_column(label, key=label)
         self.query_one("#cost-dataset", Input).focus()
-        self._load_choices()
+        self.after_first_paint(self._load_choices)
 
     # --- workers --------------------------------------------------------------------------------
 

@@ -20,20 +20,21 @@ from pathlib import Path
 
 from textual import on, work
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.lazy import Lazy
 from textual.message import Message
-from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from tuneterm.tui import backends
 from tuneterm.tui.screens.base import WorkbenchScreen
-from tuneterm.tui.widgets.mask_view import MaskView
+from tuneterm.tui.widgets.dataset_table import DatasetTable
+from tuneterm.tui.widgets.lengths_panel import LengthsPanel
+from tuneterm.tui.widgets.mask_panel import MaskPanel
+from tuneterm.tui.widgets.problems_panel import ProblemsPanel
 from tuneterm.tui.widgets.turn_view import ChatTurnView
 
 STORE = "tuneterm.core.datasets.store"
-DEFAULT_CUTOFF = 512
-STATUS_MARK = {"clean": "✓", "warnings": "!", "errors": "✗"}  # "·": not validated yet
 
 
 class DatasetsScreen(WorkbenchScreen):
@@ -108,63 +109,42 @@ class DatasetsScreen(WorkbenchScreen):
         self.report = None
         self.lengths: list[list[int]] = []
         self.model = ""
-        self.cutoff = DEFAULT_CUTOFF
-        self.names: list[str] = []
-        self.statuses: dict[str, str] = {}  # name -> validation status, once validated
 
     def compose_body(self):
         with Horizontal(id="ds-body"):
             with Vertical(id="ds-left"):
                 yield Static("", id="ds-missing", classes="missing hidden")
-                yield DataTable(id="ds-table", cursor_type="row", zebra_stripes=True)
+                yield DatasetTable(id="ds-table")
                 yield Static("i: import a file", id="ds-hint", classes="hint")
             with TabbedContent(id="ds-tabs", initial="tab-preview"):
                 with TabPane("Preview", id="tab-preview"):
                     yield Static("no dataset selected", id="preview-head", classes="pane-title")
                     yield ChatTurnView(id="preview")
+                # The hidden tabs' panels are built after the first paint (Lazy); until then a
+                # query finds none, so updates go through _each() and a panel reads the screen's
+                # state when it mounts.
                 with TabPane("Problems", id="tab-problems"):
-                    yield Static("not validated yet (v)", id="problems-head")
-                    yield Lazy(DataTable(id="problems", cursor_type="row", zebra_stripes=True))
+                    yield Lazy(ProblemsPanel(id="problems-panel"))
                 with TabPane("Lengths", id="tab-lengths"):
-                    with Horizontal(classes="form-row"):
-                        cutoff = Input(str(DEFAULT_CUTOFF), id="cutoff", type="integer")
-                        cutoff.border_title = "cutoff (tokens)"
-                        yield cutoff
-                        yield Static("", id="lengths-head")
-                    # The plot (plotext) is imported and mounted when the tab is first opened.
-                    yield Vertical(id="histogram-slot")
+                    yield Lazy(LengthsPanel(id="lengths-panel"))
                 with TabPane("Mask", id="tab-mask"):
-                    yield Static("", id="mask-head")
-                    with VerticalScroll(id="mask-scroll"):
-                        yield MaskView(id="mask")
+                    yield Lazy(MaskPanel(id="mask-panel"))
 
     def on_mount(self) -> None:
-        table = self.query_one("#ds-table", DataTable)
-        for label, key in (("name", "name"), ("rows", "rows"), ("splits", "splits"), ("ok", "status")):
-            table.add_column(label, key=key)
-        table.focus()
-        self.call_after_refresh(self._after_first_paint)
+        self.query_one(DatasetTable).focus()
+        self.after_first_paint(self._after_first_paint)
 
     def _after_first_paint(self) -> None:
         self._load_model()
         self._list()
 
-    def _problems_table(self) -> DataTable:
-        table = self.query_one("#problems", DataTable)
-        if not table.columns:
-            for label in ("line", "sev", "kind", "message"):
-                table.add_column(label, key=label)
-        return table
+    @property
+    def names(self) -> list[str]:
+        return self.query_one(DatasetTable).names
 
-    def _histogram(self):
-        from tuneterm.tui.widgets.token_histogram import TokenHistogram  # plotext, on first use
-
-        found = self.query(TokenHistogram)
-        if found:
-            return found.first()
-        hist = TokenHistogram(id="histogram")
-        self.query_one("#histogram-slot", Vertical).mount(hist)
-        return hist
+    def _each(self, cls):
+        """The panel of type ``cls`` if it is mounted yet (a list of zero or one)."""
+        return list(self.query(cls))
 
     # --- threads: read, post; never touch widgets --------------------------------------------------
 
@@ -252,20 +232,12 @@ class DatasetsScreen(WorkbenchScreen):
 
     @on(Listed)
     def _show_list(self, event: Listed) -> None:
-        table = self.query_one("#ds-table", DataTable)
         keep = self.source
-        table.clear()
-        self.names = [r.name for r in event.records]
-        for r in event.records:
-            splits = "/".join(str(v) for v in r.splits.values()) if r.splits else "-"
-            status = STATUS_MARK.get(self.statuses.get(r.name, ""), "·")
-            table.add_row(r.name, str(r.n_examples), splits, status, key=r.name)
+        self.query_one(DatasetTable).show(event.records, keep)
         hint = self.query_one("#ds-hint", Static)
         hint.update("ok: ✓ clean, ! warnings, ✗ errors, · not validated · i: import" if self.names else
                     "no datasets yet: i imports a file (make run imports the samples)")
-        if keep in self.names:
-            table.move_cursor(row=self.names.index(keep))
-        elif self.names and keep is None:
+        if self.names and keep is None:
             self._open(self.names[0])
 
     @on(DataTable.RowHighlighted, "#ds-table")
@@ -276,13 +248,12 @@ class DatasetsScreen(WorkbenchScreen):
     def _open(self, source: str) -> None:
         self.source, self.path, self.records, self.index, self.report, self.lengths = source, None, [], 0, None, []
         self.query_one("#preview-head", Static).update(f"{source}: reading…")
-        self.query_one("#problems-head", Static).update("validating…")
-        if self.query("#problems"):
-            self._problems_table().clear()
-        if self.query("#histogram"):
-            self._histogram().set_lengths([], self.cutoff)
-        self.query_one("#lengths-head", Static).update("")
-        self.query_one(MaskView).show_message("")
+        for problems in self._each(ProblemsPanel):
+            problems.validating()
+        for lengths in self._each(LengthsPanel):
+            lengths.clear()
+        for mask in self._each(MaskPanel):
+            mask.show_message("")
         self._load_rows(source)
 
     @on(RowsLoaded)
@@ -346,7 +317,8 @@ class DatasetsScreen(WorkbenchScreen):
 
     def action_validate(self) -> None:
         if self.source and self.path:
-            self.query_one("#problems-head", Static).update("validating…")
+            for problems in self._each(ProblemsPanel):
+                problems.validating()
             self._validate(self.source, self.path)
             self.query_one(TabbedContent).active = "tab-problems"
 
@@ -354,26 +326,15 @@ class DatasetsScreen(WorkbenchScreen):
     def _validated(self, event: Validated) -> None:
         if event.source != self.source:
             return
-        r = self.report = event.report
-        head = self.query_one("#problems-head", Static)
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "no problems"
-        head.update(f"[b]{r.status}[/b] · {r.n_valid}/{r.n_examples} valid · {r.n_errors} errors, "
-                    f"{r.n_warnings} warnings · {counts}" + (" (first ones kept)" if r.truncated else ""))
-        head.set_classes(f"status-{r.status}")
-        if event.source in self.names:
-            self.statuses[event.source] = r.status
-            self.query_one("#ds-table", DataTable).update_cell(event.source, "status", STATUS_MARK[r.status])
-        table = self._problems_table()
-        table.clear()
-        for i, p in enumerate(r.problems):
-            table.add_row("-" if p.line is None else str(p.line), p.severity[:4], p.kind, p.message, key=str(i))
+        self.report = event.report
+        for problems in self._each(ProblemsPanel):
+            problems.show_report(event.report)
+        self.query_one(DatasetTable).set_status(event.source, event.report.status)
         self._show_current()
 
-    @on(DataTable.RowSelected, "#problems")
-    def _problem_selected(self, event: DataTable.RowSelected) -> None:
-        if self.report is None or event.row_key is None:
-            return
-        p = self.report.problems[int(event.row_key.value)]
+    @on(ProblemsPanel.ProblemChosen)
+    def _problem_selected(self, event: ProblemsPanel.ProblemChosen) -> None:
+        p = event.problem
         if p.hint:
             self.notify(p.hint, title=p.kind, timeout=6)
         if p.line is not None:
@@ -390,22 +351,24 @@ class DatasetsScreen(WorkbenchScreen):
 
     def _refresh_tab(self) -> None:
         active = self.query_one(TabbedContent).active
-        if active == "tab-lengths":
-            self._histogram()
-        if active == "tab-lengths" and self.path and not self.lengths and self.model:
-            self.query_one("#lengths-head", Static).update(f"measuring with {self.model}'s tokenizer…")
+        panels = self._each(LengthsPanel)
+        if active == "tab-lengths" and panels:
+            panels[0].histogram()
+        if active == "tab-lengths" and panels and self.path and not self.lengths and self.model:
+            panels[0].measuring(self.model)
             self._measure(self.source, self.path, self.model)
         elif active == "tab-mask":
             self._request_mask()
 
     def _request_mask(self) -> None:
-        if not self.records or not self.model:
+        panels = self._each(MaskPanel)
+        if not self.records or not self.model or not panels:
             return
         rec = self.records[self.index]
         if not isinstance(rec.example, dict):
-            self.query_one(MaskView).show_message("this row is not an example (see Preview)")
+            panels[0].show_message("this row is not an example (see Preview)")
             return
-        self.query_one("#mask-head", Static).update(f"{self.model}: tokenizing {rec.unit} {rec.line}…")
+        panels[0].tokenizing(self.model, rec.unit, rec.line)
         self._mask(self.source, rec.line, rec.example, self.model)
 
     @on(LengthsMeasured)
@@ -413,37 +376,14 @@ class DatasetsScreen(WorkbenchScreen):
         if event.source != self.source or event.model != self.model:
             return
         self.lengths = event.lengths
-        self._draw_lengths(event.limit)
-
-    def _draw_lengths(self, limit: int | None = None) -> None:
-        values = [n for _, n in self.lengths]
-        hist = self._histogram()
-        hist.set_lengths(values, self.cutoff)
-        if values:
-            longest = max(self.lengths, key=lambda ln: ln[1])
-            text = (f"{len(values)} examples · {self.model} · mean {sum(values) / len(values):.0f}, "
-                    f"max {longest[1]} (line {longest[0]}) · [b]{hist.n_over} over {self.cutoff}[/b]"
-                    + (" (truncated in training)" if hist.n_over else ""))
-            if limit:
-                text += f" · model limit {limit}"
-            self.query_one("#lengths-head", Static).update(text)
-
-    @on(Input.Changed, "#cutoff")
-    def _cutoff(self, event: Input.Changed) -> None:
-        if event.value.isdigit() and int(event.value) > 0:
-            self.cutoff = int(event.value)
-            if self.lengths:
-                self._draw_lengths()
+        for panel in self._each(LengthsPanel):
+            panel.show(event.lengths, event.model, event.limit)
 
     @on(MaskReady)
     def _mask_ready(self, event: MaskReady) -> None:
-        if event.source != self.source or event.model != self.model:
-            return
-        view = self.query_one(MaskView)
-        view.show_tokens(event.tokens)
-        self.query_one("#mask-head", Static).update(
-            f"{self.model} · line {event.line} · {len(view.tokens)} tokens, "
-            f"[reverse green]{view.n_trained} trained[/] · [dim]{len(view.tokens) - view.n_trained} masked[/]")
+        if event.source == self.source and event.model == self.model:
+            for panel in self._each(MaskPanel):
+                panel.show_tokens(event.model, event.line, event.tokens)
 
     def action_choose_model(self) -> None:
         from tuneterm.tui.screens.modals import PromptModal

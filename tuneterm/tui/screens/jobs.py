@@ -85,7 +85,7 @@ class JobsScreen(WorkbenchScreen):
 
     def on_mount(self) -> None:
         self.query_one(JobTable).focus()
-        self._poll()
+        self.after_first_paint(self._poll)
 
     def on_screen_suspend(self) -> None:
         self.visible = False

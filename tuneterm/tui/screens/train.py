@@ -21,7 +21,9 @@ from textual.worker import get_current_worker
 from tuneterm.tui import backends
 from tuneterm.tui.screens.base import WorkbenchScreen
 from tuneterm.tui.suggesters import DatasetSuggester
+from tuneterm.tui.widgets.model_input import ModelInput
 from tuneterm.tui.widgets.recipe_form import RecipeForm
+from tuneterm.tui.widgets.recipe_panel import RecipePanel
 
 RECIPES = "tuneterm.core.recipes"
 JOBS = "tuneterm.core.jobs"
@@ -75,7 +77,7 @@ class TrainScreen(WorkbenchScreen):
         with Vertical(id="train-body"):
             yield Static("", id="train-missing", classes="missing hidden")
             with Horizontal(classes="form-row"):
-                model = Input(id="train-model", placeholder="smollm2-135m-instruct, hf:ORG/NAME, ./dir, job:ID")
+                model = ModelInput(id="train-model")
                 model.border_title = "model"
                 yield model
                 data = Input(id="train-data", placeholder="tickets or ./train.jsonl",
@@ -86,13 +88,12 @@ class TrainScreen(WorkbenchScreen):
                 method.border_title = "method"
                 yield method
             yield Static("memory: pick a model", id="train-memory")
-            yield Static("", id="train-recipe-head", classes="hint")
-            yield Vertical(id="train-form-slot")
+            yield RecipePanel(hint="edit values; tab moves; ^l launches", id="train-recipe")
 
     def on_mount(self) -> None:
         self.query_one("#train-model", Input).focus()
-        self._defaults()
-        self._load_recipe("lora")
+        self.after_first_paint(self._defaults)
+        self.after_first_paint(lambda: self._load_recipe(self.method))
 
     # --- workers ------------------------------------------------------------------------------------
 
@@ -181,12 +182,8 @@ class TrainScreen(WorkbenchScreen):
     async def _recipe_loaded(self, event: RecipeLoaded) -> None:
         if event.method != self.method:
             return
-        slot = self.query_one("#train-form-slot", Vertical)
-        await slot.remove_children()
-        await slot.mount(RecipeForm(event.flat, event.comments, event.choices, id="recipe-form"))
-        first = event.header.splitlines()[0] if event.header else ""
-        self.query_one("#train-recipe-head", Static).update(
-            f"recipes/{event.method}.toml — {first}  (edit values; tab moves; ^l launches)")
+        await self.query_one(RecipePanel).show(f"recipes/{event.method}.toml", event.header, event.flat,
+                                               event.comments, event.choices)
         self._schedule()
 
     @on(Select.Changed, "#train-method")
@@ -205,16 +202,8 @@ class TrainScreen(WorkbenchScreen):
             self._timer.stop()
         self._timer = self.set_timer(DEBOUNCE_S, self.action_estimate)
 
-    def on_descendant_focus(self, event) -> None:
-        widget = event.widget
-        form = self._form()
-        if form is not None and widget.id and widget.id.startswith("f-"):
-            key = widget.id[2:].replace("--", ".")
-            self.query_one("#train-recipe-head", Static).update(f"{key}: {form.comments.get(key, '')}")
-
     def _form(self) -> RecipeForm | None:
-        forms = self.query(RecipeForm)
-        return forms.first() if forms else None
+        return self.query_one(RecipePanel).form
 
     def action_estimate(self) -> None:
         model = self.query_one("#train-model", Input).value.strip()

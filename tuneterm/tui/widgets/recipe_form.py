@@ -24,6 +24,17 @@ def as_text(value) -> str:
     return str(value)
 
 
+def list_text(text: str) -> str:
+    """A list setting's text as a JSON list: ``a, b`` and ``["a","b"]`` both give ``["a", "b"]``."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            return json.dumps(json.loads(text))
+        except ValueError:
+            return text  # the resolver names the setting and the bad value
+    return json.dumps([part.strip() for part in text.split(",") if part.strip()])
+
+
 class RecipeForm(VerticalScroll):
     def __init__(self, flat: dict, comments: dict[str, str], choices: dict[str, tuple], **kwargs) -> None:
         super().__init__(**kwargs)
@@ -62,7 +73,7 @@ class RecipeForm(VerticalScroll):
         for key, text in self.current().items():
             if text.strip() != as_text(self.flat[key]):
                 value = text.strip()
-                if isinstance(self.flat[key], list) and value.startswith("["):
-                    value = json.dumps(json.loads(value)) if value != "[]" else "[]"
+                if isinstance(self.flat[key], list):
+                    value = list_text(value)
                 out.append(f"{key}={value}")
         return out

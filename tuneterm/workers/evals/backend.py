@@ -30,7 +30,7 @@ from tuneterm.core.evals.extract import truncate_at_stop
 from tuneterm.core.workspace import workspace
 from tuneterm.workers import loading
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pkl")
 Progress = Callable[[int], None]
 
 
@@ -72,6 +72,7 @@ class LocalVariant:
     adapter_path: Path | None = None
     quant: dict = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
+    classifier_path: Path | None = None  # a feature classifier (job kind feature) over the base
 
     @property
     def group(self) -> str:
@@ -83,6 +84,9 @@ class LocalVariant:
 
 def resolve_local(vid: str, ref: str) -> LocalVariant:
     path, facts = loading.local_path(ref)
+    if facts.get("artifact") == "classifier":
+        base_path, _ = loading.local_path(str(facts["base"]))
+        return LocalVariant(vid, ref, Path(base_path), classifier_path=Path(path), facts=facts)
     if facts.get("adapter"):
         base_path, _ = loading.local_path(str(facts["base"]))
         return LocalVariant(vid, ref, Path(base_path), adapter_path=Path(path), facts=facts)
@@ -113,6 +117,12 @@ class LocalGroup:
             else:
                 self.model.load_adapter(str(v.adapter_path), adapter_name=name)
             self.adapters[v.vid] = name
+        self.classifiers: dict[str, dict] = {}
+        for v in variants:
+            if v.classifier_path is not None:
+                from tuneterm.workers.feature import load_classifier
+
+                self.classifiers[v.vid] = load_classifier(v.classifier_path)
         self.model.eval()
         self.load_seconds = time.perf_counter() - started
         self.device = next(self.model.parameters()).device
@@ -120,6 +130,7 @@ class LocalGroup:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = set(_eos_ids(self.model, self.tokenizer))
         self._tok_digest = tokenizer_digest(self.tokenizer)
+        self._keep_ok = True
         self._base_digest = folder_digest(first.base_path)
 
     # --- identity ---------------------------------------------------------------------------
@@ -129,12 +140,34 @@ class LocalGroup:
         base_digest, base_size = self._base_digest
         out = {"weights": base_digest, "tokenizer": self._tok_digest, "quant": v.quant or None,
                "adapter": None, "size_bytes": base_size}
+        out["kind"] = "quantized" if v.quant else "model"
         if v.adapter_path is not None:
             digest, size = folder_digest(v.adapter_path)
-            out.update(adapter=digest, size_bytes=base_size + size, adapter_bytes=size)
-        out["id"] = _sha_text(json.dumps({k: out[k] for k in ("weights", "tokenizer", "quant", "adapter")},
+            out.update(adapter=digest, size_bytes=base_size + size, adapter_bytes=size, kind="adapter")
+        out["classifier"] = None
+        if v.classifier_path is not None:
+            blob = self.classifiers[vid]
+            digest, size = folder_digest(v.classifier_path)
+            out.update(classifier=_sha_text(json.dumps([digest, blob.get("layer"), blob.get("pooling")])),
+                       size_bytes=base_size + size, kind="classifier")
+        out["id"] = _sha_text(json.dumps({k: out[k] for k in ("weights", "tokenizer", "quant", "adapter", "classifier")},
                                          sort_keys=True, default=str))
         return out
+
+    def is_classifier(self, vid: str) -> bool:
+        return vid in self.classifiers
+
+    def classify(self, vid: str, texts: list[str], batch_size: int = 16) -> list[str]:
+        """The classifier's labels for ``texts``: features from this group's model (no second copy),
+        exactly as ``tuneterm.workers.feature.predict`` computes them."""
+        from types import SimpleNamespace
+
+        from tuneterm.workers.feature import embed
+
+        blob = self.classifiers[vid]
+        loaded = SimpleNamespace(model=self.model, tokenizer=self.tokenizer)
+        feats = embed(loaded, list(texts), blob["layer"], blob["pooling"], batch_size=batch_size)
+        return [str(label) for label in blob["classifier"].predict(feats)]
 
     @contextlib.contextmanager
     def activate(self, vid: str) -> Iterator[None]:
@@ -207,7 +240,7 @@ class LocalGroup:
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if gen.get("stop"):
-                kwargs.update(stop_strings=list(gen["stop"]), tokenizer=self.tokenizer)
+                kwargs["stopping_criteria"] = _stop_criteria(self.tokenizer, list(gen["stop"]), width)
             t0 = time.perf_counter()
             with torch.inference_mode():
                 out = self.model.generate(**kwargs)
@@ -245,15 +278,20 @@ class LocalGroup:
             for j, r in enumerate(rows):
                 ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
                 mask[j, : len(r)] = 1
+            # Only the positions that score a continuation need logits: the vocabulary projection
+            # and the log-softmax dominate small models' cost (rows are sorted, so this is close
+            # to the longest continuation).
+            keep = max(width - (len(rows[j]) - len(requests[i][1])) for j, i in enumerate(idx))
             t0 = time.perf_counter()
             with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                logits = self._forward_last(ids.to(self.device), mask.to(self.device), keep)
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
+            offset = width - logprobs.shape[1]
             results = []
             for j, i in enumerate(idx):
                 cont = requests[i][1]
                 n_in = len(rows[j])
-                span = logprobs[j, n_in - len(cont): n_in]
+                span = logprobs[j, n_in - len(cont) - offset: n_in - offset]
                 target = torch.tensor(cont, dtype=torch.long, device=span.device)
                 picked = span.gather(-1, target.unsqueeze(-1)).squeeze(-1)
                 greedy = bool((span.argmax(-1) == target).all())
@@ -262,6 +300,15 @@ class LocalGroup:
             for r in results:
                 r["latency_s"] = round(elapsed, 4)
             on_batch(idx, results)
+
+    def _forward_last(self, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+        """Logits of the last ``keep`` positions (all of them for a model without ``logits_to_keep``)."""
+        if self._keep_ok:
+            try:
+                return self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+            except TypeError:
+                self._keep_ok = False
+        return self.model(input_ids=ids, attention_mask=mask).logits
 
     def rolling_requests(self, text: str) -> list[tuple[list[int], list[int]]]:
         """Disjoint windows over ``text``'s tokens, each with one token of context (lm-eval's rolling)."""
@@ -276,6 +323,26 @@ class LocalGroup:
             reqs.append(([prev], chunk))
             prev = chunk[-1]
         return reqs
+
+
+def _stop_criteria(tokenizer: Any, stops: list[str], start: int) -> Any:
+    """Stop a row once a stop string appears in its new text.
+
+    Cheaper to build than transformers' ``stop_strings`` (which preprocesses the whole vocabulary
+    on every ``generate`` call); only the last few tokens of each row are decoded per step. The
+    output is cut at the first stop string afterwards either way, so the text is the same.
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    window = max(len(s.encode()) for s in stops) + 2
+
+    class StopOnStrings(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            tails = input_ids[:, max(start, input_ids.shape[1] - window):].tolist()
+            done = [any(s in tokenizer.decode(t, skip_special_tokens=False) for s in stops) for t in tails]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopOnStrings()])
 
 
 def peak_memory_bytes() -> int:

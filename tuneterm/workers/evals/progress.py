@@ -1,4 +1,5 @@
-"""A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+"""A one-line progress bar on stderr when it is a terminal; silent otherwise (``on_change`` still
+reports progress, e.g. as job events for the TUI)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import time
 
 
 class ProgressBar:
-    def __init__(self, label: str, total: int, enabled: bool) -> None:
+    def __init__(self, label: str, total: int, enabled: bool, on_change=None) -> None:
         self.label, self.total, self.enabled = label, total, enabled and total > 0
+        self.on_change = on_change  # (done, total) after each advance: job events
         self.done = 0
         self._started = time.perf_counter()
         self._last = 0.0
@@ -16,6 +18,8 @@ class ProgressBar:
 
     def advance(self, n: int) -> None:
         self.done = min(self.total, self.done + n)
+        if self.on_change is not None and n:
+            self.on_change(self.done, self.total)
         self._draw()
 
     def _draw(self, force: bool = False) -> None:

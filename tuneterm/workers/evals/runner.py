@@ -20,7 +20,7 @@ from tuneterm.core.errors import EXIT_INTERRUPTED, TunetermError
 from tuneterm.core.evals import report as report_mod
 from tuneterm.core.evals.cache import ResultCache, content_key
 from tuneterm.core.evals.extract import extract
-from tuneterm.core.evals.items import EvalItem, build_items
+from tuneterm.core.evals.items import EvalItem, build_items, classifier_text, with_fewshot
 from tuneterm.core.evals.spec import TaskSpec
 from tuneterm.core.evals.variants import Variant
 from tuneterm.core.workspace import workspace
@@ -60,7 +60,7 @@ class Outcome:
 
 def assign_parents(variants: list[Variant], local: dict[str, Any], baseline: str | None) -> None:
     """Each variant's comparison target: --baseline, else its lineage parent (base of an adapter, source of a
-    quantized model, REF of REF+Nshot), else the first variant that has no parent in the list."""
+    quantized model, base of a classifier, REF of fewshot:K:POOL@REF), else the first variant that has no parent in the list."""
     by_vid = {v.vid: v for v in variants}
     if baseline and baseline not in by_vid:
         from tuneterm.core.errors import UsageError
@@ -73,16 +73,17 @@ def assign_parents(variants: list[Variant], local: dict[str, Any], baseline: str
     lineage: dict[str, str | None] = {}
     for v in variants:
         parent = None
-        if v.shots is not None:
-            parent = next((o.vid for o in variants if o.ref == v.ref and o.shots is None), None)
+        if v.fewshot is not None:
+            parent = next((o.vid for o in variants if o.ref == v.ref and o.fewshot is None), None)
         lv = local.get(v.vid)
         if parent is None and lv is not None:
             if lv.adapter_path is not None:
-                parent = next((o.vid for o in variants if o.shots is None and o.vid in local
+                parent = next((o.vid for o in variants if o.fewshot is None and o.vid in local
                                and local[o.vid].adapter_path is None and not local[o.vid].quant
+                               and local[o.vid].classifier_path is None
                                and local[o.vid].base_path == lv.base_path), None)
-            elif lv.quant and lv.facts.get("base"):
-                parent = next((o.vid for o in variants if o.ref == lv.facts["base"]), None)
+            elif (lv.quant or lv.classifier_path is not None) and lv.facts.get("base"):
+                parent = next((o.vid for o in variants if o.ref == lv.facts["base"] and o.fewshot is None), None)
         lineage[v.vid] = parent if parent != v.vid else None
     roots = [v.vid for v in variants if lineage[v.vid] is None]
     for v in variants:
@@ -102,16 +103,20 @@ def collect(tasks: list[TaskSpec], variants: list[Variant], opts: RunOptions) ->
     # 1. Everything that can fail on input fails now, before a model loads.
     for spec in tasks:
         scoring.check_metrics(spec)
-    items: dict[tuple[str, int | None], list[EvalItem]] = {}
-    for spec in tasks:
-        for v in variants:
-            key = (spec.name, v.shots)
-            if key not in items:
-                items[key] = build_items(spec, limit=opts.limit, shots=v.shots)
+    items = build_variant_items(tasks, variants, opts.limit)
     from tuneterm.workers.evals.backend import LocalGroup, peak_memory_bytes, reset_peak_memory, resolve_local
 
     local = {v.vid: resolve_local(v.vid, v.ref) for v in variants if not v.remote}
+    for v in variants:
+        if v.fewshot is not None and v.vid in local and local[v.vid].classifier_path is not None:
+            from tuneterm.core.errors import UsageError
+
+            raise UsageError("a few-shot variant needs a generative model, not a classifier",
+                             [("model", v.vid)], "use the classifier on its own: --models job:ID")
     assign_parents(variants, local, opts.baseline)
+    total = sum(len(items[(spec.name, v.items_key)]) for spec in tasks for v in variants)
+    opts.on_event(type="eval_plan", tasks=[spec.name for spec in tasks], variants=[v.vid for v in variants],
+                  total=total)
     ws = workspace()
     cache = ResultCache(opts.cache_path or ws.evals_dir / "cache.sqlite") if opts.use_cache else None
     show = sys.stderr.isatty() if opts.progress is None else opts.progress
@@ -133,8 +138,8 @@ def collect(tasks: list[TaskSpec], variants: list[Variant], opts: RunOptions) ->
                     v = next(x for x in variants if x.vid == lv.vid)
                     with group.activate(lv.vid):
                         for spec in tasks:
-                            its = items[(spec.name, v.shots)]
-                            bar = ProgressBar(f"{spec.name} · {v.vid}", len(its), show)
+                            its = items[(spec.name, v.items_key)]
+                            bar = _bar(spec, v, its, show, opts)
                             out = _run_local(group, v, spec, its, fp, cache, opts, bar)
                             bar.close()
                             out.speed["peak_memory_bytes"] = peak_memory_bytes()
@@ -147,14 +152,42 @@ def collect(tasks: list[TaskSpec], variants: list[Variant], opts: RunOptions) ->
                 fp = {"id": content_key(remote=v.ref), "remote": v.ref, "size_bytes": None}
                 fingerprints[v.vid] = fp
                 for spec in tasks:
-                    its = items[(spec.name, v.shots)]
-                    bar = ProgressBar(f"{spec.name} · {v.vid}", len(its), show)
+                    its = items[(spec.name, v.items_key)]
+                    bar = _bar(spec, v, its, show, opts)
                     outcomes[spec.name][v.vid] = _run_remote(v, spec, its, fp, cache, opts, bar)
                     bar.close()
     finally:
         if cache is not None:
             cache.close()
     return outcomes, fingerprints
+
+
+def build_variant_items(tasks: list[TaskSpec], variants: list[Variant], limit: int | None) -> dict:
+    """{(task, variant.items_key): items}; a few-shot variant's examples replace the task's own."""
+    from tuneterm.core.fewshot import load_pool
+
+    items: dict[tuple[str, str], list[EvalItem]] = {}
+    pools: dict[str, list] = {}
+    for spec in tasks:
+        for v in variants:
+            key = (spec.name, v.items_key)
+            if key in items:
+                continue
+            if v.fewshot is None:
+                items[key] = build_items(spec, limit=limit)
+                continue
+            if v.fewshot.pool not in pools:
+                pools[v.fewshot.pool] = load_pool(v.fewshot.pool)
+            items[key] = with_fewshot(spec, build_items(spec, limit=limit, shots=0), v.fewshot,
+                                      pools[v.fewshot.pool])
+    return items
+
+
+def _bar(spec: TaskSpec, v: Variant, its: list[EvalItem], show: bool, opts: RunOptions) -> ProgressBar:
+    def report(done: int, total: int) -> None:
+        opts.on_event(type="eval_progress", task=spec.name, variant=v.vid, done=done, total=total)
+
+    return ProgressBar(f"{spec.name} · {v.vid}", len(its), show, on_change=report)
 
 
 # --- local -----------------------------------------------------------------------------------------
@@ -165,8 +198,55 @@ def _key(fp: dict, spec: TaskSpec, item: EvalItem, prompt: str, extra: dict) -> 
                        item=item.id, prompt=prompt, **extra)
 
 
+def _kind(v: Variant, fp: dict) -> str:
+    if v.fewshot is not None:
+        return "fewshot"
+    if v.remote:
+        return "remote"
+    return str(fp.get("kind") or "model")
+
+
+def _commit(cache: ResultCache | None, keys: list[str], spec: TaskSpec, v: Variant, its: list[EvalItem],
+            records: list, done: list[int], bar: ProgressBar, opts: RunOptions) -> None:
+    """Store finished records in the cache, advance the bar, stop between batches when asked."""
+    if cache is not None and done:
+        cache.put_many([(keys[i], spec.name, v.vid, its[i].id, records[i]) for i in done])
+    bar.advance(len(done))
+    if opts.should_stop():
+        raise EvalStopped("eval stopped", [("task", spec.name), ("variant", v.vid)],
+                          "run the same command again to resume from the cache")
+
+
+def _run_classifier(group, v: Variant, spec: TaskSpec, its: list[EvalItem], fp: dict,
+                    cache: ResultCache | None, opts: RunOptions, bar: ProgressBar) -> Outcome:
+    """A classifier artifact answers a generate task with its predicted label (the output)."""
+    if spec.type != "generate":
+        bar.advance(len(its))
+        return Outcome([None] * len(its), its, fp, {},
+                       skipped=f"a classifier answers generate (classification) tasks, not {spec.type}")
+    texts = [classifier_text(it) for it in its]
+    keys = [_key(fp, spec, it, t, {"classifier": True}) for it, t in zip(its, texts)]
+    hits = cache.get_many(keys) if cache is not None else {}
+    records: list[dict | None] = [({**hits[k], "cached": True} if k in hits else None) for k in keys]
+    bar.advance(sum(1 for r in records if r is not None))
+    todo = [i for i, r in enumerate(records) if r is None]
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), opts.batch_size):
+        chunk = todo[start : start + opts.batch_size]
+        t1 = time.perf_counter()
+        labels = group.classify(v.vid, [texts[i] for i in chunk], opts.batch_size)
+        latency = round(time.perf_counter() - t1, 4)
+        for i, label in zip(chunk, labels):
+            records[i] = {"output": label, "prompt": texts[i], "prompt_tokens": 0, "completion_tokens": 0,
+                          "latency_s": latency}
+        _commit(cache, keys, spec, v, its, records, chunk, bar, opts)
+    return Outcome(records, its, fp, _speed(records, todo, time.perf_counter() - t0, spec))
+
+
 def _run_local(group, v: Variant, spec: TaskSpec, its: list[EvalItem], fp: dict, cache: ResultCache | None,
                opts: RunOptions, bar: ProgressBar) -> Outcome:
+    if group.is_classifier(v.vid):
+        return _run_classifier(group, v, spec, its, fp, cache, opts, bar)
     records: list[dict | None] = [None] * len(its)
     gen = spec.generation.model_dump()
     if spec.type == "perplexity":
@@ -188,12 +268,7 @@ def _run_local(group, v: Variant, spec: TaskSpec, its: list[EvalItem], fp: dict,
     t0 = time.perf_counter()
 
     def store(done: list[int]) -> None:
-        if cache is not None and done:
-            cache.put_many([(keys[i], spec.name, v.vid, its[i].id, records[i]) for i in done])
-        bar.advance(len(done))
-        if opts.should_stop():
-            raise EvalStopped("eval stopped", [("task", spec.name), ("variant", v.vid)],
-                              "run the same command again to resume from the cache")
+        _commit(cache, keys, spec, v, its, records, done, bar, opts)
 
     if todo and spec.type == "generate":
         def on_gen(idx: list[int], results: list[dict]) -> None:
@@ -384,6 +459,7 @@ def finish(tasks: list[TaskSpec], variants: list[Variant], outcomes: dict, finge
     report = report_mod.build_report(
         tasks=task_reports,
         variants=[{"id": v.vid, "ref": v.ref, "shots": v.shots, "parent": v.parent,
+                   "kind": _kind(v, fingerprints.get(v.vid, {})),
                    "fingerprint": fingerprints.get(v.vid, {})} for v in variants],
         settings={"limit": opts.limit, "batch_size": opts.batch_size, "baseline": opts.baseline},
         started=started,

@@ -10,6 +10,7 @@ loads. A resolved config is a plain dict::
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import tomllib
 from pathlib import Path
@@ -32,8 +33,9 @@ DEFAULTS: dict = {
         "tokenizer_pre": "auto",  # gguf: llama.cpp pre-tokenizer name (auto: detected)
         "bits": 8,  # int8-*: 8 (fewer bits = deliberately lossy, for tests of the gate)
         "quantize_embedding": False,  # int8-*: store the token embedding as int8 too (smaller, a little less exact)
-        "smooth_alpha": 0.7,  # int8-dynamic: SmoothQuant strength (0 = off); moves activation outliers into weights
+        "smooth_alpha": 0.5,  # int8-dynamic: SmoothQuant strength (0 = off); moves activation outliers into weights
         "outlier_ratio": 1000.0,  # int8-dynamic: keep in float a Linear whose input max/median channel exceeds this (0 = off)
+        "keep_sensitive": 0,  # int8-*: keep in float the N Linear layers whose int8 moves the output most (measured)
     },
     "gate": {
         "enabled": True,  # measure the quantized model against its parent
@@ -56,19 +58,38 @@ def recipes_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "recipes"
 
 
-def load_recipe(path: str | Path) -> dict:
-    """Read a quantize recipe (``recipes/<method>.toml`` or any path); tuneterm.core.recipes holds training's."""
+def recipe_file(path: str | Path) -> Path:
+    """A recipe path, or a built-in recipe's name (``int8-dynamic`` / ``int8-dynamic.toml``)."""
     path = Path(path)
-    if not path.is_file():
-        candidate = recipes_dir() / f"{path.name}.toml" if path.suffix != ".toml" else recipes_dir() / path.name
-        if candidate.is_file():
-            path = candidate
-        else:
-            raise NotFoundError("recipe not found", [("path", str(path))], f"see the recipes in {recipes_dir()}")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}", [("file", str(path))], "fix the TOML syntax") from exc
+    if path.is_file():
+        return path
+    candidate = recipes_dir() / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    if candidate.is_file():
+        return candidate
+    raise NotFoundError("recipe not found", [("path", str(path))], f"see the recipes in {recipes_dir()}")
+
+
+def load_recipe(path: str | Path) -> dict:
+    """Read a quantize recipe (``recipes/<method>.toml``, a name, or any path) with
+    ``tuneterm.core.recipes.read_toml`` (the training recipes' reader: same errors)."""
+    from tuneterm.core import recipes
+
+    return recipes.read_toml(recipe_file(path))
+
+
+def help_for(method: str) -> dict[str, str]:
+    """``"quant.smooth_alpha" -> its comment`` in the method's built-in recipe (the settings' help)."""
+    from tuneterm.tui.recipe_comments import read_comments  # plain text parsing, no Textual
+
+    path = recipes_dir() / f"{method}.toml"
+    return read_comments(path)[1] if path.is_file() else {}
+
+
+def schema(method: str) -> dict:
+    """Every setting a quantize config may have, flat (``"gate.max_texts" -> default``)."""
+    from tuneterm.core import recipes
+
+    return recipes.flatten({k: v for k, v in DEFAULTS.items()})
 
 
 def parse_value(text: str):
@@ -88,36 +109,97 @@ def parse_value(text: str):
         return text
 
 
+def _full_key(key: str) -> str:
+    """``bits`` -> ``quant.bits``, ``max_texts`` -> ``gate.max_texts`` (short forms stay accepted)."""
+    if "." in key or key in ("model", "method"):
+        return key
+    return f"quant.{key}" if key in DEFAULTS["quant"] else f"gate.{key}"
+
+
+def _unknown(key: str, method: str, source: str) -> ConfigError:
+    known = schema(method)
+    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    section = key.split(".")[0]
+    hint = ("did you mean " + " or ".join(close) + "?") if close else \
+        ("known: " + ", ".join(sorted(k for k in known if k.startswith(section + "."))) if section in DEFAULTS
+         else "a quantize recipe has `method` and the tables [quant] and [gate]")
+    what = f"unknown {section} settings" if section in DEFAULTS else "unknown recipe keys"
+    return ConfigError(what, [("keys", key), ("source", source)], hint)
+
+
+def _typed(key: str, value, method: str, source: str):
+    """``value`` checked against the type of the setting's default; the recipe comment is the hint."""
+    like = schema(method).get(key)
+    ok = True
+    if like is None or value is None:
+        ok = value is None or key.startswith("gate.") or isinstance(value, (int, float))
+    elif isinstance(like, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(like, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and isinstance(like, float):
+            value = float(value)
+    elif isinstance(like, list):
+        ok = isinstance(value, list)
+    elif isinstance(like, str):
+        ok = isinstance(value, str)
+    if not ok:
+        help_text = help_for(method).get(key, "")
+        raise ConfigError(f"{key} has the wrong type", [(key, repr(value)), ("source", source)],
+                          f"{key}: {help_text}" if help_text else f"the default is {like!r}")
+    return value
+
+
+def _set(config: dict, key: str, value) -> None:
+    section, _, name = key.partition(".")
+    if name:
+        config.setdefault(section, {})[name] = value
+    else:
+        config[section] = value
+
+
 def apply_override(config: dict, item: str) -> None:
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError("an override must be key=value", [("override", item)], "e.g. gate.max_ppl_increase=0.02")
-    parts = key.strip().split(".")
-    if len(parts) == 1 and parts[0] not in ("model", "method"):
-        parts = ["quant", parts[0]] if parts[0] in DEFAULTS["quant"] else ["gate", parts[0]]
-    node = config
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError("override goes through a non-table key", [("override", item)])
-    node[parts[-1]] = parse_value(value)
+    """One ``key.sub=value`` (parsed by ``tuneterm.core.recipes.parse_override``), checked."""
+    from tuneterm.core import recipes
+
+    key, value = recipes.parse_override(item)
+    key = _full_key(key)
+    if key == "model":
+        config["model"] = value
+        return
+    if key == "method":
+        config["method"] = value
+        return
+    if key not in schema(config.get("method", "")):
+        raise _unknown(key, config.get("method", ""), f"override {item!r}")
+    _set(config, key, _typed(key, parse_value(value), config.get("method", ""), f"override {item!r}"))
 
 
 def resolve(model: str, method: str | None = None, recipe: dict | None = None,
             overrides: list[str] | None = None, source: str = "command line") -> dict:
-    """Defaults < recipe < method argument < overrides; validated. Raises ConfigError."""
-    config = copy.deepcopy(DEFAULTS)
+    """Defaults < the method's built-in recipe < the user's recipe < method argument < overrides;
+    every key and type checked against the settings (``schema``). Raises ConfigError."""
+    from tuneterm.core import recipes
+
     recipe = copy.deepcopy(recipe or {})
     recipe_q = dict(recipe.get("quant", {}) or {})
-    for section in ("quant", "gate"):
-        config[section].update(recipe.pop(section, {}) or {})
-    recipe_method = recipe.pop("method", None)
-    recipe.pop("model", None)
-    unknown = sorted(recipe)
-    if unknown:
-        raise ConfigError("unknown recipe keys", [("keys", ", ".join(unknown)), ("source", source)],
-                          "a quantize recipe has `method` and the tables [quant] and [gate]")
-    config["method"] = method or recipe_method or "int8-dynamic"
+    chosen = method or recipe.get("method") or "int8-dynamic"
+    if chosen not in METHODS:
+        raise ConfigError(f"unknown quantization method {chosen!r}", [("source", source)],
+                          "use one of " + ", ".join(METHODS))
+    config = copy.deepcopy(DEFAULTS)
+    builtin = recipes_dir() / f"{chosen}.toml"
+    layers = [(recipes.read_toml(builtin), str(builtin))] if builtin.is_file() else []
+    layers.append((recipe, source))
+    for data, where in layers:
+        data = dict(data)
+        data.pop("method", None)
+        data.pop("model", None)
+        for key, value in recipes.flatten(data).items():
+            if key not in schema(chosen):
+                raise _unknown(key, chosen, where)
+            _set(config, key, _typed(key, value, chosen, where))
+    config["method"] = chosen
     config["model"] = model
     for item in overrides or []:
         apply_override(config, item)
@@ -156,6 +238,10 @@ def validate(config: dict, source: str = "config") -> dict:
                           [("quant.compute_dtype", str(q["compute_dtype"]))])
     if not (isinstance(q["smooth_alpha"], (int, float)) and 0 <= q["smooth_alpha"] < 1):
         raise ConfigError("quant.smooth_alpha must be in [0, 1)", [("quant.smooth_alpha", str(q["smooth_alpha"]))])
+    if not (isinstance(q["keep_sensitive"], int) and not isinstance(q["keep_sensitive"], bool)
+            and q["keep_sensitive"] >= 0):
+        raise ConfigError("quant.keep_sensitive must be a whole number, 0 or more",
+                          [("quant.keep_sensitive", str(q["keep_sensitive"]))])
     if not isinstance(q["skip_modules"], list):
         raise ConfigError("quant.skip_modules must be a list of names", [("quant.skip_modules", str(q["skip_modules"]))])
     for key in ("max_texts", "max_length", "max_new_tokens"):

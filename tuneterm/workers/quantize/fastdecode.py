@@ -10,12 +10,19 @@ products (cache objects, masks, logits processors, hooks). This loop does only t
 - the output layer applied to the last position only.
 
 Greedy outputs equal the model's own ``generate`` (tests check it on the tiny model).
+
+``install(model)`` makes the loop what users get: it replaces ``model.generate`` (on that
+instance) by a front that runs this loop for the calls chat, serve and eval make (one
+sequence; greedy or temperature/top-k/top-p sampling; a streamer; stopping criteria and stop
+strings) and hands anything else to transformers' own ``generate``. ``load_quantized`` calls it
+for int8 and GGUF artifacts, so ``job:ID`` decodes through this loop without engine changes.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +61,40 @@ class _Concat(nn.Module):
         return torch.cat([m(x) for m in self.layers], -1)
 
 
+class FusedPart(nn.Module):
+    """Columns ``start:end`` of a fused layer's output, standing in for one of the layers fused
+    (so the model and the decode loop share one copy of the weights). q, k and v receive the
+    same input tensor: the fused product is computed once and the three take their slices."""
+
+    def __init__(self, fused: nn.Module, start: int, end: int) -> None:
+        super().__init__()
+        self.fused, self.start, self.end = fused, start, end
+        self.in_features, self.out_features = getattr(fused, "in_features", None), end - start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = getattr(self.fused, "_tuneterm_last", None)  # (input, output), swapped atomically
+        if last is None or last[0] is not x:
+            last = (x, self.fused(x))
+            self.fused._tuneterm_last = last
+        return last[1][..., self.start : self.end]
+
+    def int8_state(self) -> dict[str, torch.Tensor]:
+        state = self.fused.int8_state()
+        sl = slice(self.start, self.end)
+        return {k: v[sl] for k, v in state.items()}
+
+
+def _share(model_layers: list[tuple[nn.Module, str]], fused: nn.Module) -> None:
+    """Point each original layer's slot at its slice of ``fused`` (the originals are freed)."""
+    if isinstance(fused, _Concat):
+        return
+    start = 0
+    for parent, attr in model_layers:
+        width = getattr(parent, attr).out_features
+        setattr(parent, attr, FusedPart(fused, start, start + width))
+        start += width
+
+
 @dataclass
 class _Block:
     ln1: torch.Tensor
@@ -79,7 +120,9 @@ class DecodeResult:
 class FastDecoder:
     """Greedy generation for a ``LlamaForCausalLM``-shaped model (Llama, Mistral, Qwen2 layouts)."""
 
-    def __init__(self, model: nn.Module, max_len: int = 1024) -> None:
+    def __init__(self, model: nn.Module, max_len: int = 1024, share: bool = False) -> None:
+        """``share``: the model's q/k/v and gate/up layers become slices of the fused ones (one
+        copy of the weights; what ``install`` does); else the fused copies are extra."""
         cfg = model.config
         core = model.model
         self.n_head = cfg.num_attention_heads
@@ -87,26 +130,40 @@ class FastDecoder:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_head
         self.hidden = cfg.hidden_size
         self.eps = float(cfg.rms_norm_eps)
-        self.max_len = max_len
         self.embed = core.embed_tokens
         self.norm = core.norm.weight.detach()
         self.lm_head = model.lm_head
+        self.rotary = core.rotary_emb
         self.blocks = []
         for layer in core.layers:
             a, m = layer.self_attn, layer.mlp
-            self.blocks.append(_Block(
-                layer.input_layernorm.weight.detach(), fuse_linears([a.q_proj, a.k_proj, a.v_proj]), a.o_proj,
-                layer.post_attention_layernorm.weight.detach(), fuse_linears([m.gate_proj, m.up_proj]), m.down_proj,
-            ))
-        positions = torch.arange(max_len).unsqueeze(0)
-        probe = torch.zeros(1, 1, self.hidden)
-        with torch.inference_mode():
-            cos, sin = core.rotary_emb(probe, positions)
-        self.cos, self.sin = cos[0].float().clone(), sin[0].float().clone()  # [max_len, head_dim]
-        shape = (len(self.blocks), 1, self.n_kv, max_len, self.head_dim)
-        self.k_cache = torch.zeros(shape)
-        self.v_cache = torch.zeros(shape)
+            qkv = fuse_linears([a.q_proj, a.k_proj, a.v_proj])
+            gate_up = fuse_linears([m.gate_proj, m.up_proj])
+            if share:
+                _share([(a, "q_proj"), (a, "k_proj"), (a, "v_proj")], qkv)
+                _share([(m, "gate_proj"), (m, "up_proj")], gate_up)
+            self.blocks.append(_Block(layer.input_layernorm.weight.detach(), qkv, a.o_proj,
+                                      layer.post_attention_layernorm.weight.detach(), gate_up, m.down_proj))
+        self.max_len = 0
+        self._rope_tables(max_len)
+        self._default_len = max_len
+        self.k_cache = self.v_cache = None  # for forward() without a cache, allocated on first use
         self.eos = _eos_ids(model)
+
+    def _rope_tables(self, length: int) -> None:
+        if length <= self.max_len:
+            return
+        positions = torch.arange(length).unsqueeze(0)
+        with torch.inference_mode():
+            cos, sin = self.rotary(torch.zeros(1, 1, self.hidden), positions)
+        self.cos, self.sin = cos[0].float().clone(), sin[0].float().clone()  # [length, head_dim]
+        self.max_len = length
+
+    def new_cache(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A KV cache for ``length`` positions (one per generation: concurrent calls do not mix)."""
+        self._rope_tables(length)
+        shape = (len(self.blocks), 1, self.n_kv, length, self.head_dim)
+        return torch.empty(shape), torch.empty(shape)
 
     @staticmethod
     def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -115,12 +172,19 @@ class FastDecoder:
         return x * cos + rotated * sin
 
     @torch.inference_mode()
-    def forward(self, ids: torch.Tensor, start: int, all_logits: bool = False) -> torch.Tensor:
-        """Logits for ``ids`` ([1, T]) placed at positions start..start+T-1 (cache updated)."""
+    def forward(self, ids: torch.Tensor, start: int, all_logits: bool = False,
+                cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits for ``ids`` ([1, T]) placed at positions start..start+T-1 (``cache`` updated;
+        default: the decoder's own, for one caller at a time)."""
         T = ids.shape[1]
         end = start + T
-        if end > self.max_len:
-            raise ValueError(f"sequence of {end} tokens exceeds the decoder's max_len {self.max_len}")
+        if cache is None:
+            if self.k_cache is None:
+                self.k_cache, self.v_cache = self.new_cache(self._default_len)
+            cache = (self.k_cache, self.v_cache)
+        k_cache, v_cache = cache
+        if end > k_cache.shape[3]:
+            raise ValueError(f"sequence of {end} tokens exceeds the cache's {k_cache.shape[3]} positions")
         nh, nkv, hd = self.n_head, self.n_kv, self.head_dim
         x = self.embed(ids)
         cos = self.cos[start:end].view(1, 1, T, hd)
@@ -131,10 +195,10 @@ class FastDecoder:
             q, k, v = b.qkv(h).split(sizes, dim=-1)
             q = self._rope(q.view(1, T, nh, hd).transpose(1, 2), cos, sin)
             k = self._rope(k.view(1, T, nkv, hd).transpose(1, 2), cos, sin)
-            self.k_cache[i, :, :, start:end] = k
-            self.v_cache[i, :, :, start:end] = v.view(1, T, nkv, hd).transpose(1, 2)
+            k_cache[i, :, :, start:end] = k
+            v_cache[i, :, :, start:end] = v.view(1, T, nkv, hd).transpose(1, 2)
             attn = F.scaled_dot_product_attention(
-                q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end],
+                q, k_cache[i, :, :, :end], v_cache[i, :, :, :end],
                 is_causal=T > 1 and start == 0, enable_gqa=nkv != nh,
             )
             x = x + b.o(attn.transpose(1, 2).reshape(1, T, nh * hd))
@@ -144,24 +208,38 @@ class FastDecoder:
         x = F.rms_norm(x if all_logits else x[:, -1:], (self.hidden,), self.norm, self.eps)
         return self.lm_head(x)
 
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, stop_at_eos: bool = True) -> DecodeResult:
-        """Greedy: prefill the prompt, then one token per step."""
-        if input_ids.shape[1] > 1 and input_ids.shape[1] + max_new_tokens > self.max_len:
-            raise ValueError("prompt plus new tokens exceed max_len")
-        started = time.perf_counter()
-        logits = self.forward(input_ids, 0)
-        token = int(logits[0, -1].argmax())
-        ttft = time.perf_counter() - started
-        tokens = [token]
-        pos = input_ids.shape[1]
+    def stream(self, input_ids: torch.Tensor, max_new_tokens: int,
+               pick: Callable[[torch.Tensor], int] | None = None) -> Iterator[int]:
+        """Token ids one by one: prefill the prompt, then one step per token (``pick`` chooses
+        from the last position's logits; default greedy). Its own KV cache, sized to the call.
+        The caller stops it (end of sequence, stop strings) by not asking for more."""
+        pick = pick or _greedy
+        prompt = input_ids.shape[1]
+        cache = self.new_cache(prompt + max_new_tokens)
+        token = pick(self.forward(input_ids, 0, cache=cache)[0, -1])
+        yield token
         step = torch.empty(1, 1, dtype=torch.long)
-        while len(tokens) < max_new_tokens and not (stop_at_eos and token in self.eos):
+        for pos in range(prompt, prompt + max_new_tokens - 1):
             step[0, 0] = token
-            logits = self.forward(step, pos)
-            pos += 1
-            token = int(logits[0, -1].argmax())
+            token = pick(self.forward(step, pos, cache=cache)[0, -1])
+            yield token
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, stop_at_eos: bool = True) -> DecodeResult:
+        """Greedy, with the time to the first token and the total."""
+        started = time.perf_counter()
+        tokens: list[int] = []
+        ttft = 0.0
+        for token in self.stream(input_ids, max_new_tokens):
+            if not tokens:
+                ttft = time.perf_counter() - started
             tokens.append(token)
+            if stop_at_eos and token in self.eos:
+                break
         return DecodeResult(tokens, ttft, time.perf_counter() - started)
+
+
+def _greedy(logits: torch.Tensor) -> int:
+    return int(logits.argmax())
 
 
 def _eos_ids(model: nn.Module) -> set[int]:

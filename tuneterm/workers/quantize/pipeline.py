@@ -84,33 +84,59 @@ def _float_folder(parent: Parent, scratch: Path) -> Path:
     return target
 
 
-def quantize_int8(parent: Parent, method: str, q: dict, art: Path) -> dict:
+def quantize_int8(parent: Parent, method: str, q: dict, art: Path, emit: Emit = _noop) -> dict:
     from tuneterm.workers.quantize import int8
 
     model = copy.deepcopy(parent.model)
     compute = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[q["compute_dtype"]]
     skip = list(q["skip_modules"])
-    smoothing = {}
+    smoothing: dict = {}
+    texts = None
     if method == "int8-dynamic" and (q["smooth_alpha"] > 0 or q["outlier_ratio"] > 0):
         from tuneterm.workers.quantize import smooth
 
-        stats = smooth.calibrate(model, parent.tokenizer, calibration_texts(parent.tokenizer))
+        texts = calibration_texts(parent.tokenizer)
+        stats = smooth.calibrate(model, parent.tokenizer, texts)
         kept = smooth.outlier_layers(stats, q["outlier_ratio"]) if q["outlier_ratio"] > 0 else []
         skip += kept
         groups = smooth.smooth_llama(model, stats, q["smooth_alpha"]) if q["smooth_alpha"] > 0 else 0
         smoothing = {"smooth_alpha": q["smooth_alpha"], "smoothed_groups": groups, "kept_float": kept}
+    if q["keep_sensitive"] > 0:
+        sensitive = _most_sensitive(model, parent.tokenizer, texts or calibration_texts(parent.tokenizer), method,
+                                    q, compute, skip, emit)
+        skip += [name for name, _ in sensitive]
+        smoothing["kept_sensitive"] = [{"layer": name, "kl": round(kl, 6)} for name, kl in sensitive]
     names = int8.quantize_model(model, method, bits=q["bits"], skip=skip, lm_head=q["quantize_lm_head"],
                                 compute_dtype=compute, embedding=q["quantize_embedding"])
     if not names:
         raise InputError("no Linear layer could be quantized", [("method", method)],
                          "int8-* methods quantize nn.Linear layers of a CPU model")
     facts = {"method": method, "bits": q["bits"], "format": "tuneterm-int8", "scheme": "symmetric per-channel",
-             "activations": "int8 per call" if method == "int8-dynamic" else q["compute_dtype"],
+             "activations": "int8 per token" if method == "int8-dynamic" else q["compute_dtype"],
              "compute_dtype": q["compute_dtype"], "quantized_layers": len(names), "device": "cpu",
              "int8_embedding": any(n.endswith("embed_tokens") for n in names), **smoothing}
     int8.save_int8(model, parent.tokenizer, art, method, facts)
     del model
     return facts
+
+
+def _most_sensitive(model: Any, tokenizer: Any, texts: list[str], method: str, q: dict, compute: torch.dtype,
+                    skip: list[str], emit: Emit) -> list[tuple[str, float]]:
+    """The ``quant.keep_sensitive`` layers whose int8 version alone moves the (smoothed) float
+    model's next-token distributions most on the calibration texts (mean KL per token)."""
+    from tuneterm.workers.quantize import int8, sensitivity
+
+    def one(layer):
+        qw, scale = int8.quantize_weight(layer.weight, q["bits"])
+        return int8.make_linear(method, qw, scale, None if layer.bias is None else layer.bias.detach(), compute)
+
+    names = sensitivity.candidates(model, skip)
+    emit(type="quantize", phase="sensitivity", layers=len(names))
+    ranking = sensitivity.rank_layers(model, tokenizer, texts, names, one)
+    chosen = ranking[: q["keep_sensitive"]]
+    emit(type="quantize", phase="sensitivity_done", kept=[n for n, _ in chosen],
+         kl=[round(k, 6) for _, k in chosen])
+    return chosen
 
 
 def calibration_texts(tokenizer: Any = None) -> list[str]:
@@ -200,7 +226,7 @@ def quantize(parent_ref: str, method: str, config: dict, out_dir: Path, emit: Em
     emit(type="quantize", phase="quantize", method=method, device=device)
     try:
         if method in ("int8-dynamic", "int8-weight-only"):
-            facts = quantize_int8(parent, method, q, art)
+            facts = quantize_int8(parent, method, q, art, emit)
         elif method.startswith("bnb-"):
             facts = quantize_bnb(parent, method, q, art, device, scratch)
         elif method == "gguf":

@@ -7,6 +7,7 @@ final metrics, model card) -> done. SIGTERM saves a checkpoint and ends ``cancel
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import torch
@@ -14,12 +15,15 @@ from transformers import AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 
 from tuneterm.workers.train import methods, output
-from tuneterm.workers.train.data import ChatDataset, PadToLongest, read_examples
+from tuneterm.workers.train.data import ChatDataset, PackedBatch, PadToLongest, read_examples
 from tuneterm.workers.train.trainer import JobEventsCallback, TunetermTrainer, build_args
 
 
 def run(ctx):
     """Train as ``ctx.config`` says; returns the Trainer (tests inspect its model)."""
+    if ctx.config["method"] == "dpo":
+        from tuneterm.workers.train.dpo import run as run_dpo
+        return run_dpo(ctx)
     config = ctx.config
     t = config.get("train", {})
     method = config["method"]
@@ -71,7 +75,7 @@ def run(ctx):
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = TunetermTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=PadToLongest(tokenizer.pad_token_id), processing_class=tokenizer, callbacks=callbacks,
+        data_collator=_collator(t, tokenizer, model), processing_class=tokenizer, callbacks=callbacks,
         batching=t.get("batching", "length_grouped"),
     )
     ref.append(trainer)
@@ -100,6 +104,19 @@ def run(ctx):
         output.write(ctx, trainer.model, tokenizer, config, base_path, metrics)
     ctx.event(type="done", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     return trainer
+
+
+def _collator(t: dict, tokenizer, model):
+    """Padding-free packed batches (shared prefix computed once) unless ``train.packing=false``, the
+    attention kernel cannot take an explicit mask or the model cannot project only chosen positions
+    (``logits_to_keep``); then rows padded to the batch's longest."""
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    slices_logits = "logits_to_keep" in inspect.signature(causal.forward).parameters
+    if t.get("packing", True) and attn in ("sdpa", "eager") and slices_logits:
+        return PackedBatch(tokenizer.pad_token_id, share_prefix=bool(t.get("share_prefix", True)),
+                           row_tokens=max(512, int(t.get("max_length", 512))))
+    return PadToLongest(tokenizer.pad_token_id)
 
 
 def _last_loss(trainer) -> float | None:

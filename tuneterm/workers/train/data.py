@@ -5,8 +5,13 @@ is rendered once per assistant turn to find where each reply starts and ends (ch
 spans), and the tokenizer's offsets turn those spans into a label mask. Assistant messages
 with ``weight: 0`` stay masked. ``loss = "all"`` trains on every token instead.
 
-Batches are padded to their own longest row, and rows of similar length are grouped together
-(seeded per epoch, so a resumed run sees the same order), which removes most padding work.
+Two ways to batch. :class:`PackedBatch` (the default) is padding-free: the examples of a batch are
+laid end to end in one row, each attending only to itself (an explicit block-diagonal causal mask,
+position ids restarting per example), and a prefix that every example of the batch shares (a
+system prompt) is laid down and computed once, the examples attending to it as if it were their
+own. The loss is exactly the unpacked one. :class:`PadToLongest` pads each row to the batch's
+longest. Either way rows of similar length are grouped (seeded per epoch, so a resumed run sees
+the same order).
 """
 
 from __future__ import annotations
@@ -134,6 +139,88 @@ class PadToLongest:
             labels[row, :n] = torch.tensor(it["labels"])
             mask[row, :n] = 1
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def common_prefix(rows: list[list[int]]) -> int:
+    """Length of the token prefix every row shares."""
+    first = rows[0]
+    n = min(len(r) for r in rows)
+    for row in rows[1:]:
+        i = 0
+        while i < n and row[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
+@dataclass
+class PackedBatch:
+    """Padding-free batches: one row holding ``[shared prefix][example 1 rest][example 2 rest]...``.
+
+    Returns ``input_ids``/``position_ids`` of shape (rows, T), a boolean ``attention_mask`` of shape
+    (rows, 1, T, T) (True = may attend), ``keep`` (rows, T): the positions whose hidden state
+    predicts a trained token, ``take`` (K,): for each trained token, its index among the kept
+    positions (a shared prefix position can predict for several examples), ``labels``/``shift_labels``
+    (K,): the trained tokens, and ``n_tokens``: the examples' tokens (prefix counted per example).
+    A row holds at most ``row_tokens`` tokens (long batches become several rows, padded).
+    """
+
+    pad_id: int
+    share_prefix: bool = True
+    row_tokens: int = 512
+
+    def __call__(self, items: list[dict]) -> dict:
+        ids_list = [it["input_ids"] for it in items]
+        shared = common_prefix(ids_list) if self.share_prefix and len(items) > 1 else 0
+        prefix = ids_list[0][:shared]
+        # greedy rows: every row starts with the shared prefix, then whole examples' remainders
+        rows: list[list[int]] = []  # example indices per row
+        used = self.row_tokens + 1
+        for i, ids in enumerate(ids_list):
+            rest = len(ids) - shared
+            if rows and used + rest <= self.row_tokens:
+                rows[-1].append(i)
+                used += rest
+            else:
+                rows.append([i])
+                used = shared + rest
+        width = max(shared + sum(len(ids_list[i]) - shared for i in row) for row in rows)
+        n_rows = len(rows)
+        input_ids = torch.full((n_rows, width), self.pad_id, dtype=torch.long)
+        position_ids = torch.zeros((n_rows, width), dtype=torch.long)
+        segment = torch.full((n_rows, width), -2, dtype=torch.long)  # -1 prefix, i example i, -2 pad
+        keep = torch.zeros((n_rows, width), dtype=torch.bool)
+        sources: list[tuple[int, int]] = []  # (row, position) of the hidden state predicting each target
+        targets: list[int] = []
+        for r, members in enumerate(rows):
+            input_ids[r, :shared] = torch.tensor(prefix, dtype=torch.long)
+            position_ids[r, :shared] = torch.arange(shared)
+            segment[r, :shared] = -1
+            at = shared
+            for i in members:
+                ids, labels = ids_list[i], items[i]["labels"]
+                rest = len(ids) - shared
+                input_ids[r, at : at + rest] = torch.tensor(ids[shared:], dtype=torch.long)
+                position_ids[r, at : at + rest] = torch.arange(shared, len(ids))
+                segment[r, at : at + rest] = i
+                for t in range(1, len(ids)):
+                    if labels[t] != IGNORE:
+                        src = t - 1 if t - 1 < shared else at + (t - 1 - shared)
+                        sources.append((r, src))
+                        targets.append(labels[t])
+                at += rest
+        for r, src in sources:
+            keep[r, src] = True
+        flat = keep.flatten().cumsum(0) - 1  # index of each kept position in row-major order
+        take = torch.tensor([int(flat[r * width + src]) for r, src in sources], dtype=torch.long)
+        q, k = segment[:, :, None], segment[:, None, :]
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        mask = causal & ((q == k) & (q != -2) | (k == -1))
+        mask |= torch.eye(width, dtype=torch.bool) & (q == -2)  # pads attend to themselves (no NaN rows)
+        target = torch.tensor(targets, dtype=torch.long)
+        return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask[:, None],
+                "keep": keep, "take": take, "labels": target, "shift_labels": target,
+                "n_tokens": torch.tensor(sum(len(ids) for ids in ids_list))}
 
 
 class LengthGroupedEpochSampler(Sampler):

@@ -1,6 +1,7 @@
-"""``transformers.Trainer`` with three additions: length-grouped epoch-seeded batches, a loss
-that projects only the positions that carry labels onto the vocabulary, and callbacks that
-write job events, stop cleanly on SIGTERM and freeze the config into every checkpoint.
+"""``transformers.Trainer`` with three additions: length-grouped epoch-seeded batches, a loss on
+padding-free packed batches (see :class:`~tuneterm.workers.train.data.PackedBatch`) that projects
+only the positions that carry labels onto the vocabulary, and callbacks that write job events,
+stop cleanly on SIGTERM and freeze the config into every checkpoint.
 
 Gradient accumulation, mixed precision, gradient checkpointing, evaluation, early stopping,
 checkpoint/resume (optimizer, scheduler, RNG, data position) and DDP come from Trainer.
@@ -50,6 +51,8 @@ class TunetermTrainer(Trainer):
             self.eval_seconds += time.perf_counter() - started
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "take" in inputs:
+            return self._packed_loss(model, inputs, return_outputs, num_items_in_batch)
         if model.training:
             self.tokens_seen += int(inputs["attention_mask"].sum())
         if not self.selective_logits or self.args.world_size > 1:
@@ -62,14 +65,48 @@ class TunetermTrainer(Trainer):
         keep = targets != IGNORE
         logits = causal.get_output_embeddings()(hidden[:, :-1][keep])
         loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        return self._normalise(model, loss, keep.sum(), return_outputs, num_items_in_batch)
+
+    def _packed_loss(self, model, inputs, return_outputs, num_items_in_batch):
+        """Loss on a :class:`~tuneterm.workers.train.data.PackedBatch`: the model's own forward (so DDP and
+        PEFT hooks run), projecting onto the vocabulary only the positions that predict a trained token."""
+        if model.training:
+            self.tokens_seen += int(inputs["n_tokens"])
+        mask = inputs["attention_mask"]
+        if _attn_implementation(model) != "sdpa":  # eager & co. add the mask: make it additive
+            dtype = next(p for p in model.parameters()).dtype
+            mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
+        out = model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"], attention_mask=mask,
+                    logits_to_keep=inputs["keep"], use_cache=False)
+        logits = out.logits.reshape(-1, out.logits.shape[-1])[inputs["take"]]
+        loss = F.cross_entropy(logits.float(), inputs["labels"], reduction="sum")
+        return self._normalise(model, loss, inputs["labels"].new_tensor(inputs["labels"].numel()),
+                               return_outputs, num_items_in_batch)
+
+    def _normalise(self, model, loss_sum, count, return_outputs, num_items_in_batch):
+        """Sum -> mean over the trained tokens of the whole accumulated (and, under DDP, global) batch."""
         if not model.training:
-            loss = loss / keep.sum().clamp(min=1)
+            loss = loss_sum / count.clamp(min=1)
             return (loss, {"loss": loss}) if return_outputs else loss
         if num_items_in_batch is None:
-            denom = keep.sum().clamp(min=1) * self.current_gradient_accumulation_steps
-        else:
-            denom = num_items_in_batch
-        return loss / denom
+            return loss_sum / (count.clamp(min=1) * self.current_gradient_accumulation_steps)
+        loss = loss_sum / num_items_in_batch
+        if self.args.world_size > 1 and self.args.average_tokens_across_devices:
+            loss = loss * self.args.world_size  # the count is global and DDP averages the gradients
+        return loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if "take" not in inputs:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
+def _attn_implementation(model) -> str:
+    config = getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
+    return getattr(config, "_attn_implementation", None) or "sdpa"
 
 
 def build_args(config: dict, output_dir: Path, has_eval: bool, n_train: int) -> TrainingArguments:

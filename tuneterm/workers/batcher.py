@@ -1,0 +1,256 @@
+"""Continuous batching for one base model: one decode loop steps every active request at once.
+
+A :class:`Batcher` owns a model (plain, or a PEFT model holding several LoRA adapters) and one
+daemon thread. Requests join between steps: a new request's prompt is prefilled alone (with its
+adapter), its KV cache is merged into the batch's (left-padded to a common length, with an
+attention mask and per-row positions), and from then on every step is one forward pass over all
+active rows, each row with its own adapter (PEFT's mixed-adapter batches: ``adapter_names``,
+``"__base__"`` for the base model), its own sampling settings and generator (seed), its own
+``max_tokens`` and end. Token ids go to each request's queue; the consumer
+(:func:`tuneterm.workers.engine.text_pieces`) turns them into text, finds stop strings and tells
+the loop to drop the row through the request's ``halt`` event.
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import random
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from tuneterm.core.errors import RuntimeFailure
+from tuneterm.core.generation import GenerationParams, GenerationStats
+from tuneterm.workers.engine import encode_chat, eos_ids, text_pieces
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+_LIVE: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At interpreter exit, stop every loop between two steps: a daemon thread cut off inside a
+    torch call while Python finalizes aborts the process ("terminate called ...")."""
+    for batcher in list(_LIVE):
+        batcher.close()
+
+
+@dataclass
+class _Request:
+    prompt: torch.Tensor  # [1, L]
+    adapter: str | None
+    params: GenerationParams
+    halt: threading.Event
+    cancel: threading.Event | None
+    out: queue.Queue = field(default_factory=queue.Queue)
+    generator: torch.Generator | None = None
+    generated: int = 0
+
+    @property
+    def gone(self) -> bool:
+        return self.halt.is_set() or (self.cancel is not None and self.cancel.is_set())
+
+
+class Batcher:
+    """The decode loop of one model; thread-safe :meth:`stream` for any number of callers."""
+
+    def __init__(self, model: Any, tokenizer: Any, mixed_adapters: bool = False, max_batch: int = 16) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.mixed_adapters = mixed_adapters  # a PEFT model: pass adapter_names per row
+        self.max_batch = max_batch
+        self.eos = set(eos_ids(model, tokenizer))
+        self._pending: list[_Request] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        # the batch: rows, their KV cache [B, H, T, D] per layer, mask [B, T], next tokens and positions
+        self._rows: list[_Request] = []
+        self._cache: Any = None
+        self._mask: torch.Tensor | None = None
+        self._next: torch.Tensor | None = None
+        self._pos: torch.Tensor | None = None
+        self.steps = 0  # decode steps taken, and how many rows they carried (tests read these)
+        self.max_rows_seen = 0
+        self._closing = False
+        _LIVE.add(self)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """End the loop after its current step; answers in flight end as they are."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    # --- the caller's side ---------------------------------------------------------------------
+
+    def stream(self, messages: list[dict], params: GenerationParams, stats: GenerationStats | None = None,
+               adapter: str | None = None, cancel: threading.Event | None = None) -> Iterator[str]:
+        """Yield the answer's text pieces; fills ``stats`` (as ``engine.stream_chat`` does)."""
+        params.validate()
+        stats = stats if stats is not None else GenerationStats()
+        started = time.perf_counter()
+        prompt = encode_chat(self.tokenizer, messages).to(self.model.device)
+        stats.prompt_tokens = int(prompt.shape[1])
+        req = _Request(prompt, adapter, params, threading.Event(), cancel)
+        if params.temperature > 0:
+            req.generator = torch.Generator(device=prompt.device)
+            req.generator.manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
+        with self._wake:
+            if self._closing:
+                raise RuntimeFailure("the model server is shutting down")
+            self._pending.append(req)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="tuneterm-decode", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        try:
+            yield from text_pieces(req.out, self.tokenizer, params, stats, req.halt, cancel, started, self.eos)
+        finally:
+            req.halt.set()  # the loop drops the row at its next step
+            with self._wake:
+                self._wake.notify()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._rows and not self._closing:
+                    self._wake.wait()
+                if self._closing:
+                    for req in [*self._rows, *self._pending]:
+                        req.out.put(None)
+                    self._pending = []
+                    self._reset()
+                    return
+                room = max(0, self.max_batch - len(self._rows))
+                joining, self._pending = self._pending[:room], self._pending[room:]
+            try:
+                with torch.inference_mode():
+                    for req in joining:
+                        if req.gone:
+                            req.out.put(None)
+                            continue
+                        try:
+                            self._prefill(req)
+                        except Exception as exc:  # this prompt failed (too long...): the batch goes on
+                            req.out.put(exc)
+                            req.out.put(None)
+                    joining = []
+                    self._drop_finished()
+                    if self._rows:
+                        self._step()
+                        self._drop_finished()
+            except Exception as exc:  # a failed forward pass fails the answers in flight, not the server
+                for req in [*self._rows, *joining]:
+                    req.out.put(exc)
+                    req.out.put(None)
+                self._reset()
+
+    def _adapter_kwargs(self, rows: list[_Request]) -> dict:
+        if not self.mixed_adapters:
+            return {}
+        return {"adapter_names": [r.adapter or BASE for r in rows]}
+
+    def _prefill(self, req: _Request) -> None:
+        from transformers import DynamicCache
+
+        length = req.prompt.shape[1]
+        cache = DynamicCache()
+        out = self.model(input_ids=req.prompt, attention_mask=torch.ones_like(req.prompt), cache=cache,
+                         use_cache=True, logits_to_keep=1, **self._adapter_kwargs([req]))
+        token = self._sample(out.logits[:, -1, :], [req])[0]
+        self._emit(req, token)
+        mask = torch.ones(1, length, dtype=torch.long, device=req.prompt.device)
+        nxt = torch.tensor([[token]], device=req.prompt.device)
+        pos = torch.tensor([[length]], device=req.prompt.device)
+        if not self._rows:
+            self._rows, self._cache, self._mask, self._next, self._pos = [req], cache, mask, nxt, pos
+            return
+        width = max(self._mask.shape[1], length)
+        self._pad_left(self._cache, width - self._mask.shape[1])
+        self._pad_left(cache, width - length)
+        for mine, theirs in zip(self._cache.layers, cache.layers):
+            mine.keys = torch.cat([mine.keys, theirs.keys])
+            mine.values = torch.cat([mine.values, theirs.values])
+        self._mask = torch.cat([F.pad(self._mask, (width - self._mask.shape[1], 0)), F.pad(mask, (width - length, 0))])
+        self._next = torch.cat([self._next, nxt])
+        self._pos = torch.cat([self._pos, pos])
+        self._rows.append(req)
+
+    @staticmethod
+    def _pad_left(cache: Any, n: int) -> None:
+        if n <= 0:
+            return
+        for layer in cache.layers:
+            layer.keys = F.pad(layer.keys, (0, 0, n, 0))
+            layer.values = F.pad(layer.values, (0, 0, n, 0))
+
+    def _step(self) -> None:
+        rows = list(self._rows)
+        self.steps += 1
+        self.max_rows_seen = max(self.max_rows_seen, len(rows))
+        width = self._mask.shape[1]
+        mask = torch.cat([self._mask, torch.ones(len(rows), 1, dtype=self._mask.dtype, device=self._mask.device)], 1)
+        out = self.model(input_ids=self._next, attention_mask=mask, position_ids=self._pos,
+                         cache_position=torch.tensor([width], device=mask.device), cache=self._cache,
+                         use_cache=True, **self._adapter_kwargs(rows))
+        self._mask = mask
+        tokens = self._sample(out.logits[:, -1, :], rows)
+        for req, token in zip(rows, tokens):
+            self._emit(req, token)
+        self._next = torch.tensor(tokens, device=mask.device).unsqueeze(1)
+        self._pos = self._pos + 1
+
+    def _sample(self, logits: torch.Tensor, rows: list[_Request]) -> list[int]:
+        if all(r.params.temperature == 0 for r in rows):
+            return logits.argmax(-1).tolist()
+        out = []
+        for row_logits, req in zip(logits, rows):
+            p = req.params
+            if p.temperature == 0:
+                out.append(int(row_logits.argmax()))
+                continue
+            probs = torch.softmax(row_logits.float() / p.temperature, -1)
+            if p.top_p < 1:
+                sorted_p, order = probs.sort(descending=True)
+                keep = sorted_p.cumsum(-1) - sorted_p < p.top_p  # the smallest set reaching top_p
+                probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+            out.append(int(torch.multinomial(probs, 1, generator=req.generator)))
+        return out
+
+    def _emit(self, req: _Request, token: int) -> None:
+        req.generated += 1
+        req.out.put(token)
+        if token in self.eos or req.generated >= req.params.max_new_tokens:
+            req.halt.set()
+
+    def _drop_finished(self) -> None:
+        keep = [i for i, r in enumerate(self._rows) if not r.gone]
+        if len(keep) == len(self._rows):
+            return
+        for r in self._rows:
+            if r.gone:
+                r.out.put(None)
+        if not keep:
+            self._reset()
+            return
+        index = torch.tensor(keep, device=self._mask.device)
+        self._rows = [self._rows[i] for i in keep]
+        self._mask, self._next, self._pos = self._mask[index], self._next[index], self._pos[index]
+        live = (self._mask.sum(0) > 0).nonzero()
+        start = int(live[0]) if len(live) else 0  # columns that are padding in every row left
+        self._mask = self._mask[:, start:]
+        for layer in self._cache.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+
+    def _reset(self) -> None:
+        self._rows, self._cache, self._mask, self._next, self._pos = [], None, None, None, None
