@@ -22,6 +22,9 @@ OFFLINE_ENV = {
     "TUNETERM_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # Idle OpenMP threads sleep instead of spinning: the test process and the job processes it
+    # starts share the CPUs, and spinning threads starve each other (tuneterm.core.generation).
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
