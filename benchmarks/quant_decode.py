@@ -100,12 +100,15 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--variants", default=",".join(ALL))
     parser.add_argument("--texts", type=int, default=16, help="held-out texts for perplexity")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for every variant (0 = torch's default)")
     args = parser.parse_args()
     wanted = [v for v in args.variants.split(",") if v]
     load_start = os.getloadavg()[0]
 
     import torch
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     from tuneterm.core import modelref
     from tuneterm.workers import gguf_export
     from tuneterm.workers.loading import load

@@ -29,7 +29,7 @@ def _config(model: Path, data: Path, **train_opts) -> dict:
     config = tomllib.loads((REPO / "recipes" / "dpo.toml").read_text())
     assert config["method"] == "dpo"
     config.update(model=str(model), data=str(data))
-    config["train"].update({"batch_size": 4, "lr": 5e-3, "max_length": 128, **train_opts})
+    config["train"].update({"batch_size": 2, "lr": 5e-3, "max_length": 128, **train_opts})
     config["log"]["every_steps"] = 1
     config["lora"].update(r=8, alpha=16)
     return config
@@ -41,11 +41,11 @@ def _train_events(job) -> list[dict]:
 
 
 def test_dpo_job_raises_the_margin_and_saves_a_peft_adapter(tiny_model_dir, tmp_path):
-    job = jobs.create_job("train", _config(tiny_model_dir, _pairs(tmp_path), max_steps=12))
+    job = jobs.create_job("train", _config(tiny_model_dir, _pairs(tmp_path), max_steps=8))
     train.run(JobContext(job.dir))  # the train kind dispatches method "dpo" to workers/train/dpo.py
 
     events = _train_events(job)
-    assert [e["step"] for e in events] == list(range(1, 13))
+    assert [e["step"] for e in events] == list(range(1, 9))
     for key in ("loss", "rewards_margins", "rewards_accuracies", "lr", "tokens_per_s"):
         assert events[-1][key] is not None, key
     first, late = events[0], events[-3:]
@@ -55,7 +55,7 @@ def test_dpo_job_raises_the_margin_and_saves_a_peft_adapter(tiny_model_dir, tmp_
     art = modelref.job_artifact(job.id, workspace().jobs_dir)
     assert art.kind == "adapter" and art.extra.get("method") == "dpo"
     metrics = json.loads((job.dir / "output" / "metrics.json").read_text())
-    assert metrics["global_step"] == 12 and metrics["final_rewards_margins"] > 0
+    assert metrics["global_step"] == 8 and metrics["final_rewards_margins"] > 0
     assert tomllib.loads((job.dir / "output" / "config.toml").read_text())["dpo"]["beta"] == 0.1
     assert "DPO" in (job.dir / "output" / "README.md").read_text()
 
@@ -69,7 +69,7 @@ def test_dpo_job_raises_the_margin_and_saves_a_peft_adapter(tiny_model_dir, tmp_
 
 
 def test_dpo_full_trains_every_weight_and_saves_a_model(tiny_model_dir, tmp_path):
-    config = _config(tiny_model_dir, _pairs(tmp_path, 8), max_steps=3, lr=1e-3)
+    config = _config(tiny_model_dir, _pairs(tmp_path, 4), max_steps=2, lr=1e-3)
     config["dpo"]["tune"] = "full"
     job = jobs.create_job("train", config)
     trainer = train.run(JobContext(job.dir))
@@ -99,19 +99,19 @@ class _StopAtStep(JobContext):
 
 
 def test_dpo_stop_checkpoints_and_resume_finishes(tiny_model_dir, tmp_path):
-    config = _config(tiny_model_dir, _pairs(tmp_path), max_steps=8)
+    config = _config(tiny_model_dir, _pairs(tmp_path), max_steps=5)
     config["checkpoint"]["every_steps"] = 100
     job = jobs.create_job("train", config)
-    train.run(_StopAtStep(job.dir, at=3))
+    train.run(_StopAtStep(job.dir, at=2))
     stopped = [e["step"] for e in _train_events(job)]
-    assert stopped and max(stopped) < 8
+    assert stopped and max(stopped) < 5
     ckpts = sorted((job.dir / "checkpoints").glob("checkpoint-*"))
     assert ckpts and (ckpts[-1] / "tuneterm_config.json").is_file()
     assert not (job.dir / "output" / "artifact.json").exists()
 
     train.run(JobContext(job.dir, resume=True))
     steps = [e["step"] for e in _train_events(job)]
-    assert sorted(set(steps)) == list(range(1, 9))
+    assert sorted(set(steps)) == list(range(1, 6))
     assert steps[len(stopped):][0] == int(ckpts[-1].name.split("-")[1]) + 1  # continues, not restarts
     assert modelref.job_artifact(job.id, workspace().jobs_dir).kind == "adapter"
 

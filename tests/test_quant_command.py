@@ -64,3 +64,11 @@ def test_recipes_are_checked_like_training_recipes(tmp_path):
     config = qconfig.resolve("m", "int8-dynamic", overrides=["keep_sensitive=3", "gate.max_mean_kl=0.1"])
     assert config["quant"]["keep_sensitive"] == 3 and config["gate"]["max_mean_kl"] == 0.1
     assert qconfig.help_for("int8-dynamic")["quant.smooth_alpha"]
+
+
+def test_the_chat_recipe_keeps_the_measured_sensitive_layers_float():
+    from tuneterm.workers.quantize import config as qconfig
+
+    recipe = qconfig.load_recipe("int8-dynamic-chat")
+    config = qconfig.resolve("m", None, recipe, source="int8-dynamic-chat")
+    assert config["method"] == "int8-dynamic" and config["quant"]["keep_sensitive"] == 8

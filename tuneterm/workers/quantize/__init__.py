@@ -1,8 +1,10 @@
 """The ``quantize`` job kind: ``run(ctx)`` for ``python -m tuneterm.workers.run JOB_DIR``.
 
 Light at import (the command validates configs through ``.config`` before any model loads);
-the work is in ``.pipeline``, the int8 kernels in ``.int8``, GGUF in ``tuneterm.workers.gguf_export``,
-the measurements in ``tuneterm.workers.quant_gate``, loading in ``tuneterm.workers.quant_loading``.
+the work is in ``.pipeline``, the int8 kernels in ``.int8``, SmoothQuant in ``.smooth``, the
+per-layer sensitivity search in ``.sensitivity``, the lean decode loop in ``.fastdecode`` and its
+``model.generate`` front in ``.fastgen``, GGUF in ``tuneterm.workers.gguf_export``, the
+measurements in ``tuneterm.workers.quant_gate``, loading in ``tuneterm.workers.quant_loading``.
 """
 
 from __future__ import annotations

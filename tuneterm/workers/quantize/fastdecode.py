@@ -66,9 +66,9 @@ class FusedPart(nn.Module):
     (so the model and the decode loop share one copy of the weights). q, k and v receive the
     same input tensor: the fused product is computed once and the three take their slices."""
 
-    def __init__(self, fused: nn.Module, start: int, end: int) -> None:
+    def __init__(self, fused: nn.Module, start: int, end: int, final: bool = False) -> None:
         super().__init__()
-        self.fused, self.start, self.end = fused, start, end
+        self.fused, self.start, self.end, self.final = fused, start, end, final
         self.in_features, self.out_features = getattr(fused, "in_features", None), end - start
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +76,8 @@ class FusedPart(nn.Module):
         if last is None or last[0] is not x:
             last = (x, self.fused(x))
             self.fused._tuneterm_last = last
+        if self.final:  # the last slice taken (v, up): let the product go
+            self.fused._tuneterm_last = None
         return last[1][..., self.start : self.end]
 
     def int8_state(self) -> dict[str, torch.Tensor]:
@@ -89,9 +91,9 @@ def _share(model_layers: list[tuple[nn.Module, str]], fused: nn.Module) -> None:
     if isinstance(fused, _Concat):
         return
     start = 0
-    for parent, attr in model_layers:
+    for i, (parent, attr) in enumerate(model_layers):
         width = getattr(parent, attr).out_features
-        setattr(parent, attr, FusedPart(fused, start, start + width))
+        setattr(parent, attr, FusedPart(fused, start, start + width, final=i == len(model_layers) - 1))
         start += width
 
 

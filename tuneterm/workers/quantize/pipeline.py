@@ -132,7 +132,11 @@ def _most_sensitive(model: Any, tokenizer: Any, texts: list[str], method: str, q
 
     names = sensitivity.candidates(model, skip)
     emit(type="quantize", phase="sensitivity", layers=len(names))
-    ranking = sensitivity.rank_layers(model, tokenizer, texts, names, one)
+    def progress(done: int, total: int) -> None:
+        if done % 20 == 0:  # also the job's heartbeat during a long search
+            emit(type="quantize", phase="sensitivity", done=done, layers=total)
+
+    ranking = sensitivity.rank_layers(model, tokenizer, texts, names, one, progress=progress)
     chosen = ranking[: q["keep_sensitive"]]
     emit(type="quantize", phase="sensitivity_done", kept=[n for n, _ in chosen],
          kl=[round(k, 6) for _, k in chosen])

@@ -153,6 +153,23 @@ def common_prefix(rows: list[list[int]]) -> int:
     return n
 
 
+def _balanced_rows(sizes: list[int], capacity: int) -> list[list[int]]:
+    """Indices of ``sizes`` split into as few rows of at most ``capacity`` as a greedy fill finds, the
+    rows kept even (longest first into the emptiest row that fits), so the padding to the widest is small."""
+    n_rows = max(1, -(-sum(sizes) // max(1, capacity)))
+    rows: list[list[int]] = [[] for _ in range(n_rows)]
+    loads = [0] * n_rows
+    for i in sorted(range(len(sizes)), key=lambda j: -sizes[j]):
+        r = min(range(len(rows)), key=lambda j: loads[j])
+        if loads[r] and loads[r] + sizes[i] > capacity:
+            rows.append([])
+            loads.append(0)
+            r = len(rows) - 1
+        rows[r].append(i)
+        loads[r] += sizes[i]
+    return [sorted(row) for row in rows if row]
+
+
 @dataclass
 class PackedBatch:
     """Padding-free batches: one row holding ``[shared prefix][example 1 rest][example 2 rest]...``.
@@ -162,7 +179,8 @@ class PackedBatch:
     predicts a trained token, ``take`` (K,): for each trained token, its index among the kept
     positions (a shared prefix position can predict for several examples), ``labels``/``shift_labels``
     (K,): the trained tokens, and ``n_tokens``: the examples' tokens (prefix counted per example).
-    A row holds at most ``row_tokens`` tokens (long batches become several rows, padded).
+    A row holds at most ``row_tokens`` tokens (longer batches become several even rows, padded; an
+    example longer than that gets a row of its own).
     """
 
     pad_id: int
@@ -173,17 +191,7 @@ class PackedBatch:
         ids_list = [it["input_ids"] for it in items]
         shared = common_prefix(ids_list) if self.share_prefix and len(items) > 1 else 0
         prefix = ids_list[0][:shared]
-        # greedy rows: every row starts with the shared prefix, then whole examples' remainders
-        rows: list[list[int]] = []  # example indices per row
-        used = self.row_tokens + 1
-        for i, ids in enumerate(ids_list):
-            rest = len(ids) - shared
-            if rows and used + rest <= self.row_tokens:
-                rows[-1].append(i)
-                used += rest
-            else:
-                rows.append([i])
-                used = shared + rest
+        rows = _balanced_rows([len(ids) - shared for ids in ids_list], self.row_tokens - shared)
         width = max(shared + sum(len(ids_list[i]) - shared for i in row) for row in rows)
         n_rows = len(rows)
         input_ids = torch.full((n_rows, width), self.pad_id, dtype=torch.long)

@@ -178,7 +178,7 @@ class _WithFields:
         margin = self._extra.get("rewards_margins", self._extra.get("eval_rewards_margins"))
         accuracy = self._extra.get("rewards_accuracies", self._extra.get("eval_rewards_accuracies"))
         if margin is not None and msg.startswith("step "):
-            msg += f" margin {margin:.4f} accuracy {accuracy:.2f}"
+            msg += f" margin {margin:.4f}" + (f" accuracy {accuracy:.2f}" if accuracy is not None else "")
         self._ctx.log(msg)
 
     def __getattr__(self, name):
@@ -221,7 +221,8 @@ def run(ctx):
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the model has no chat template to render preference pairs with",
                           [("model", config["model"])], "use an instruct/chat model")
-    ctx.log(f"data: {len(train_pairs)} preference pairs" + (f", {len(eval_pairs)} for validation" if eval_pairs else ""))
+    ctx.log(f"data: {len(train_pairs)} preference pairs"
+            + (f", {len(eval_pairs)} for validation" if eval_pairs else ""))
 
     model = methods.load_base(base_path)
     ref_model = None
