@@ -69,3 +69,14 @@ def test_hf_offline_says_how_to_get_it(tmp_path, monkeypatch):
     msg = info.value.render()
     assert "huggingface-cli download SomeOrg/some-model" in msg
     assert "not in the local Hugging Face cache" in msg
+
+
+def test_job_reference_accepts_the_short_id(tmp_workspace):
+    jobs = tmp_workspace.jobs_dir
+    out = jobs / "20261127-212841-943e" / "output"
+    out.mkdir(parents=True)
+    (out / "artifact.json").write_text(json.dumps({"kind": "model", "path": "model"}))
+    assert modelref.job_artifact("943e", jobs).path == (out / "model").resolve()
+    assert modelref.job_artifact("last", jobs).path == (out / "model").resolve()
+    with pytest.raises(ModelNotFoundError, match="no job"):
+        modelref.job_artifact("0000", jobs)

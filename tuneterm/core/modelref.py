@@ -185,11 +185,16 @@ class Artifact:
 
 
 def job_artifact(job_id: str, jobs_dir: Path) -> Artifact:
+    """The artifact of job ``job_id``: a full id, a unique prefix, the 4-digit suffix or ``last``."""
+    from tuneterm.core.errors import NotFoundError
+    from tuneterm.core.jobs.store import resolve_id
+
+    if not (jobs_dir / job_id).is_dir():
+        try:
+            job_id = resolve_id(job_id, jobs_dir)
+        except NotFoundError as exc:
+            raise ModelNotFoundError(exc.title, exc.facts, exc.hint) from None
     job_dir = jobs_dir / job_id
-    if not job_dir.is_dir():
-        raise ModelNotFoundError(
-            f"no job {job_id!r} in this workspace", [("jobs folder", str(jobs_dir))], "see `tuneterm jobs ls`"
-        )
     manifest = job_dir / "output" / "artifact.json"
     if not manifest.is_file():
         raise ModelNotFoundError(

@@ -37,6 +37,7 @@ CHOICES = {
     "quant.quant_type": ("nf4", "fp4"),
     "quant.compute_dtype": ("float32", "bfloat16", "float16"),
     "pooling": ("mean", "last"),
+    "dpo.tune": ("lora", "full"),
 }
 MINIMUM = {  # key -> smallest allowed value
     "train.epochs": 0, "train.batch_size": 1, "train.grad_accum": 1, "train.max_length": 8,
@@ -45,6 +46,7 @@ MINIMUM = {  # key -> smallest allowed value
     "checkpoint.every_steps": 1, "checkpoint.keep": 0, "lora.r": 1, "lora.alpha": 1, "lora.dropout": 0,
     "freeze.last_n_blocks": 0, "eval.batch_size": 1, "eval.max_examples": 0,
     "steps": 1, "batch_size": 1, "max_length": 8, "alpha": 0, "temperature": 0,
+    "dpo.beta": 0, "dpo.label_smoothing": 0,
 }
 
 

@@ -86,12 +86,12 @@ def job_dir(job_id: str) -> Path:
     return jobs_root() / job_id
 
 
-def resolve_id(text: str) -> str:
+def resolve_id(text: str, root: Path | None = None) -> str:
     """A full id, a unique prefix, the 4-digit suffix, or ``last``; raises NotFoundError."""
     text = (text or "").strip()
     if text.startswith("job:"):
         text = text[4:]
-    root = jobs_root()
+    root = jobs_root() if root is None else root
     ids = _all_ids(root)
     if text == "last" and ids:
         return ids[-1]
