@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
         config["val_data"] = _path(val, "val")
     job = jobs.create_job("distill", config, name=f"distill {args.teacher}")
     if args.foreground:
-        from tuneterm.commands.train import _foreground
+        from tuneterm.commands.train import foreground
 
-        return _foreground(job)
+        return foreground(job)
     jobs.launch(job.id)
     print(f"started job {job.id}: distil {args.teacher}; then: tuneterm jobs show {job.id}")
     return 0

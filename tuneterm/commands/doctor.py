@@ -9,7 +9,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 
 ORDER = 90
 

@@ -60,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
         config["model"] = str(model.resolve())
     job = jobs.create_job("feature", config, name=f"feature {args.data}")
     if args.foreground:
-        from tuneterm.commands.train import _foreground
+        from tuneterm.commands.train import foreground
 
-        code = _foreground(job)
+        code = foreground(job)
         metrics = job.dir / "output" / "metrics.json"
         if metrics.is_file():
             print(metrics.read_text(), end="")

@@ -116,6 +116,7 @@ def cmd_show(args) -> int:
 
 def cmd_logs(args) -> int:
     from tuneterm.core import jobs
+    from tuneterm.core.jobs.logs import copy_new
 
     j = jobs.get_job(args.id)
     path = j.dir / "log.txt"
@@ -125,30 +126,12 @@ def cmd_logs(args) -> int:
         offset = path.stat().st_size if path.exists() else 0
     else:
         offset = 0
-    offset = _print_from(path, offset)
     if not args.follow:
+        copy_new(path, offset, sys.stdout)
         return 0
-    while True:
-        j = jobs.get_job(j.id)
-        offset = _print_from(path, offset)
-        if j.state in jobs.FINISHED:
-            _print_from(path, offset)
-            print(f"-- job {j.id} {j.state}" + (f": {j.error}" if j.error else ""), file=sys.stderr)
-            return 0 if j.state == "succeeded" else 1
-        time.sleep(0.5)
-
-
-def _print_from(path, offset: int) -> int:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return offset
-    if data:
-        sys.stdout.write(data.decode("utf-8", "replace"))
-        sys.stdout.flush()
-    return offset + len(data)
+    j = jobs.follow(j.id, offset)
+    print(f"-- job {j.id} {j.state}" + (f": {j.error}" if j.error else ""), file=sys.stderr)
+    return 0 if j.state == "succeeded" else 1
 
 
 def cmd_cancel(args) -> int:

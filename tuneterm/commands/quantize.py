@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 ORDER = 30
@@ -102,27 +101,7 @@ def _foreground(info, as_json: bool) -> int:
     from tuneterm.core import jobs
     from tuneterm.core.errors import EXIT_FAILURE, JobError
 
-    proc = jobs.launch(info.id, foreground=True)
-    log_path = info.dir / "log.txt"
-    offset = log_path.stat().st_size if log_path.exists() else 0
-    stream = sys.stderr if as_json else sys.stdout
-    try:
-        while True:
-            done = proc.poll() is not None
-            with open(log_path, "rb") as fh:
-                fh.seek(offset)
-                chunk = fh.read()
-            offset += len(chunk)
-            if chunk:
-                stream.write(chunk.decode("utf-8", "replace"))
-                stream.flush()
-            if done:
-                break
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        jobs.cancel(info.id, wait=30)
-        raise
-    final = jobs.get_job(info.id)
+    final = jobs.run_attached(info, stream=sys.stderr if as_json else sys.stdout)
     quality_md = info.dir / "output" / "quality.md"
     quality_json = info.dir / "output" / "quality.json"
     if as_json:

@@ -220,33 +220,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def foreground(job) -> int:
-    """Run the job's child attached: stream log.txt; Ctrl-C sends SIGTERM (checkpoint, then cancelled).
-    Returns 0 when the job succeeded, else 1. Used by every command that offers ``--foreground``."""
-    import time
-
+    """Run the job attached to this terminal, printing its log (Ctrl-C cancels and keeps a
+    checkpoint). 0 when it succeeded, else 1. Used by every command that offers ``--foreground``."""
     from tuneterm.core import jobs
 
-    proc = jobs.launch(job.id, foreground=True)
-    log = job.dir / "log.txt"
-    offset = 0
-    print(f"job {job.id} (foreground; Ctrl-C cancels and keeps a checkpoint)", file=sys.stderr)
-    while True:
-        try:
-            with open(log, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read()
-            if data:
-                sys.stdout.write(data.decode("utf-8", "replace"))
-                sys.stdout.flush()
-                offset += len(data)
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-        except KeyboardInterrupt:  # the child got SIGINT too and is saving a checkpoint
-            continue
-    info = jobs.get_job(job.id)
+    info = jobs.run_attached(job)
     print(f"job {job.id} {info.state}" + (f": {info.error}" if info.error else ""), file=sys.stderr)
     return 0 if info.state == "succeeded" else 1
-
-
-_foreground = foreground  # the old name (tuneterm distill / feature import it)

@@ -30,6 +30,7 @@ from tuneterm.core.generation import GenerationParams, GenerationStats
 from tuneterm.workers.engine import encode_chat, eos_ids, text_pieces
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+_UNSET = object()
 _LIVE: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
 
 
@@ -77,6 +78,7 @@ class Batcher:
         self._pos: torch.Tensor | None = None
         self.steps = 0  # decode steps taken, and how many rows they carried (tests read these)
         self.max_rows_seen = 0
+        self._mode: Any = _UNSET  # adapters: BASE (off), a name (that one active), None (mixed)
         self._closing = False
         _LIVE.add(self)
 
@@ -154,18 +156,36 @@ class Batcher:
                     req.out.put(None)
                 self._reset()
 
-    def _adapter_kwargs(self, rows: list[_Request]) -> dict:
+    def _forward(self, rows: list[_Request], **inputs: Any) -> Any:
+        """One forward pass for ``rows``. Rows with different adapters go through PEFT's mixed
+        batch (``adapter_names``); when every row wants the same one (the common case: one
+        column, or one variant at a time) that adapter is made the active one, or the adapters
+        are switched off for the base, which avoids the mixed batch's per-layer split. The
+        switch walks every module, so it happens only when the wanted mode changes."""
         if not self.mixed_adapters:
-            return {}
-        return {"adapter_names": [r.adapter or BASE for r in rows]}
+            return self.model(**inputs)
+        names = {r.adapter or BASE for r in rows}
+        mode = names.pop() if len(names) == 1 else None  # None: mixed
+        if mode != self._mode:
+            tuner = self.model.base_model
+            if mode == BASE:
+                tuner.disable_adapter_layers()
+            else:
+                tuner.enable_adapter_layers()
+                if mode is not None and self.model.active_adapter != mode:
+                    self.model.set_adapter(mode)
+            self._mode = mode
+        if mode is None:
+            return self.model(**inputs, adapter_names=[r.adapter or BASE for r in rows])
+        return self.model(**inputs)
 
     def _prefill(self, req: _Request) -> None:
         from transformers import DynamicCache
 
         length = req.prompt.shape[1]
         cache = DynamicCache()
-        out = self.model(input_ids=req.prompt, attention_mask=torch.ones_like(req.prompt), cache=cache,
-                         use_cache=True, logits_to_keep=1, **self._adapter_kwargs([req]))
+        out = self._forward([req], input_ids=req.prompt, attention_mask=torch.ones_like(req.prompt), cache=cache,
+                            use_cache=True, logits_to_keep=1)
         token = self._sample(out.logits[:, -1, :], [req])[0]
         self._emit(req, token)
         mask = torch.ones(1, length, dtype=torch.long, device=req.prompt.device)
@@ -199,9 +219,9 @@ class Batcher:
         self.max_rows_seen = max(self.max_rows_seen, len(rows))
         width = self._mask.shape[1]
         mask = torch.cat([self._mask, torch.ones(len(rows), 1, dtype=self._mask.dtype, device=self._mask.device)], 1)
-        out = self.model(input_ids=self._next, attention_mask=mask, position_ids=self._pos,
-                         cache_position=torch.tensor([width], device=mask.device), cache=self._cache,
-                         use_cache=True, **self._adapter_kwargs(rows))
+        out = self._forward(rows, input_ids=self._next, attention_mask=mask, position_ids=self._pos,
+                            cache_position=torch.tensor([width], device=mask.device), cache=self._cache,
+                            use_cache=True)
         self._mask = mask
         tokens = self._sample(out.logits[:, -1, :], rows)
         for req, token in zip(rows, tokens):

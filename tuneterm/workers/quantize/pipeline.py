@@ -189,7 +189,7 @@ def quantize_gguf(parent: Parent, q: dict, art: Path) -> dict:
 
     outtype = q["outtype"]
     name = f"model-{outtype}.gguf"
-    facts = gguf_export.export(parent.model, parent.tokenizer, art / name, outtype,
+    gguf_export.export(parent.model, parent.tokenizer, art / name, outtype,
                                name=f"tuneterm {parent.ref}", tokenizer_pre=q["tokenizer_pre"])
     parent.tokenizer.save_pretrained(art)
     parent.model.config.save_pretrained(art)  # lets tuneterm read the tensors back without transformers' GGUF path

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import time
 
-import torch
 from transformers import AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -27,22 +26,7 @@ def run(ctx):
     config = ctx.config
     t = config.get("train", {})
     method = config["method"]
-    torch.manual_seed(int(t.get("seed", 42)))
-    threads = int(t.get("cpu_threads", 0))
-    if threads > 0:
-        torch.set_num_threads(threads)
-    if torch.cuda.is_available():
-        ctx.wait_for_device(f"cuda:{ctx.local_rank}")
-
-    # --- setup -------------------------------------------------------------------------------
-    from tuneterm.workers.loading import local_path
-
-    base_path, facts = local_path(config["model"])
-    if facts.get("adapter"):
-        from tuneterm.core.errors import ConfigError
-
-        raise ConfigError("training on top of an adapter is not supported yet",
-                          [("model", config["model"])], "merge it first (lora.merge=true) and train job:ID")
+    base_path = methods.start(ctx)
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

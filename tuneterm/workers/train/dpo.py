@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import tomli_w
-import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -191,28 +190,16 @@ class _WithFields:
 def run(ctx):
     """Preference-tune as ``ctx.config`` says; returns the trainer (tests inspect its model)."""
     config = ctx.config
-    t = config.get("train", {})
     opts = config.get("dpo", {})
     tune = opts.get("tune", "lora")
     if tune not in TUNE:
         raise ConfigError("dpo.tune must be lora or full", [("got", repr(tune))],
                           "lora trains adapters against the base; full trains every weight")
-    torch.manual_seed(int(t.get("seed", 42)))
-    threads = int(t.get("cpu_threads", 0))
-    if threads > 0:
-        torch.set_num_threads(threads)
-    if torch.cuda.is_available():
-        ctx.wait_for_device(f"cuda:{ctx.local_rank}")
+    base_path = methods.start(ctx, "DPO")
 
     # --- setup -------------------------------------------------------------------------------
     from transformers import AutoTokenizer
 
-    from tuneterm.workers.loading import local_path
-
-    base_path, facts = local_path(config["model"])
-    if facts.get("adapter"):
-        raise ConfigError("DPO on top of an adapter is not supported yet", [("model", config["model"])],
-                          "merge it first (lora.merge=true) and train job:ID")
     train_pairs = read_pairs(config["data"])
     eval_pairs = read_pairs(config["eval_data"]) if config.get("eval_data") else None
     tokenizer = AutoTokenizer.from_pretrained(base_path)

@@ -16,6 +16,29 @@ from transformers import AutoModelForCausalLM
 from tuneterm.core.errors import ConfigError
 
 
+def start(ctx, what: str = "training") -> Path:
+    """Seed, threads and device for this process; the base model's local folder.
+
+    Shared by every train-job method: ``train.seed``, ``train.cpu_threads``, waiting for the GPU
+    when another job holds it, and the rule that the base must be full weights, not an adapter.
+    """
+    from tuneterm.workers.loading import local_path
+
+    config = ctx.config
+    t = config.get("train", {})
+    torch.manual_seed(int(t.get("seed", 42)))
+    threads = int(t.get("cpu_threads", 0))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        ctx.wait_for_device(f"cuda:{ctx.local_rank}")
+    base_path, facts = local_path(config["model"])
+    if facts.get("adapter"):
+        raise ConfigError(f"{what} on top of an adapter is not supported yet", [("model", config["model"])],
+                          "merge it first (lora.merge=true) and train job:ID")
+    return base_path
+
+
 def load_base(path: Path, dtype: torch.dtype = torch.float32, quant: dict | None = None, device_map=None):
     kwargs: dict = {"dtype": dtype}
     if quant:
