@@ -108,8 +108,3 @@ def test_methods_need_their_arguments(cli):
     code, _, err = cli("train", "--method", "feature", "--data", TICKETS, "--nproc", "2", "--dry-run")
     assert code == 2 and "--nproc" in err
 
-
-def test_distill_and_feature_commands_keep_the_foreground_helper():
-    from tuneterm.commands import distill, feature, train  # noqa: F401 - they import it lazily
-
-    assert train._foreground is train.foreground

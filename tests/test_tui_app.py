@@ -28,7 +28,17 @@ async def test_number_and_function_keys_switch_screens():
         assert app.current_mode == "quantize" and type(app.screen).__name__ == "QuantizeScreen"
         await pilot.press("f6")  # the model field has focus: "6" would be typed into it
         await pilot.pause()
-        assert app.current_mode == "evals" and type(app.screen).__name__ in ("EvalsScreen", "PlaceholderScreen")
+        assert app.current_mode == "evals" and type(app.screen).__name__ == "EvalsScreen"
+        # Escape leaves the variants field; then the number keys switch screens again.
+        field = app.screen.query_one("#evals-models")
+        field.focus()
+        await pilot.pause()
+        before = field.value
+        await pilot.press("escape", "4")
+        await pilot.pause()
+        assert app.current_mode == "jobs" and field.value == before
+        await pilot.press("f6")
+        await pilot.pause()
         await pilot.press("f7")
         await pilot.pause()
         assert app.current_mode == "chat"

@@ -17,8 +17,12 @@ SESSION="tuneterm-smoke-$$"
 export TUNETERM_HOME="$WORK/ws" TUNETERM_CONFIG="$WORK/config.toml" HF_HUB_OFFLINE=1 TUNETERM_OFFLINE=1
 export TERM=xterm-256color
 
+# A tmux server of its own: a session started in someone's running server would get that
+# server's environment, not this script's TUNETERM_HOME.
+tm() { tmux -L "$SESSION" "$@"; }
+
 cleanup() {
-  tmux kill-session -t "$SESSION" 2>/dev/null || true
+  tm kill-server 2>/dev/null || true
   [ -n "${TMUX_SMOKE_KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -26,7 +30,7 @@ trap cleanup EXIT
 fail() {
   echo "FAIL: $1" >&2
   echo "----- screen -----" >&2
-  tmux capture-pane -p -t "$SESSION" >&2 || true
+  tm capture-pane -p -t "$SESSION" >&2 || true
   exit 1
 }
 
@@ -34,7 +38,7 @@ fail() {
 wait_for() {
   local text="$1" limit="${2:-60}" i=0
   while [ "$i" -lt $((limit * 10)) ]; do
-    if tmux capture-pane -p -t "$SESSION" | grep -qF -- "$text"; then
+    if tm capture-pane -p -t "$SESSION" | grep -qF -- "$text"; then
       return 0
     fi
     sleep 0.1
@@ -50,7 +54,7 @@ from tuneterm.core.datasets import store
 store.import_dataset(Path(sys.argv[1]) / "sample_data" / "tickets", name="tickets")
 PYEOF
 
-tmux new-session -d -s "$SESSION" -x 80 -y 24 "cd '$REPO' && '$PY' -m tuneterm"
+tm new-session -d -s "$SESSION" -x 80 -y 24 "cd '$REPO' && '$PY' -m tuneterm"
 wait_for "1 Datasets" 30
 wait_for "tickets"
 wait_for "example 1/"
@@ -58,57 +62,57 @@ wait_for "assistant"
 wait_for "s Split"   # the footer's last screen key fits in 80 columns
 wait_for "^p palette"
 
-tmux send-keys -t "$SESSION" "]"
+tm send-keys -t "$SESSION" "]"
 wait_for "example 2/"
 
-tmux send-keys -t "$SESSION" "e"
+tm send-keys -t "$SESSION" "e"
 wait_for "valid"
 
-tmux send-keys -t "$SESSION" "4"
+tm send-keys -t "$SESSION" "4"
 wait_for "no jobs yet"
 wait_for "o Artifact"
 
-tmux send-keys -t "$SESSION" "3"
+tm send-keys -t "$SESSION" "3"
 wait_for "recipes/lora.toml"
 wait_for "LoRA tolerates"
 wait_for "^r Reset recipe"
 
-tmux send-keys -t "$SESSION" F2
+tm send-keys -t "$SESSION" F2
 wait_for "OpenAI model"
 wait_for "prices as of" 30
 wait_for "few-shot K"  # the savings form is not pushed off an 80x24 screen
 wait_for "^n Model"
 
-tmux send-keys -t "$SESSION" F5
+tm send-keys -t "$SESSION" F5
 wait_for "recipes/int8-dynamic.toml"
 wait_for "smooth_alpha"
 wait_for "^o Reports"
 # another method: its own recipe (the method select is one tab away from the model field)
-tmux send-keys -t "$SESSION" Tab Enter
+tm send-keys -t "$SESSION" Tab Enter
 wait_for "bnb-nf4"
-tmux send-keys -t "$SESSION" Down Down Down Enter
+tm send-keys -t "$SESSION" Down Down Down Enter
 wait_for "recipes/bnb-nf4.toml"
 wait_for "double_quant"
-tmux send-keys -t "$SESSION" C-o
+tm send-keys -t "$SESSION" C-o
 wait_for "no quantize jobs yet"
-tmux send-keys -t "$SESSION" C-n
+tm send-keys -t "$SESSION" C-n
 wait_for "more settings"
 
-tmux send-keys -t "$SESSION" C-p
+tm send-keys -t "$SESSION" C-p
 wait_for "Search for commands"
 # type a filter: on a 30-row terminal the unfiltered list may not reach the screen commands
-tmux send-keys -t "$SESSION" -l "jobs"
+tm send-keys -t "$SESSION" -l "jobs"
 wait_for "Go to Jobs"
-tmux send-keys -t "$SESSION" Escape
+tm send-keys -t "$SESSION" Escape
 sleep 0.5  # a key right after Escape would read as Alt+key
 
-tmux send-keys -t "$SESSION" "1"
+tm send-keys -t "$SESSION" "1"
 wait_for "0 errors"
-tmux send-keys -t "$SESSION" "p"
+tm send-keys -t "$SESSION" "p"
 wait_for "example 2/"
-tmux send-keys -t "$SESSION" "q"
+tm send-keys -t "$SESSION" "q"
 i=0
-while tmux has-session -t "$SESSION" 2>/dev/null; do
+while tm has-session -t "$SESSION" 2>/dev/null; do
   sleep 0.1
   i=$((i + 1))
   [ "$i" -lt 100 ] || fail "q did not quit"

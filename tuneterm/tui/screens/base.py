@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import ClassVar, Iterable
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Header
+from textual.widgets import Footer, Header, Input, TextArea
 from textual.worker import Worker, WorkerState
 
 from tuneterm.tui.widgets.nav_bar import NavBar
@@ -22,6 +23,9 @@ SHORT_ROWS = 32
 
 class WorkbenchScreen(Screen):
     MODE: ClassVar[str] = ""
+    # In a text field the number keys type; Escape leaves the field so that 1-7 switch screens
+    # again (F1-F7 always do).
+    BINDINGS = [Binding("escape", "leave_field", "Leave field", show=False, id="leave_field")]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -31,6 +35,10 @@ class WorkbenchScreen(Screen):
 
     def compose_body(self) -> Iterable[Widget]:  # pragma: no cover - overridden
         return ()
+
+    def action_leave_field(self) -> None:
+        if isinstance(self.focused, (Input, TextArea)):
+            self.set_focus(None)
 
     def on_resize(self, event) -> None:
         # app.tcss gives "-short" screens (an 80x24 terminal) smaller tables, so forms stay visible
