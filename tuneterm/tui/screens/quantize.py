@@ -154,7 +154,7 @@ class QuantizeScreen(WorkbenchScreen):
     @work(thread=True, exclusive=True, group="qz-recipe", exit_on_error=False)
     def _load_recipe(self, method: str) -> None:
         from tuneterm.core.recipes import flatten
-        from tuneterm.tui.recipe_comments import read_comments
+        from tuneterm.core.recipe_comments import read_comments
         from tuneterm.workers.quantize import config as qconfig  # torch-free (the command uses it too)
 
         path = qconfig.recipes_dir() / f"{method}.toml"

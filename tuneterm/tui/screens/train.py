@@ -110,7 +110,7 @@ class TrainScreen(WorkbenchScreen):
         if isinstance(recipes, backends.Missing):
             self.post_message(self.BackendMissing(recipes))
             return
-        from tuneterm.tui.recipe_comments import read_comments
+        from tuneterm.core.recipe_comments import read_comments
 
         config = recipes.default_recipe(method)
         header, comments = read_comments(recipes.recipe_path(method))

@@ -79,7 +79,7 @@ def load_recipe(path: str | Path) -> dict:
 
 def help_for(method: str) -> dict[str, str]:
     """``"quant.smooth_alpha" -> its comment`` in the method's built-in recipe (the settings' help)."""
-    from tuneterm.tui.recipe_comments import read_comments  # plain text parsing, no Textual
+    from tuneterm.core.recipe_comments import read_comments
 
     path = recipes_dir() / f"{method}.toml"
     return read_comments(path)[1] if path.is_file() else {}

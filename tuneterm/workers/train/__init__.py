@@ -8,14 +8,12 @@ final metrics, model card) -> done. SIGTERM saves a checkpoint and ends ``cancel
 from __future__ import annotations
 
 import inspect
-import time
 
 from transformers import AutoTokenizer
-from transformers.trainer_utils import get_last_checkpoint
 
 from tuneterm.workers.train import methods, output
 from tuneterm.workers.train.data import ChatDataset, PackedBatch, PadToLongest, read_examples
-from tuneterm.workers.train.trainer import JobEventsCallback, TunetermTrainer, build_args
+from tuneterm.workers.train.trainer import JobEventsCallback, TunetermTrainer, build_args, train_or_resume
 
 
 def run(ctx):
@@ -64,15 +62,10 @@ def run(ctx):
     )
     ref.append(trainer)
     trainer.remove_callback(PrinterCallback)  # our callback writes the log lines
-    resume_from = get_last_checkpoint(str(ctx.checkpoints_dir)) if ctx.resume else None
-    if ctx.resume:
-        ctx.log(f"resuming from {resume_from}" if resume_from else "no checkpoint yet: starting over")
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    seconds = time.perf_counter() - started
-    if ctx.should_stop:
-        ctx.log("stopped on request; the last checkpoint is kept for `tuneterm jobs resume`")
+    ran = train_or_resume(ctx, trainer)
+    if ran is None:
         return trainer
+    result, seconds = ran
 
     # --- output ---------------------------------------------------------------------------------
     metrics = dict(result.metrics)

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import tomli_w
 from transformers import TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from tuneterm.core.errors import ConfigError, DatasetError
 from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
 from tuneterm.workers.train import methods, output
-from tuneterm.workers.train.trainer import JobEventsCallback, build_args
+from tuneterm.workers.train.trainer import JobEventsCallback, build_args, train_or_resume
 
 TUNE = ("lora", "full")
 # TRL's log keys -> event fields (train events; eval events get an ``eval_`` prefix)
@@ -244,15 +243,10 @@ def run(ctx):
     ctx.event(type="setup", method="dpo", tune=tune, beta=args.beta, trainable_params=trainable,
               total_params=total, train_examples=n_train,
               eval_examples=len(trainer.eval_dataset) if eval_pairs else 0)
-    resume_from = get_last_checkpoint(str(ctx.checkpoints_dir)) if ctx.resume else None
-    if ctx.resume:
-        ctx.log(f"resuming from {resume_from}" if resume_from else "no checkpoint yet: starting over")
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    seconds = time.perf_counter() - started
-    if ctx.should_stop:
-        ctx.log("stopped on request; the last checkpoint is kept for `tuneterm jobs resume`")
+    ran = train_or_resume(ctx, trainer)
+    if ran is None:
         return trainer
+    result, seconds = ran
 
     # --- output ---------------------------------------------------------------------------------
     metrics = dict(result.metrics)

@@ -250,3 +250,21 @@ class JobEventsCallback(TrainerCallback):
         if folder.is_dir():
             (folder / "tuneterm_config.json").write_text(json.dumps(self.frozen, indent=2, default=str))
         self.ctx.event(type="checkpoint", step=state.global_step, path=str(folder))
+
+
+def train_or_resume(ctx, trainer) -> tuple | None:
+    """``trainer.train()``, from the last checkpoint when the job is resumed. Returns
+    (TrainOutput, seconds), or None when a stop request (SIGTERM, Ctrl-C) ended it early: the
+    checkpoint saved on the way out is what ``tuneterm jobs resume`` continues from."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume_from = get_last_checkpoint(str(ctx.checkpoints_dir)) if ctx.resume else None
+    if ctx.resume:
+        ctx.log(f"resuming from {resume_from}" if resume_from else "no checkpoint yet: starting over")
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - started
+    if ctx.should_stop:
+        ctx.log("stopped on request; the last checkpoint is kept for `tuneterm jobs resume`")
+        return None
+    return result, seconds
