@@ -24,3 +24,32 @@ def test_student_kl_to_teacher_falls(tiny_model_dir, tmp_path):
     assert report["kl_after"] < report["kl_before"]
     assert report["student_params"] < report["teacher_params"]
     assert modelref.job_artifact(job.id, workspace().jobs_dir).kind == "model"
+
+
+class _StopAtStep(JobContext):
+    """Receives a stop request (what SIGTERM does) right after step ``at`` is logged."""
+
+    def __init__(self, job_dir, at: int, **kw):
+        super().__init__(job_dir, **kw)
+        self.at = at
+
+    def event(self, **fields) -> None:
+        super().event(**fields)
+        if fields.get("type") == "train" and fields.get("step") == self.at:
+            self.request_stop()
+
+
+def test_a_stopped_distillation_resumes_from_its_checkpoint(tiny_model_dir, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join((REPO / "sample_data/tickets/train.jsonl").read_text().splitlines()[:16]) + "\n")
+    job = jobs.create_job("distill", {"teacher": str(tiny_model_dir), "keep_layers": [0], "data": str(data),
+                                      "steps": 6, "lr": 1e-3, "batch_size": 8, "save_steps": 100})
+    distill.run(_StopAtStep(job.dir, at=2))
+    assert list((job.dir / "checkpoints").glob("checkpoint-2"))
+    assert not (job.dir / "output" / "artifact.json").exists()
+
+    distill.run(JobContext(job.dir, resume=True))
+    events = [json.loads(x) for x in (job.dir / "events.jsonl").read_text().splitlines()]
+    steps = [e["step"] for e in events if e["type"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]  # continued at 3, not restarted
+    assert modelref.job_artifact(job.id, workspace().jobs_dir).kind == "model"

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from tuneterm.workers import loading
 from tuneterm.workers.train.data import IGNORE, ChatDataset, PadToLongest, read_examples
+from tuneterm.workers.train.trainer import train_or_resume
 
 
 def shrink(teacher, keep_layers: list[int]):
@@ -45,6 +46,18 @@ def distill_loss(s_logits, t_logits, labels, alpha: float, temperature: float):
     return alpha * kl + (1 - alpha) * ce, kl, ce
 
 
+class StopOnRequest(TrainerCallback):
+    """A stop request (SIGTERM, Ctrl-C) saves a checkpoint after the current step and ends."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.ctx.should_stop:
+            control.should_save = True
+            control.should_training_stop = True
+
+
 class DistillTrainer(Trainer):
     def __init__(self, *a, teacher=None, alpha=0.5, temperature=2.0, on_step=None, **kw):
         super().__init__(*a, **kw)
@@ -58,7 +71,7 @@ class DistillTrainer(Trainer):
         out = model(**fwd)
         loss, kl, ce = distill_loss(out.logits, t_logits, labels, self.alpha, self.temperature)
         if self.on_step and model.training:
-            self.on_step(kl=float(kl.detach()), ce=float(ce.detach()))
+            self.on_step(step=self.state.global_step + 1, kl=float(kl.detach()), ce=float(ce.detach()))
         return (loss, out) if return_outputs else loss
 
 
@@ -86,7 +99,8 @@ def _speed(model, batch) -> float:
 
 def run(ctx) -> None:
     """Config: teacher, student (ref, optional), keep_layers (list), data, val_data, alpha,
-    temperature, steps, lr, batch_size, max_length, seed."""
+    temperature, steps, lr, batch_size, max_length, seed, save_steps. Resumable: a stop request
+    saves a checkpoint, and ``tuneterm jobs resume`` continues from the last one."""
     cfg = ctx.config
     torch.manual_seed(int(cfg.get("seed", 0)))
     t = loading.load(cfg["teacher"])
@@ -109,19 +123,20 @@ def run(ctx) -> None:
     temperature, alpha = float(cfg.get("temperature", 2.0)), float(cfg.get("alpha", 0.5))
     before = evaluate(student, teacher, val_ds, collate, temperature)
     ctx.event(type="eval", stage="before", **before)
-    steps = [0]
-
     def on_step(**m):
-        steps[0] += 1
-        ctx.event(type="train", step=steps[0], **m)
+        ctx.event(type="train", **m)
 
     args = TrainingArguments(output_dir=str(ctx.checkpoints_dir), max_steps=int(cfg.get("steps", 20)),
                              per_device_train_batch_size=int(cfg.get("batch_size", 8)),
-                             learning_rate=float(cfg.get("lr", 5e-4)), save_strategy="no", report_to=[],
+                             learning_rate=float(cfg.get("lr", 5e-4)), save_strategy="steps",
+                             save_steps=int(cfg.get("save_steps", 50)), save_total_limit=2, report_to=[],
                              logging_strategy="no", use_cpu=not torch.cuda.is_available(),
                              seed=int(cfg.get("seed", 0)), remove_unused_columns=False)
-    DistillTrainer(model=student, args=args, train_dataset=train_ds, data_collator=collate, teacher=teacher,
-                   alpha=alpha, temperature=temperature, on_step=on_step).train()
+    trainer = DistillTrainer(model=student, args=args, train_dataset=train_ds, data_collator=collate,
+                             teacher=teacher, alpha=alpha, temperature=temperature, on_step=on_step,
+                             callbacks=[StopOnRequest(ctx)])
+    if train_or_resume(ctx, trainer) is None:  # stopped: `tuneterm jobs resume` continues
+        return
     after = evaluate(student, teacher, val_ds, collate, temperature)
     teacher_q = evaluate(teacher, teacher, val_ds, collate, temperature)
     batch = collate([val_ds[i] for i in range(min(8, len(val_ds)))])
