@@ -19,6 +19,16 @@ def test_bad_settings_fail_fast_without_a_job(cli, tiny_model_dir):
     assert jobs.list_jobs() == []
 
 
+def test_dry_run_prints_the_resolved_config_and_writes_no_job(cli, tiny_model_dir):
+    import tomllib
+
+    code, out, _ = cli("quantize", str(tiny_model_dir), "--method", "gguf", "quant.outtype=f16", "--dry-run")
+    assert code == 0
+    config = tomllib.loads(out)
+    assert config["method"] == "gguf" and config["quant"]["outtype"] == "f16"
+    assert jobs.list_jobs() == []
+
+
 def test_every_recipe_resolves():
     from tuneterm.workers.quantize import config as qconfig
 

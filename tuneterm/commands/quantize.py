@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="settings, e.g. quant.outtype=f16 gate.max_ppl_increase=0.02 gate.data=tickets")
     p.add_argument("--foreground", "-f", action="store_true", help="run attached and print the quality report")
     p.add_argument("--name", default=None, help="a name for the job")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit (nothing is written)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
     _collect_overrides(p)
@@ -83,6 +84,12 @@ def run(args: argparse.Namespace) -> int:
     from tuneterm.core import jobs
 
     config = build_config(args)
+    if args.dry_run:
+        from tuneterm.core.jobs.store import config_toml
+
+        print(f"# tuneterm quantize {args.model} --method {config['method']}")
+        print(config_toml(config))
+        return 0
     devices = ["cuda:0"] if config["method"].startswith("bnb-") and config["quant"]["device"] == "cuda" else []
     info = jobs.create_job("quantize", config, name=args.name, devices=devices)
     if not args.foreground:

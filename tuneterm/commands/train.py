@@ -198,10 +198,10 @@ def run(args: argparse.Namespace) -> int:
 
     kind, config, summary = prepare(args)
     if args.dry_run:
-        import tomli_w
+        from tuneterm.core.jobs.store import config_toml
 
         print(f"# tuneterm train --method {args.method}: job kind {kind}")
-        print(tomli_w.dumps(config))
+        print(config_toml(config))
         return 0
     label = Path(str(args.data)).stem if args.data else "-".join(s["name"] for s in config.get("stages", []))
     job = jobs.create_job(kind, config, name=args.name or f"{args.method} {label}".strip(),

@@ -119,6 +119,13 @@ def _all_ids(root: Path) -> list[str]:
 # --- spec and status ---------------------------------------------------------------------------
 
 
+def config_toml(config: dict) -> str:
+    """``config`` as the TOML a job's spec.toml holds (``--dry-run`` prints it)."""
+    import tomli_w
+
+    return tomli_w.dumps(_toml_clean(dict(config)))
+
+
 def _toml_clean(value):
     """TOML has no null: drop None values (the recipe loader never produces them on purpose)."""
     if isinstance(value, dict):
