@@ -9,6 +9,7 @@ from tuneterm.core import jobs, modelref
 from tuneterm.core.workspace import workspace
 from tuneterm.workers import distill
 from tuneterm.workers.jobctx import JobContext
+from stop_context import StopAtStep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,25 +27,12 @@ def test_student_kl_to_teacher_falls(tiny_model_dir, tmp_path):
     assert modelref.job_artifact(job.id, workspace().jobs_dir).kind == "model"
 
 
-class _StopAtStep(JobContext):
-    """Receives a stop request (what SIGTERM does) right after step ``at`` is logged."""
-
-    def __init__(self, job_dir, at: int, **kw):
-        super().__init__(job_dir, **kw)
-        self.at = at
-
-    def event(self, **fields) -> None:
-        super().event(**fields)
-        if fields.get("type") == "train" and fields.get("step") == self.at:
-            self.request_stop()
-
-
 def test_a_stopped_distillation_resumes_from_its_checkpoint(tiny_model_dir, tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join((REPO / "sample_data/tickets/train.jsonl").read_text().splitlines()[:16]) + "\n")
     job = jobs.create_job("distill", {"teacher": str(tiny_model_dir), "keep_layers": [0], "data": str(data),
                                       "steps": 6, "lr": 1e-3, "batch_size": 8, "save_steps": 100})
-    distill.run(_StopAtStep(job.dir, at=2))
+    distill.run(StopAtStep(job.dir, at=2))
     assert list((job.dir / "checkpoints").glob("checkpoint-2"))
     assert not (job.dir / "output" / "artifact.json").exists()
 

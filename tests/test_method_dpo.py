@@ -14,6 +14,7 @@ from tuneterm.core.errors import DatasetError
 from tuneterm.core.workspace import workspace
 from tuneterm.workers import train
 from tuneterm.workers.jobctx import JobContext
+from stop_context import StopAtStep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,24 +86,11 @@ def test_dpo_full_trains_every_weight_and_saves_a_model(tiny_model_dir, tmp_path
     assert not base.get_parameter(name).equal(tuned.get_parameter(name))
 
 
-class _StopAtStep(JobContext):
-    """A job context that receives a stop request (what SIGTERM does) right after step ``at`` is logged."""
-
-    def __init__(self, job_dir, at: int, **kw):
-        super().__init__(job_dir, **kw)
-        self.at = at
-
-    def event(self, **fields) -> None:
-        super().event(**fields)
-        if fields.get("type") == "train" and fields.get("step") == self.at:
-            self.request_stop()
-
-
 def test_dpo_stop_checkpoints_and_resume_finishes(tiny_model_dir, tmp_path):
     config = _config(tiny_model_dir, _pairs(tmp_path), max_steps=5)
     config["checkpoint"]["every_steps"] = 100
     job = jobs.create_job("train", config)
-    train.run(_StopAtStep(job.dir, at=2))
+    train.run(StopAtStep(job.dir, at=2))
     stopped = [e["step"] for e in _train_events(job)]
     assert stopped and max(stopped) < 5
     ckpts = sorted((job.dir / "checkpoints").glob("checkpoint-*"))

@@ -13,7 +13,6 @@ the user texts (scikit-learn, cheap, no model): a lexical, not a neural, embeddi
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,17 +62,9 @@ def load_pool(pool: str) -> list[list[dict]]:
         from tuneterm.core.datasets import store
 
         path = store.resolve_path(pool, "train") if not path.is_dir() else path / "train.jsonl"
-    examples = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                messages = json.loads(line)["messages"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InputError("not a chat example", [("file", str(path)), ("line", lineno),
-                                                        ("field", "messages")]) from exc
-            examples.append(messages)
+    from tuneterm.core.datasets.formats import iter_chat_messages
+
+    examples = [messages for _, messages in iter_chat_messages(path)]
     if not examples:
         raise InputError("the few-shot pool is empty", [("file", str(path))])
     return examples

@@ -13,7 +13,6 @@ Job kind ``feature`` (``run(ctx)``) and foreground (:func:`train_classifier`). T
 from __future__ import annotations
 
 import hashlib
-import json
 import pickle
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from tuneterm.core.errors import InputError
-from tuneterm.core.fsutil import atomic_write_bytes, atomic_write_json
+from tuneterm.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_file
 from tuneterm.core.workspace import workspace
 from tuneterm.workers import loading
 
@@ -33,23 +32,17 @@ CLASSIFIER_FILE = "classifier.pkl"
 
 def read_labelled(path: Path) -> tuple[list[str], list[str]]:
     """(texts, labels) from chat JSONL: text = last user turn, label = last assistant turn."""
+    from tuneterm.core.datasets.formats import iter_chat_messages
+
     texts, labels = [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                messages = json.loads(line)["messages"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InputError("not a chat example", [("file", str(path)), ("line", lineno),
-                                                        ("field", "messages")], str(exc)) from exc
-            user = [m["content"] for m in messages if m.get("role") == "user"]
-            answer = [m["content"] for m in messages if m.get("role") == "assistant"]
-            if not user or not answer:
-                raise InputError("a classification example needs a user and an assistant turn",
-                                 [("file", str(path)), ("line", lineno), ("field", "messages")])
-            texts.append(str(user[-1]))
-            labels.append(str(answer[-1]).strip())
+    for lineno, messages in iter_chat_messages(path):
+        user = [m["content"] for m in messages if m.get("role") == "user"]
+        answer = [m["content"] for m in messages if m.get("role") == "assistant"]
+        if not user or not answer:
+            raise InputError("a classification example needs a user and an assistant turn",
+                             [("file", str(path)), ("line", lineno), ("field", "messages")])
+        texts.append(str(user[-1]))
+        labels.append(str(answer[-1]).strip())
     return texts, labels
 
 
@@ -66,21 +59,13 @@ def _resolve(dataset: str, split: str | None) -> Path:
     return store.resolve_path(dataset, split)
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_hash(folder: Path) -> str:
     """Content hash of a model folder (config + weights)."""
     h = hashlib.sha256()
     for f in sorted(folder.iterdir()):
         if f.is_file() and f.suffix in (".json", ".safetensors", ".bin"):
             h.update(f.name.encode())
-            h.update(_file_hash(f).encode())
+            h.update(sha256_file(f).encode())
     return h.hexdigest()[:16]
 
 
@@ -115,7 +100,7 @@ def cached_features(loaded, path: Path, layer: int, pooling: str, cache_dir: Pat
                     log=print) -> tuple[np.ndarray, list[str]]:
     texts, labels = read_labelled(path)
     cache_dir = cache_dir or workspace().root / "features"
-    key = f"{model_hash(Path(loaded.path))}-L{layer}-{pooling}-{_file_hash(path)[:16]}"
+    key = f"{model_hash(Path(loaded.path))}-L{layer}-{pooling}-{sha256_file(path)[:16]}"
     target = cache_dir / f"{key}.npy"
     if target.is_file():
         log(f"features from cache {target.name}")
