@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fake_openai import VALID_KEY, FakeOpenAI, Faults
+from fake_openai import VALID_KEY, FakeOpenAI
 
 from tuneterm.core import openai_jobs
 from tuneterm.core.errors import OpenAIError

@@ -6,17 +6,9 @@ from pathlib import Path
 
 from tuneterm.core import cost
 from tuneterm.core.datasets import store
-from tui_recording import RecordingApp
+from tui_recording import RecordingApp, until as _until
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
-
-
-async def _until(pilot, predicate, tries=300, step=0.05):
-    for _ in range(tries):
-        await pilot.pause(step)
-        if predicate():
-            return True
-    return False
 
 
 async def test_estimate_updates_with_epochs_and_model():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuneterm.core.datasets import store
-from tui_recording import RecordingApp
+from tui_recording import RecordingApp, until
 from tuneterm.tui.screens.datasets import DatasetsScreen
 from tuneterm.tui.widgets.mask_view import MaskView
 from tuneterm.tui.widgets.token_histogram import TokenHistogram
@@ -17,11 +17,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 async def _until(pilot, predicate, tries=200, step=0.05):
-    for _ in range(tries):
-        await pilot.pause(step)
-        if predicate():
-            return True
-    return False
+    return await until(pilot, predicate, tries, step)
 
 
 def _turns(screen) -> list[tuple[str, str]]:

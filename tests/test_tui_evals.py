@@ -12,6 +12,7 @@ from pathlib import Path
 
 from textual.widgets import DataTable, Select
 
+from tui_recording import until
 from tuneterm.core import jobs
 from tuneterm.tui.app import TunetermApp
 from tuneterm.tui.widgets.eval_report import EvalReport
@@ -21,11 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 async def _until(pilot, predicate, tries=400, step=0.1):
-    for _ in range(tries):
-        await pilot.pause(step)
-        if predicate():
-            return True
-    return False
+    return await until(pilot, predicate, tries, step)
 
 
 def _eval_folder(root: Path) -> None:

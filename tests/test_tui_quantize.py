@@ -7,7 +7,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from tui_recording import RecordingApp
+from tui_recording import RecordingApp, until as _until
 
 from tuneterm.core import jobs
 from tuneterm.tui.widgets.model_input import ModelInput
@@ -16,14 +16,6 @@ from tuneterm.tui.widgets.recipe_panel import RecipePanel
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-
-
-async def _until(pilot, predicate, tries=300, step=0.05):
-    for _ in range(tries):
-        await pilot.pause(step)
-        if predicate():
-            return True
-    return False
 
 
 def _text(screen, selector) -> str:

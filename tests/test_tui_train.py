@@ -8,18 +8,10 @@ from pathlib import Path
 
 from tuneterm.core import jobs
 from tuneterm.core.datasets import store
-from tui_recording import RecordingApp
+from tui_recording import RecordingApp, until as _until
 from tuneterm.tui.widgets.recipe_form import RecipeForm
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
-
-
-async def _until(pilot, predicate, tries=300, step=0.05):
-    for _ in range(tries):
-        await pilot.pause(step)
-        if predicate():
-            return True
-    return False
 
 
 def _text(screen, selector) -> str:
