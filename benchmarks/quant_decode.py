@@ -90,7 +90,7 @@ def perplexity(logits_fn, tokenizer, texts, max_length: int = 256) -> float:
 
 
 def dir_mb(path: Path) -> float:
-    from tuneterm.workers.quant_gate import weight_bytes_on_disk
+    from tuneterm.workers.quantize.gate import weight_bytes_on_disk
 
     return round(weight_bytes_on_disk(path) / 1e6, 1)
 
@@ -110,10 +110,10 @@ def main() -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     from tuneterm.core import modelref
-    from tuneterm.workers import gguf_export
+    from tuneterm.workers.quantize import gguf as gguf_export
     from tuneterm.workers.loading import load
-    from tuneterm.workers.quant_gate import default_prompts, heldout_texts
-    from tuneterm.workers.quant_loading import load_quantized
+    from tuneterm.workers.quantize.gate import default_prompts, heldout_texts
+    from tuneterm.workers.quantize.load import load_quantized
     from tuneterm.workers.quantize.config import resolve
     from tuneterm.workers.quantize.pipeline import Parent, quantize_int8
     from tuneterm.workers.quantize.fastdecode import FastDecoder

@@ -83,7 +83,7 @@ def _last_losses(history) -> float:
 
 def run_tuneterm(model_dir: str, train: str, val_rows: list, same: bool) -> dict:
     from tuneterm.core import jobs, recipes
-    from tuneterm.workers import train as train_kind
+    from tuneterm.workers.kinds import train as train_kind
     from tuneterm.workers.jobctx import JobContext
 
     config = recipes.resolve("lora", overrides=[

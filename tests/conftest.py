@@ -31,6 +31,10 @@ OFFLINE_ENV = {
 def pytest_configure(config):
     for key, value in OFFLINE_ENV.items():
         os.environ[key] = value
+    # The torch-free ``sleep`` job kind (tests/kinds/sleep.py) for the job tests; job children
+    # import it from the repository root.
+    os.environ["TUNETERM_EXTRA_KINDS"] = "sleep=tests.kinds.sleep"
+    os.environ["PYTHONPATH"] = str(REPO) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
     os.environ.pop("OPENAI_API_KEY", None)
     os.environ.pop("OPENAI_BASE_URL", None)
 

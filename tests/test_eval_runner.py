@@ -233,9 +233,9 @@ def test_fewshot_variants_share_the_base_model(tasks, tiny_model_dir, monkeypatc
 
 
 def _train_classifier(data: Path, model: str) -> str:
-    """A real feature job (tuneterm.workers.feature) run in-process; returns its job:ID."""
+    """A real feature job (tuneterm.workers.classifier) run in-process; returns its job:ID."""
     from tuneterm.core.jobs import store
-    from tuneterm.workers import feature
+    from tuneterm.workers.kinds import feature
     from tuneterm.workers.jobctx import JobContext
 
     info = store.create_job("feature", {"model": model, "dataset": str(data), "layer": -1, "pooling": "mean"})
@@ -244,7 +244,7 @@ def _train_classifier(data: Path, model: str) -> str:
 
 
 def test_classifier_artifact_is_a_variant(tasks, tiny_model_dir, monkeypatch):
-    from tuneterm.workers import feature, loading
+    from tuneterm.workers import classifier, loading
 
     ref = str(tiny_model_dir)
     clf = _train_classifier(Path(tasks[0].source).parent / "gen.jsonl", ref)
@@ -255,7 +255,7 @@ def test_classifier_artifact_is_a_variant(tasks, tiny_model_dir, monkeypatch):
     assert len(loads) == 1  # the classifier's features come from the base already loaded
     out = outcomes["gen"][clf]
     texts = [it.messages[-1]["content"] for it in out.items]
-    assert [r["output"] for r in out.records] == feature.predict(texts, clf)  # the label is the output
+    assert [r["output"] for r in out.records] == classifier.predict(texts, clf)  # the label is the output
     assert {r["output"] for r in out.records} <= {"logistics", "payments-ops"}
     assert fps[clf]["kind"] == "classifier" and fps[clf]["id"] != fps[ref]["id"]
     assert "classification" in outcomes["mc"][clf].skipped
@@ -289,7 +289,7 @@ def test_cli_and_job_kind(tasks, tiny_model_dir, tmp_path, cli, tmp_workspace, m
     assert comp["variant"] == few and comp["baseline"] == ref and comp["test"] == "mcnemar_exact"
     assert code == (1 if comp["regression"] else 0)
     from tuneterm.core.jobs import store
-    from tuneterm.workers import eval as eval_job
+    from tuneterm.workers.kinds import eval as eval_job
     from tuneterm.workers.jobctx import JobContext
 
     # a job runs in its own folder: relative spec and pool paths resolve from the config's cwd

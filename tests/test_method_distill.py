@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tuneterm.core import jobs, modelref
 from tuneterm.core.workspace import workspace
-from tuneterm.workers import distill
+from tuneterm.workers.kinds import distill
 from tuneterm.workers.jobctx import JobContext
 from stop_context import StopAtStep
 

@@ -12,7 +12,7 @@ import pytest
 from tuneterm.core import jobs, modelref
 from tuneterm.core.errors import DatasetError
 from tuneterm.core.workspace import workspace
-from tuneterm.workers import train
+from tuneterm.workers.kinds import train
 from tuneterm.workers.jobctx import JobContext
 from stop_context import StopAtStep
 

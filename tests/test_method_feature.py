@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tuneterm.core import jobs, modelref
 from tuneterm.core.workspace import workspace
-from tuneterm.workers import feature
+from tuneterm.workers import classifier
+from tuneterm.workers.kinds import feature
 from tuneterm.workers.jobctx import JobContext
 
 WORDS = {
@@ -45,12 +46,12 @@ def test_feature_classifier_beats_chance_and_resolves_as_job(tiny_model_dir, tmp
     assert len(cache) == 3  # train, val, test extracted once each
     art = modelref.job_artifact(job.id, workspace().jobs_dir)
     assert art.kind == "classifier" and art.base == str(tiny_model_dir)
-    labels = feature.predict(["refund invoice charge card billing refund",
+    labels = classifier.predict(["refund invoice charge card billing refund",
                               "parcel courier delivery shipment warehouse parcel"], f"job:{job.id}")
     assert labels == ["payments-ops", "logistics"]
     # a second run reuses the cached features
     before = sorted(p.stat().st_mtime_ns for p in cache)
-    feature.train_classifier(str(tiny_model_dir), str(data), tmp_path / "again", log=lambda m: None)
+    classifier.train_classifier(str(tiny_model_dir), str(data), tmp_path / "again", log=lambda m: None)
     assert sorted(p.stat().st_mtime_ns for p in (workspace().root / "features").glob("*.npy")) == before
 
 

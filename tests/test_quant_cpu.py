@@ -19,7 +19,7 @@ SIDE_FACTS = ("size_mb", "memory_mb", "load_s", "ttft_ms", "decode_tok_s", "ppl"
 
 def run_job(model_ref: str, method: str, *overrides: str):
     """Create a real quantize job and run its kind in this process (what the child does)."""
-    from tuneterm.workers import quantize
+    from tuneterm.workers.kinds import quantize
     from tuneterm.workers.quantize.config import resolve
 
     config = resolve(str(model_ref), method, overrides=[*FAST_GATE, *overrides])
@@ -106,7 +106,7 @@ def test_int8_dynamic_job_is_gated_and_loads_as_job_ref(tiny_model_dir):
 def test_a_lossy_quantization_fails_the_gate_and_makes_no_model_ref(tiny_model_dir):
     from tuneterm.core.errors import ModelNotFoundError
     from tuneterm.workers import loading
-    from tuneterm.workers.quant_gate import GateFailed
+    from tuneterm.workers.quantize.gate import GateFailed
 
     with pytest.raises(GateFailed) as caught:
         run_job(tiny_model_dir, "int8-dynamic", "quant.bits=2", "gate.min_top1_agreement=0.9",

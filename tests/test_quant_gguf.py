@@ -23,7 +23,7 @@ def test_f16_export_reads_back_with_the_right_tensors(tiny_model_dir, tmp_path):
     outtype, matrix_type = "f16", "F16"  # q8_0 is read back by the job below
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tuneterm.workers import gguf_export
+    from tuneterm.workers.quantize import gguf as gguf_export
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -50,7 +50,7 @@ def test_gguf_job_is_gated_and_loads_as_job_ref(tiny_model_dir):
     report = json.loads((info.dir / "output" / "quality.json").read_text())
     assert report["passed"] and report["top1_agreement"] > 0.95 and report["mean_kl"] < 1e-3
     assert report["quantized"]["size_mb"] < 0.5 * report["parent"]["size_mb"]
-    from tuneterm.workers import gguf_export
+    from tuneterm.workers.quantize import gguf as gguf_export
 
     back = gguf_export.read_back(info.dir / "output" / "model" / "model-q8_0.gguf")
     assert back["tensors"]["blk.0.attn_q.weight"] == ([64, 64], "Q8_0")
@@ -63,7 +63,7 @@ def test_llama_cpp_generates_from_the_export(embedded_model_dir, tmp_path):
     from llama_cpp import Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tuneterm.workers import gguf_export
+    from tuneterm.workers.quantize import gguf as gguf_export
 
     model = AutoModelForCausalLM.from_pretrained(embedded_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)

@@ -1,4 +1,4 @@
-"""Training methods on the tiny Llama, in-process through the real worker (tuneterm.workers.train.run):
+"""Training methods on the tiny Llama, in-process through the real worker (tuneterm.workers.kinds.train.run):
 loss finite and falling, exactly the intended weights change, artifacts reload with plain libraries,
 and an interrupted + resumed run ends where an uninterrupted one does."""
 
@@ -44,7 +44,7 @@ def train(model_dir, data, method, *overrides, resume_job=None, stop_at=None):
         job = resume_job
     ctx = StopAt(job.dir, resume=resume_job is not None)
     ctx.stop_at = stop_at
-    trainer = __import__("tuneterm.workers.train", fromlist=["run"]).run(ctx)
+    trainer = __import__("tuneterm.workers.kinds.train", fromlist=["run"]).run(ctx)
     return job, trainer
 
 
@@ -176,7 +176,7 @@ def test_packed_batches_train_exactly_like_padded_ones(tiny_model_dir, tickets):
             "train.grad_accum=2", "train.lr=5e-3", "lora.r=4", "lora.dropout=0", f"train.packing={packing}"])
         config.update(model=str(tiny_model_dir), data=str(tickets), eval_data=str(tickets))
         job = jobs.create_job("train", config)
-        trainer = __import__("tuneterm.workers.train", fromlist=["run"]).run(JobContext(job.dir))
+        trainer = __import__("tuneterm.workers.kinds.train", fromlist=["run"]).run(JobContext(job.dir))
         metrics = json.loads((job.dir / "output" / "metrics.json").read_text())
         results.append((_losses(job), metrics["eval_loss"], trainer.tokens_seen))
     (packed, packed_eval, packed_tokens), (padded, padded_eval, padded_tokens) = results

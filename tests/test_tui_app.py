@@ -48,7 +48,7 @@ async def test_number_and_function_keys_switch_screens():
 
 
 async def test_palette_lists_screens_and_the_current_screens_actions():
-    from tuneterm.tui.commands import WorkbenchCommands
+    from tuneterm.tui.palette import WorkbenchCommands
 
     app = RecordingApp(start="jobs")
     async with app.run_test(size=(100, 30)) as pilot:

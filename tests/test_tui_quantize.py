@@ -70,7 +70,7 @@ async def test_method_recipe_form_help_and_a_typo_fails_before_any_job():
         assert await _until(pilot, lambda: sum(n.severity == "error" for n in app.notes) == 2)
         assert jobs.list_jobs() == []
         # The footer and the palette carry the screen's actions.
-        from tuneterm.tui.commands import WorkbenchCommands
+        from tuneterm.tui.palette import WorkbenchCommands
 
         names = [name for name, _run, _help in WorkbenchCommands(screen)._commands()]
         assert {"Quantize: Launch", "Quantize: Reports", "Quantize: Reset recipe"} <= set(names)

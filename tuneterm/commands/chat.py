@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if ref.is_remote:
         return _run_remote(args, shots)
     if ref.kind == "job" and _artifact_kind(ref.target) == "classifier":
-        from tuneterm.workers.feature import predict  # feature-based: the answer is a label
+        from tuneterm.workers.classifier import predict  # feature-based: the answer is a label
 
         label = predict([args.prompt], args.model)[0]
         print(json.dumps({"model": args.model, "text": label}) if args.json else label)

@@ -1,6 +1,6 @@
 """``tuneterm feature --model REF --data DATASET [key=value ...]``: a feature-based classifier job.
 
-Runs job kind ``feature`` (tuneterm.workers.feature): frozen hidden states + logistic regression.
+Runs job kind ``feature`` (tuneterm.workers.classifier): frozen hidden states + logistic regression.
 Settings come from recipes/feature.toml, overridden as ``key=value``.
 """
 

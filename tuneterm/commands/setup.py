@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 ORDER = 2
 
-SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,4 +52,6 @@ def import_samples(ws) -> list[str]:  # noqa: ANN001
         from tuneterm.core.datasets import store
     except ImportError:  # the datasets capability is not installed in this build
         return []
-    return store.import_samples(SAMPLE_DIR)
+    from tuneterm.core.resources import sample_data_dir
+
+    return store.import_samples(sample_data_dir())

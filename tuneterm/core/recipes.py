@@ -17,6 +17,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from tuneterm.core import resources
 from tuneterm.core.errors import ConfigError, NotFoundError
 
 METHODS = ("full", "freeze", "lora", "qlora")  # supervised fine-tuning (the TUI's train screen)
@@ -24,7 +25,7 @@ STAGE_METHODS = METHODS + ("dpo",)  # what a sequential stage may use (all run a
 KINDS = {**{m: "train" for m in STAGE_METHODS}, "sequential": "sequential", "distill": "distill",
          "feature": "feature"}
 ALL_METHODS = tuple(KINDS)
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = resources.recipes_dir()
 STAGE_KEYS = ("name", "method", "data", "val")  # a stage's own keys; the rest are its method's settings
 
 CHOICES = {

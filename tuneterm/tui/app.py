@@ -13,7 +13,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 
-from tuneterm.tui.commands import WorkbenchCommands
+from tuneterm.tui.palette import WorkbenchCommands
 from tuneterm.tui.errors import describe
 from tuneterm.tui.navigation import BY_MODE, PLACES, screen_factory
 

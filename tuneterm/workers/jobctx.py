@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import signal
@@ -26,6 +27,18 @@ from tuneterm.core.jobs import store
 
 class JobCancelled(Exception):
     """Raised by a kind (or while queued) when a stop was requested before any work was done."""
+
+
+def finite(value):
+    """``value`` as strict JSON allows: infinities and NaN (a diverged loss, a ruined model's
+    perplexity) become null, in nested dicts and lists too."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 class JobContext:
@@ -108,7 +121,7 @@ class JobContext:
         """Append one JSON object (with ``time``) to events.jsonl."""
         if not self.is_main:
             return
-        record = {"time": round(time.time(), 3), **fields}
+        record = {"time": round(time.time(), 3), **finite(fields)}
         line = json.dumps(record, default=_json_default, allow_nan=False) + "\n"
         with open(self.job_dir / "events.jsonl", "a", encoding="utf-8") as fh:
             fh.write(line)

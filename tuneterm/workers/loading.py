@@ -156,7 +156,7 @@ def load(ref: str, dtype: str | torch.dtype | None = None, device: str | None = 
             model = PeftModel.from_pretrained(base, path)
             tok_dir = path if (path / "tokenizer_config.json").is_file() else base_path
         elif facts.get("quant"):
-            from tuneterm.workers import quant_loading  # written by the quantization issue
+            from tuneterm.workers.quantize import load as quant_loading
 
             model = quant_loading.load_quantized(path, facts["quant"])
             tok_dir = path

@@ -1,33 +1,21 @@
 """The job child: ``python -m tuneterm.workers.run JOB_DIR [--resume]``.
 
 Reads ``spec.toml``, waits for the devices the job needs (state stays ``queued`` meanwhile),
-then calls ``tuneterm.workers.<kind>.run(ctx)``. Ends the status as ``succeeded``,
+then calls the kind's ``run(ctx)`` (``tuneterm.workers.kinds``). Ends the status as ``succeeded``,
 ``cancelled`` (after SIGTERM) or ``failed`` (with the error summary; the traceback goes to
 log.txt, which is this process's stderr).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import re
 import sys
 import time
 import traceback
 
 from tuneterm.core.jobs import store
 from tuneterm.workers.jobctx import JobCancelled, JobContext
-
-
-def _kind_module(kind: str):
-    if not re.match(r"^[a-z][a-z0-9_]*$", kind or "") or kind in ("run", "jobctx", "loading", "engine"):
-        raise ValueError(f"unknown job kind {kind!r}")
-    try:
-        return importlib.import_module(f"tuneterm.workers.{kind}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"tuneterm.workers.{kind}":
-            raise ValueError(f"unknown job kind {kind!r}: no module tuneterm.workers.{kind}") from exc
-        raise
+from tuneterm.workers.kinds import kind_module
 
 
 def _summary(exc: BaseException) -> str:
@@ -59,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.event(type="state", state="running", resume=ctx.resume)
         ctx.log(f"job {ctx.id} ({ctx.kind}) {'resumed' if ctx.resume else 'started'}"
                 + (f", rank {ctx.rank}/{ctx.world_size}" if ctx.world_size > 1 else ""))
-        _kind_module(ctx.kind).run(ctx)
+        kind_module(ctx.kind).run(ctx)
         state = "cancelled" if ctx.should_stop else "succeeded"
         ctx.log(f"job {ctx.id} {state}")
         ctx.set_state(state, finished_at=store.now_iso(), exit_code=0, error=None)

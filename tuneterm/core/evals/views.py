@@ -2,7 +2,7 @@
 
 - :func:`find_specs`: the tasks and suites under an ``evals/`` folder, to pick from.
 - :func:`job_progress`: an eval job's progress from its events (``eval_plan``, ``eval_progress``,
-  ``eval_task``, ``eval_report``; see ``tuneterm.workers.eval``).
+  ``eval_task``, ``eval_report``; see ``tuneterm.workers.kinds.eval``).
 - :func:`item_rows`: the per-item view of ``samples.jsonl``: one row per (task, item) with each
   variant's answer and score, and whether the variants disagree.
 """
@@ -17,11 +17,13 @@ from tuneterm.core.evals.spec import is_suite_file
 
 
 def default_evals_dir() -> Path:
-    """``./evals`` when the current folder has one, else the one shipped next to the package."""
+    """``./evals`` when the current folder has one, else the one shipped inside the package."""
     here = Path.cwd() / "evals"
     if here.is_dir():
         return here
-    return Path(__file__).resolve().parents[3] / "evals"
+    from tuneterm.core.resources import evals_dir
+
+    return evals_dir()
 
 
 def find_specs(evals_dir: Path) -> list[str]:

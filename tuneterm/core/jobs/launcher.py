@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import tuneterm
 from tuneterm.core.errors import JobError
 from tuneterm.core.fsutil import atomic_write_json
 from tuneterm.core.jobs import store
@@ -52,8 +53,10 @@ _IGNORE_SIGTERM_AND_EXEC = ("import os, signal, sys; signal.signal(signal.SIGTER
 
 def _child_env() -> dict:
     env = dict(os.environ)
-    repo = str(Path(__file__).resolve().parents[3])
-    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # The child imports the same tuneterm as this process, wherever it was installed from
+    # (a wheel, an editable checkout, or a source tree on sys.path).
+    src = os.path.dirname(os.path.dirname(os.path.abspath(tuneterm.__file__)))
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     # OpenMP threads that sleep instead of spinning: on a box shared with other work, spinning

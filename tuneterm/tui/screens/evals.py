@@ -4,7 +4,7 @@ variants disagree.
 
 The launch makes the checks `tuneterm eval` makes before a model loads (specs, data, metrics,
 variants, few-shot pools; torch-free, in a worker), then writes an ``eval`` job and starts it
-detached (tuneterm.workers.eval): it keeps running when the workbench closes. A poller thread
+detached (tuneterm.workers.kinds.eval): it keeps running when the workbench closes. A poller thread
 reads the eval jobs and the selected job's events; a finished job's report is read in a worker.
 The screen only draws.
 """

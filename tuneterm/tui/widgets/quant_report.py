@@ -1,6 +1,6 @@
 """QuantReport: the quality gate of a quantize job (output/quality.json), and its progress.
 
-The report is what tuneterm.workers.quant_gate.measure writes: parent and quantized side by
+The report is what tuneterm.workers.quantize.gate.measure writes: parent and quantized side by
 side (size, memory, load time, TTFT, tokens/s, perplexity), then the comparison (perplexity
 increase, KL, top-1 agreement, exact match) and the gate's verdict with the failed thresholds.
 The functions are pure (dict in, text out) so the screen only draws.

@@ -120,7 +120,7 @@ class LocalGroup:
         self.classifiers: dict[str, dict] = {}
         for v in variants:
             if v.classifier_path is not None:
-                from tuneterm.workers.feature import load_classifier
+                from tuneterm.workers.classifier import load_classifier
 
                 self.classifiers[v.vid] = load_classifier(v.classifier_path)
         self.model.eval()
@@ -159,10 +159,10 @@ class LocalGroup:
 
     def classify(self, vid: str, texts: list[str], batch_size: int = 16) -> list[str]:
         """The classifier's labels for ``texts``: features from this group's model (no second copy),
-        exactly as ``tuneterm.workers.feature.predict`` computes them."""
+        exactly as ``tuneterm.workers.classifier.predict`` computes them."""
         from types import SimpleNamespace
 
-        from tuneterm.workers.feature import embed
+        from tuneterm.workers.classifier import embed
 
         blob = self.classifiers[vid]
         loaded = SimpleNamespace(model=self.model, tokenizer=self.tokenizer)

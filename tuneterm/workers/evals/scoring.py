@@ -16,9 +16,10 @@ from typing import Any
 
 from tuneterm.core.errors import InputError, NotFoundError
 from tuneterm.core.evals import stats
+from tuneterm.core.resources import metrics_dir
 from tuneterm.core.evals.spec import MetricRef, TaskSpec
 
-BUILTIN_METRICS = Path(__file__).resolve().parents[3] / "evals" / "metrics"
+BUILTIN_METRICS = metrics_dir()
 _LOADED: dict[str, Any] = {}
 
 

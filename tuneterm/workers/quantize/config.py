@@ -55,7 +55,9 @@ _FIXED_BITS = {"bnb-int8": 8, "bnb-nf4": 4, "bnb-fp4": 4}
 
 
 def recipes_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "recipes"
+    from tuneterm.core.resources import recipes_dir as builtin
+
+    return builtin()
 
 
 def recipe_file(path: str | Path) -> Path:

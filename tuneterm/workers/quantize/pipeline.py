@@ -16,8 +16,8 @@ import torch
 
 from tuneterm.core.errors import InputError, RuntimeFailure
 from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
-from tuneterm.workers import quant_gate
-from tuneterm.workers.quant_loading import load_quantized
+from tuneterm.workers.quantize import gate as quant_gate
+from tuneterm.workers.quantize.load import load_quantized
 
 warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
 # bitsandbytes logs one line per 8-bit matmul on CPU ("inputs will be cast to float16"): keep the log readable.
@@ -185,7 +185,7 @@ def quantize_bnb(parent: Parent, method: str, q: dict, art: Path, device: str, s
 
 
 def quantize_gguf(parent: Parent, q: dict, art: Path) -> dict:
-    from tuneterm.workers import gguf_export
+    from tuneterm.workers.quantize import gguf as gguf_export
 
     outtype = q["outtype"]
     name = f"model-{outtype}.gguf"

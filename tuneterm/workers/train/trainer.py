@@ -235,7 +235,6 @@ class JobEventsCallback(TrainerCallback):
             fields.update(type="train_end", **{k: v for k, v in logs.items() if isinstance(v, (int, float))})
         else:
             return
-        fields = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fields.items()}
         self.ctx.event(**fields)
         if fields.get("type") == "train":
             self.ctx.log(f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from tuneterm.core.errors import InputError, RuntimeFailure
+from tuneterm.core.resources import data_dir
 
-HELDOUT = Path(__file__).resolve().parent / "quantize" / "heldout.json"
+HELDOUT = data_dir() / "quant_heldout.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 
 

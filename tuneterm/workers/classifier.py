@@ -5,7 +5,7 @@ extracted once per (model content, layer, pooling, dataset content) and cached u
 ``<workspace>/features/``; a scikit-learn ``LogisticRegression`` is trained on them. The label of
 a chat example is its last assistant message; the text is the last user message.
 
-Job kind ``feature`` (``run(ctx)``) and foreground (:func:`train_classifier`). The artifact kind is
+The job kind ``feature`` (``tuneterm.workers.kinds.feature``) calls :func:`train_classifier`. The artifact kind is
 ``classifier``: ``output/classifier.pkl`` + ``output/artifact.json`` (``base`` = the model ref,
 ``layer``, ``pooling``). :func:`predict` turns texts into labels with a saved classifier.
 """
@@ -177,16 +177,3 @@ def predict(texts: list[str], classifier: str | Path) -> list[str]:
         _LOADED[key] = (loading.load(key),)
     feats = embed(_LOADED[key][0], list(texts), blob["layer"], blob["pooling"])
     return [str(v) for v in blob["classifier"].predict(feats)]
-
-
-def run(ctx) -> None:
-    """Job kind ``feature``: config model, dataset, layer, pooling, c, seed."""
-    cfg = ctx.config
-    model = cfg.get("model", "smollm2-135m-instruct")
-    ctx.event(type="stage", stage="features", model=model, dataset=cfg.get("dataset"))
-    metrics = train_classifier(model, cfg["dataset"], ctx.output_dir, int(cfg.get("layer", -1)),
-                               cfg.get("pooling", "mean"), float(cfg.get("c", 1.0)),
-                               int(cfg.get("seed", 0)), event=ctx.event, log=ctx.log)
-    ctx.write_artifact("classifier", ctx.output_dir / CLASSIFIER_FILE, base=model,
-                       layer=int(cfg.get("layer", -1)), pooling=cfg.get("pooling", "mean"),
-                       metrics={k: v for k, v in metrics.items() if k.endswith("accuracy")})

@@ -1,7 +1,7 @@
 """Job kind ``sequential``: a pipeline of training stages run one after another as one job.
 
 Each stage is an ordinary train config (full | freeze | lora | qlora | dpo) run through the train
-kind's entry point (:func:`tuneterm.workers.train.run`) with a per-stage view of the job context:
+kind's entry point (:func:`tuneterm.workers.kinds.train.run`) with a per-stage view of the job context:
 its own ``checkpoints/N-NAME/`` and ``output/stages/N-NAME/`` folders, and every event tagged with
 ``stage`` (1-based) and ``stage_name``. A stage starts from the previous stage's full weights; an
 adapter (LoRA/QLoRA, or a DPO stage trained with LoRA) is merged into them first.
@@ -182,7 +182,7 @@ def _stage_config(stage: dict, model: str) -> dict:
 
 def _train_stage(sctx: StageContext):
     """The train kind's entry point (its ``dpo`` dispatch included) on the stage's context."""
-    from tuneterm.workers import train
+    from tuneterm.workers.kinds import train
 
     return train.run(sctx)
 

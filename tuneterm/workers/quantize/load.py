@@ -62,7 +62,7 @@ def _load(path: Path, quant: dict, device: str | None) -> Any:
     if method == "gguf":
         from transformers import AutoModelForCausalLM
 
-        from tuneterm.workers import gguf_export
+        from tuneterm.workers.quantize import gguf as gguf_export
 
         name = quant.get("file")
         if not name or not (path / name).is_file():

@@ -1,0 +1,1 @@
+"""Job kinds that exist only for the tests."""

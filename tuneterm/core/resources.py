@@ -1,0 +1,34 @@
+"""What tuneterm ships inside the package: recipes, eval suites and metrics, sample data, prices.
+
+Everything the program reads at run time lives under ``tuneterm/data/`` and is found through
+``importlib.resources``, so a wheel installed with pip, pipx or ``uv tool install`` works from any
+directory. (In a checkout, the top-level ``recipes``, ``evals`` and ``sample_data`` are links to
+these folders.) A user's own ``recipes/`` or ``evals/`` in the working directory are looked up by
+the commands that take paths; the built-in ones are the fallback.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+
+def data_dir() -> Path:
+    """``tuneterm/data`` as a real folder (packages are installed unzipped)."""
+    return Path(str(files("tuneterm") / "data"))
+
+
+def recipes_dir() -> Path:
+    return data_dir() / "recipes"
+
+
+def evals_dir() -> Path:
+    return data_dir() / "evals"
+
+
+def metrics_dir() -> Path:
+    return evals_dir() / "metrics"
+
+
+def sample_data_dir() -> Path:
+    return data_dir() / "sample_data"

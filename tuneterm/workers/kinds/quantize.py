@@ -1,0 +1,38 @@
+"""Job kind ``quantize``: quantize ``config["model"]``, gate it against its parent, and publish
+``job:ID`` when the gate passes (the work is ``tuneterm.workers.quantize.pipeline``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneterm.workers.jobctx import finite
+from tuneterm.workers.quantize import quantize
+
+
+def run(ctx: Any) -> None:
+    """The job: quantize ``ctx.config["model"]``, gate it, and publish ``job:ID`` when it passes."""
+    from tuneterm.workers.quantize.config import from_spec
+
+    config = from_spec(ctx.config)
+
+    def emit(**fields) -> None:
+        ctx.event(**fields)
+        phase = fields.get("phase")
+        if phase:
+            extras = {k: v for k, v in fields.items() if k not in ("type", "phase", "parent", "quantized", "samples")}
+            ctx.log(f"{fields.get('type', 'quantize')}: {phase} {extras if extras else ''}".rstrip())
+        ctx.heartbeat()
+
+    ctx.log(f"quantizing {config['model']} with {config['method']}")
+    result = quantize(config["model"], config["method"], config, ctx.output_dir, emit, lambda: ctx.should_stop)
+    if result.get("stopped") or ctx.should_stop:
+        ctx.log("stopped before the artifact was finished")
+        return
+    quality = result.get("quality") or {}
+    ctx.write_artifact(
+        result["artifact_kind"], result["path"], base=config["model"], quant=finite(result["quant"]),
+        method=config["method"], gate_passed=result["passed"],
+        quality={k: finite(quality.get(k)) for k in ("ppl_increase", "mean_kl", "top1_agreement", "exact_match",
+                                                       "size_ratio", "speedup")} if quality else None,
+    )
+    ctx.log(f"artifact ready: job:{ctx.id}")
