@@ -30,7 +30,7 @@ def test_dry_run_prints_the_resolved_config_and_writes_no_job(cli, tiny_model_di
 
 
 def test_every_recipe_resolves():
-    from tuneterm.workers.quantize import config as qconfig
+    from tuneterm.core import quantize_config as qconfig
 
     for method in qconfig.METHODS:
         recipe = qconfig.load_recipe(qconfig.recipes_dir() / f"{method}.toml")
@@ -58,7 +58,7 @@ def test_recipes_are_checked_like_training_recipes(tmp_path):
     import pytest
 
     from tuneterm.core.errors import ConfigError
-    from tuneterm.workers.quantize import config as qconfig
+    from tuneterm.core import quantize_config as qconfig
 
     bad = tmp_path / "mine.toml"
     bad.write_text('method = "int8-dynamic"\n[quant]\nsmoth_alpha = 0.5\n')
@@ -77,7 +77,7 @@ def test_recipes_are_checked_like_training_recipes(tmp_path):
 
 
 def test_the_chat_recipe_keeps_the_measured_sensitive_layers_float():
-    from tuneterm.workers.quantize import config as qconfig
+    from tuneterm.core import quantize_config as qconfig
 
     recipe = qconfig.load_recipe("int8-dynamic-chat")
     config = qconfig.resolve("m", None, recipe, source="int8-dynamic-chat")

@@ -20,7 +20,7 @@ SIDE_FACTS = ("size_mb", "memory_mb", "load_s", "ttft_ms", "decode_tok_s", "ppl"
 def run_job(model_ref: str, method: str, *overrides: str):
     """Create a real quantize job and run its kind in this process (what the child does)."""
     from tuneterm.workers.kinds import quantize
-    from tuneterm.workers.quantize.config import resolve
+    from tuneterm.core.quantize_config import resolve
 
     config = resolve(str(model_ref), method, overrides=[*FAST_GATE, *overrides])
     info = jobs.create_job("quantize", config)

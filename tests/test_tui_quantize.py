@@ -29,7 +29,7 @@ def _form_ready(screen, key: str) -> bool:
 
 def test_the_screen_offers_every_method_with_a_recipe():
     from tuneterm.tui.screens.quantize import METHODS
-    from tuneterm.workers.quantize.config import METHODS as KNOWN  # torch-free
+    from tuneterm.core.quantize_config import METHODS as KNOWN  # torch-free
 
     assert sorted(METHODS) == sorted(KNOWN)
     assert all((RECIPES / f"{method}.toml").is_file() for method in METHODS)

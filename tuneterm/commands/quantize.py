@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 ORDER = 30
 
@@ -53,45 +52,26 @@ def _collect_overrides(parser: argparse.ArgumentParser) -> None:
     parser.parse_known_args = parse_known_args
 
 
-def build_config(args: argparse.Namespace) -> dict:
-    from tuneterm.core import modelref
-    from tuneterm.core.errors import UsageError
-    from tuneterm.workers.quantize import config as qconfig
+def plan(args: argparse.Namespace):
+    """The checked, frozen job of these arguments (tuneterm.core.jobs.plan); nothing is written."""
+    from tuneterm.core.jobs.plan import plan_quantize
 
-    ref = modelref.parse(args.model)
-    if ref.is_remote:
-        raise UsageError("only local models can be quantized", [("reference", args.model)],
-                         "use a local reference: the embedded model, a folder, a .gguf, hf:ORG/NAME or job:ID")
-    if ref.kind == "job":
-        from tuneterm.core.workspace import workspace
-
-        modelref.job_artifact(ref.target, workspace().jobs_dir)  # fails now if the job has no artifact
-    recipe, source = {}, "command line"
-    if args.recipe:  # checked key by key against the settings, like training recipes
-        recipe = qconfig.load_recipe(args.recipe)
-        source = str(args.recipe)
-    # resolve() starts from the method's built-in recipe (recipes/<method>.toml)
-    config = qconfig.resolve(args.model, args.method, recipe, args.overrides, source)
-    data = config["gate"].get("data")
-    if data and not Path(data).expanduser().is_file():
-        from tuneterm.core.datasets import store  # fails here, not after a model load
-
-        store.resolve_path(data, None)
-    return config
+    return plan_quantize(args.model, method=args.method, recipe=args.recipe, overrides=args.overrides,
+                         name=args.name)
 
 
 def run(args: argparse.Namespace) -> int:
     from tuneterm.core import jobs
 
-    config = build_config(args)
+    job_plan = plan(args)
+    config = job_plan.config
     if args.dry_run:
         from tuneterm.core.jobs.store import config_toml
 
         print(f"# tuneterm quantize {args.model} --method {config['method']}")
-        print(config_toml(config))
+        print(config_toml(job_plan.spec()))
         return 0
-    devices = ["cuda:0"] if config["method"].startswith("bnb-") and config["quant"]["device"] == "cuda" else []
-    info = jobs.create_job("quantize", config, name=args.name, devices=devices)
+    info = job_plan.create()
     if not args.foreground:
         jobs.launch(info.id)
         if args.json:
@@ -106,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _foreground(info, as_json: bool) -> int:
     from tuneterm.core import jobs
-    from tuneterm.core.errors import EXIT_FAILURE, JobError
+    from tuneterm.core.errors import EXIT_FAILURE, EXIT_INTERRUPTED, JobError
 
     final = jobs.run_attached(info, stream=sys.stderr if as_json else sys.stdout)
     quality_md = info.dir / "output" / "quality.md"
@@ -123,6 +103,8 @@ def _foreground(info, as_json: bool) -> int:
         if not as_json:
             print(f"use it as job:{info.id}")
         return 0
+    if final.state == "cancelled":
+        return EXIT_INTERRUPTED
     if quality_json.is_file() and not json.loads(quality_json.read_text()).get("passed", True):
         print(f"error: job {info.id} failed the quality gate: {final.error}", file=sys.stderr)
         return EXIT_FAILURE

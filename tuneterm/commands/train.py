@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 ORDER = 30
 
@@ -51,168 +50,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_data(data: str, val: str | None) -> tuple[Path, Path | None]:
-    """Training file and validation file (or None) for a dataset name or a path."""
-    from tuneterm.core.datasets import store
-    from tuneterm.core.errors import NotFoundError
+def plan(args: argparse.Namespace):
+    """The checked, frozen job of these arguments (tuneterm.core.jobs.plan); nothing is written."""
+    from tuneterm.core.jobs.plan import plan_train
 
-    train = store.resolve_path(data, "train").resolve()
-    if val:
-        return train, store.resolve_path(val, "val").resolve()
-    path = Path(data).expanduser()
-    if path.is_file():  # a file: use a val.jsonl beside train.jsonl
-        sibling = path.with_name("val" + path.suffix)
-        if path.stem == "train" and sibling.is_file():
-            return train, sibling.resolve()
-        return train, None
-    try:
-        found = store.resolve_path(data, "val").resolve()
-    except (NotFoundError, KeyError, ValueError):
-        return train, None
-    except Exception as exc:  # a dataset without a val split raises its own error class
-        if getattr(exc, "exit_code", None) is None:
-            raise
-        return train, None
-    return train, (found if found != train else None)
+    return plan_train(args.method, model=args.model, data=args.data, val=args.val, recipe=args.recipe,
+                      overrides=args.overrides, nproc=args.nproc, name=args.name)
 
 
-def _check_data(path: Path, label: str) -> int:
-    from tuneterm.core.datasets.validate import validate_file
-    from tuneterm.core.errors import DatasetError
-
-    report = validate_file(path)
-    errors = [p for p in report.problems if p.severity == "error"]
-    if errors:
-        facts = [("file", str(path))] + [(f"line {p.line}", p.message) for p in errors[:5]]
-        raise DatasetError(f"the {label} data has {len(errors)} error(s)", facts,
-                           f"see `tuneterm data validate {path}`")
-    return report.n_examples
-
-
-def _local_model(value: str | None, what: str = "--model") -> str:
-    """A local model reference as the job should store it (folders made absolute)."""
-    from tuneterm.core import modelref
-    from tuneterm.core.errors import UsageError
-
-    ref = modelref.parse(value)
-    if ref.is_remote:
-        raise UsageError("remote models cannot be trained locally", [(what, value)],
-                         "use `tuneterm openai finetune` for OpenAI models")
-    return ref.target if ref.kind == "dir" else value
-
-
-def _need(value, flag: str, method: str) -> str:
-    from tuneterm.core.errors import UsageError
-
-    if not value:
-        raise UsageError(f"{flag} is required for --method {method}", hint="see `tuneterm train -h`")
-    return value
-
-
-def _refuse(value, flag: str, method: str, hint: str) -> None:
-    from tuneterm.core.errors import UsageError
-
-    if value:
-        raise UsageError(f"--method {method} does not take {flag}", [(flag, str(value))], hint)
-
-
-def prepare(args: argparse.Namespace) -> tuple[str, dict, str]:
-    """(job kind, resolved config, summary line) for the method; nothing is written."""
-    from tuneterm.core import recipes
-    from tuneterm.core.errors import UsageError
-
-    method = args.method
-    kind = recipes.kind_of(method)
-    config = recipes.resolve(method, args.recipe, args.overrides)
-    if args.nproc < 1:
-        raise UsageError("--nproc must be at least 1", [("got", str(args.nproc))])
-    if args.nproc > 1 and kind != "train":
-        raise UsageError(f"--nproc applies to full, freeze, lora, qlora and dpo, not {method}",
-                         [("--nproc", str(args.nproc))])
-    if kind == "train":
-        model = _local_model(_need(args.model, "--model", method))
-        train_path, val_path = resolve_data(_need(args.data, "--data", method), args.val)
-        n_train = _check_data(train_path, "training")
-        n_val = _check_data(val_path, "validation") if val_path else 0
-        config.update(model=model, data=str(train_path), dataset=args.data)
-        if val_path:
-            config["eval_data"] = str(val_path)
-        summary = f"{method} on {args.model} with {n_train} examples" + (f" ({n_val} for validation)" if n_val else "")
-    elif kind == "sequential":
-        _refuse(args.data, "--data", method, "each stage names its data: stages.NAME.data=DATASET")
-        _refuse(args.val, "--val", method, "each stage names its validation data: stages.NAME.val=DATASET")
-        config["model"] = _local_model(_need(args.model, "--model", method))
-        for index, stage in enumerate(config["stages"], 1):
-            _stage_data(index, stage)
-        summary = (f"sequential on {args.model}: "
-                   + " -> ".join(f"{s['name']} ({s['method']}, {s['n_train']} examples)" for s in config["stages"]))
-    elif kind == "distill":
-        config["teacher"] = _local_model(_need(args.model, "--model", method))
-        train_path, val_path = resolve_data(_need(args.data, "--data", method), args.val)
-        _check_data(train_path, "training")
-        config["data"] = str(train_path)
-        if val_path:
-            _check_data(val_path, "validation")
-            config["val_data"] = str(val_path)
-        summary = f"distil {args.model} on {args.data}"
-    else:  # feature
-        _refuse(args.val, "--val", method, "the dataset's val/test splits are used")
-        if args.model:
-            config["model"] = args.model
-        config["model"] = _local_model(config["model"])
-        data = Path(_need(args.data, "--data", method)).expanduser()
-        if data.exists():  # the job's child runs elsewhere: store an absolute path
-            config["dataset"] = str(data.resolve())
-        else:
-            from tuneterm.core.datasets import store
-
-            store.resolve_path(args.data, "train")  # fails here, with a hint, for an unknown name
-            config["dataset"] = args.data
-        summary = f"feature classifier on {config['model']}"
-    return kind, config, summary
-
-
-def _stage_data(index: int, stage: dict) -> None:
-    """Resolve a stage's data and validation files in place; errors name the stage."""
-    from tuneterm.core.errors import TunetermError
-
-    try:
-        train_path, val_path = resolve_data(stage["data"], stage.get("val") or None)
-        stage["n_train"] = _check_data(train_path, "training")
-        if val_path:
-            _check_data(val_path, "validation")
-    except TunetermError as exc:
-        hint = exc.hint
-        if stage["data"] in ("general", "domain_qa") and "no dataset" in exc.title:
-            hint = "run `tuneterm setup` to import the sample datasets, or set stages.NAME.data=PATH"
-        raise type(exc)(f"stage {index} ({stage['name']}): {exc.title}",
-                        [("stage", f"{index} ({stage['name']})")] + list(exc.facts), hint) from exc
-    stage["dataset"] = stage["data"]
-    stage["data"] = str(train_path)
-    if val_path:
-        stage["eval_data"] = str(val_path)
+def as_train_args(args: argparse.Namespace, method: str, **given) -> argparse.Namespace:
+    """The ``train`` arguments of an alias command (``distill``, ``feature``)."""
+    values = dict(method=method, model=None, data=None, val=None, recipe=None, name=None, nproc=1,
+                  foreground=False, dry_run=False, json=False, overrides=[])
+    values.update({k: v for k, v in vars(args).items() if k in values})
+    values.update(given)
+    return argparse.Namespace(**values)
 
 
 def run(args: argparse.Namespace) -> int:
     from tuneterm.core import jobs
 
-    kind, config, summary = prepare(args)
+    job_plan = plan(args)
     if args.dry_run:
         from tuneterm.core.jobs.store import config_toml
 
-        print(f"# tuneterm train --method {args.method}: job kind {kind}")
-        print(config_toml(config))
+        print(f"# tuneterm train --method {args.method}: job kind {job_plan.kind}")
+        for note in job_plan.notes:
+            print(f"# {note}")
+        print(config_toml(job_plan.spec()))
         return 0
-    label = Path(str(args.data)).stem if args.data else "-".join(s["name"] for s in config.get("stages", []))
-    job = jobs.create_job(kind, config, name=args.name or f"{args.method} {label}".strip(),
-                          nproc=args.nproc)
+    job = job_plan.create()
+    if not args.json:
+        for note in job_plan.notes:
+            print(f"note: {note}", file=sys.stderr)
     if args.foreground:
-        return foreground(job)
+        code = foreground(job)
+        metrics = job.dir / "output" / "metrics.json"
+        if job_plan.kind == "feature" and metrics.is_file():
+            print(metrics.read_text(), end="")
+        return code
     job = jobs.launch(job.id)
     if args.json:
         print(json.dumps(job.to_dict(), default=str))
         return 0
-    print(f"started job {job.id}: {summary}")
+    print(f"started job {job.id}: {job_plan.summary}")
     print(f"  follow it:  tuneterm jobs logs {job.id} --follow")
     print(f"  state:      tuneterm jobs show {job.id}")
     print(f"  when done:  tuneterm chat job:{job.id} \"...\"")
@@ -221,9 +102,12 @@ def run(args: argparse.Namespace) -> int:
 
 def foreground(job) -> int:
     """Run the job attached to this terminal, printing its log (Ctrl-C cancels and keeps a
-    checkpoint). 0 when it succeeded, else 1. Used by every command that offers ``--foreground``."""
+    checkpoint). 0 when it succeeded, 130 when it was cancelled (Ctrl-C), else 1."""
     from tuneterm.core import jobs
+    from tuneterm.core.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 
     info = jobs.run_attached(job)
     print(f"job {job.id} {info.state}" + (f": {info.error}" if info.error else ""), file=sys.stderr)
-    return 0 if info.state == "succeeded" else 1
+    if info.state == "cancelled":
+        return EXIT_INTERRUPTED
+    return EXIT_OK if info.state == "succeeded" else EXIT_FAILURE

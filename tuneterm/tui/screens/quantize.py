@@ -32,7 +32,7 @@ from tuneterm.tui.widgets.quant_report import QuantReport, phase_line
 from tuneterm.tui.widgets.recipe_panel import RecipePanel
 
 JOBS = "tuneterm.core.jobs"
-# The same list as tuneterm.workers.quantize.config.METHODS (not imported here: the first paint
+# The same list as tuneterm.core.quantize_config.METHODS (not imported here: the first paint
 # must not wait for it); recipes/<method>.toml exists for each.
 METHODS = ("int8-dynamic", "int8-weight-only", "bnb-int8", "bnb-nf4", "bnb-fp4", "gguf")
 CHOICES = {
@@ -155,7 +155,7 @@ class QuantizeScreen(WorkbenchScreen):
     def _load_recipe(self, method: str) -> None:
         from tuneterm.core.recipes import flatten
         from tuneterm.core.recipe_comments import read_comments
-        from tuneterm.workers.quantize import config as qconfig  # torch-free (the command uses it too)
+        from tuneterm.core import quantize_config as qconfig  # torch-free (the command uses it too)
 
         path = qconfig.recipes_dir() / f"{method}.toml"
         recipe = qconfig.load_recipe(path)
@@ -168,15 +168,10 @@ class QuantizeScreen(WorkbenchScreen):
         if isinstance(jobs, backends.Missing):
             self.post_message(self.BackendMissing(jobs))
             return
-        from argparse import Namespace
+        from tuneterm.core.jobs.plan import plan_quantize
 
-        from tuneterm.commands.quantize import build_config
-
-        # The same checks as `tuneterm quantize`: a typo or a missing job:ID fails here, in a second.
-        config = build_config(Namespace(model=model, method=method, recipe=None, overrides=overrides))
-        # As the command does: a bitsandbytes job pinned to the GPU takes the GPU's lock.
-        devices = ["cuda:0"] if config["method"].startswith("bnb-") and config["quant"]["device"] == "cuda" else []
-        job = jobs.create_job("quantize", config, name=f"{method} {model}", devices=devices)
+        # tuneterm.core.jobs.plan holds the checks of `tuneterm quantize`: a typo or a missing job:ID fails here
+        job = plan_quantize(model, method=method, overrides=overrides, name=f"{method} {model}").create()
         jobs.launch(job.id)
         command = " ".join(["tuneterm quantize", _quote(model), "--method", method, *map(_quote, overrides)])
         self.post_message(self.Launched(job.id, command))

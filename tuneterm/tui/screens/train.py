@@ -139,23 +139,10 @@ class TrainScreen(WorkbenchScreen):
         if isinstance(jobs, backends.Missing):
             self.post_message(self.BackendMissing(jobs))
             return
-        from tuneterm.core import modelref, recipes
-        from tuneterm.core.errors import UsageError
+        from tuneterm.core.jobs.plan import plan_train
 
-        # The same checks, in the same order, as `tuneterm train` (tuneterm/commands/train.py).
-        config = recipes.resolve(method, None, overrides)  # a typo fails here, in a second
-        ref = modelref.parse(model)
-        if ref.is_remote:
-            raise UsageError("remote models cannot be trained locally", [("model", model)],
-                             "use the Cost screen (2) and `tuneterm openai` for OpenAI models")
-        train_path, val_path = _resolve_data(data)
-        _check_data(train_path, "training")
-        if val_path:
-            _check_data(val_path, "validation")
-        config.update(model=ref.target if ref.kind == "dir" else model, data=str(train_path), dataset=data)
-        if val_path:
-            config["eval_data"] = str(val_path)
-        job = jobs.create_job("train", config, name=f"{method} {data}")
+        # tuneterm.core.jobs.plan holds the checks of `tuneterm train`: a typo fails here, in a second
+        job = plan_train(method, model=model, data=data, overrides=overrides, name=f"{method} {data}").create()
         jobs.launch(job.id)
         command = f"tuneterm train --model {model} --data {data} --method {method} " + " ".join(overrides)
         self.post_message(self.Launched(job.id, command.strip()))
@@ -237,25 +224,3 @@ class TrainScreen(WorkbenchScreen):
         self.notify(f"job {event.job_id} started; follow it on Jobs (4)\nsame from the CLI: {event.command}",
                     title="launched", timeout=8)
 
-
-def _resolve_data(data: str):
-    """Training and validation files for a dataset name or path, as `tuneterm train` finds them."""
-    try:
-        from tuneterm.commands.train import resolve_data
-    except ImportError:
-        from tuneterm.tui.dataset_paths import resolve
-
-        return resolve(data, "train"), None
-    return resolve_data(data, None)
-
-
-def _check_data(path, label: str) -> None:
-    from tuneterm.core.datasets.validate import validate_file
-    from tuneterm.core.errors import DatasetError
-
-    report = validate_file(path)
-    errors = [p for p in report.problems if p.severity == "error"]
-    if errors:
-        facts = [("file", str(path))] + [(f"line {p.line}", p.message) for p in errors[:5]]
-        raise DatasetError(f"the {label} data has {len(errors)} error(s)", facts,
-                           "open it on the Datasets screen (1): Problems, enter jumps to the line")

@@ -11,7 +11,7 @@ from tuneterm.workers.quantize import quantize
 
 def run(ctx: Any) -> None:
     """The job: quantize ``ctx.config["model"]``, gate it, and publish ``job:ID`` when it passes."""
-    from tuneterm.workers.quantize.config import from_spec
+    from tuneterm.core.quantize_config import from_spec
 
     config = from_spec(ctx.config)
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from tuneterm.core.errors import ConfigError, NotFoundError
 
 METHODS = ("bnb-int8", "bnb-nf4", "bnb-fp4", "int8-dynamic", "int8-weight-only", "gguf")
-CPU_METHODS = ("int8-dynamic", "int8-weight-only", "gguf", "bnb-int8", "bnb-nf4", "bnb-fp4")
 GGUF_OUTTYPES = ("f32", "f16", "q8_0")
 
 DEFAULTS: dict = {
