@@ -96,7 +96,7 @@ def test_turn_into_a_jsonl_file(tmp_path):
 
 
 def test_turn_into_a_workspace_dataset(tmp_path):
-    store = pytest.importorskip("tuneterm.core.datasets.store")
+    from tuneterm.core.datasets import store
     conv = _two_turns()
     path = cv.save_turn_to_dataset(conv, 0, 1, "chat-fixes")  # a new dataset
     assert store.get("chat-fixes").n_examples == 1

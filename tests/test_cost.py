@@ -211,7 +211,7 @@ def test_cli_text_compare_savings_and_errors(cli, tmp_path, monkeypatch):
 
 
 def test_cli_accepts_a_workspace_dataset_name(cli):
-    store = pytest.importorskip("tuneterm.core.datasets.store")
+    from tuneterm.core.datasets import store
     store.import_dataset(REPO / "sample_data" / "tickets", name="tickets")
     code, out, err = cli("cost", "tickets", "--validation", "tickets", "--json")
     assert code == 0, err

@@ -114,3 +114,13 @@ def test_ctrl_c_on_an_attached_job_exits_130(tmp_workspace):
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C: the whole group
     assert proc.wait(30) == 130
     assert jobs.get_job(job_id).state == "cancelled"
+
+
+def test_resume_without_a_checkpoint_says_it_starts_over(cli, tmp_workspace):
+    job = jobs.create_job("sleep", {"steps": 2, "step_seconds": 0.01, "crash_at": 0})
+    jobs.launch(job.id)
+    assert jobs.wait_for(job.id, 30).state == "failed"
+    code, out, err = cli("jobs", "resume", job.id)
+    assert code == 0, err
+    assert "has no checkpoint: it starts over" in out and "resumed from its last checkpoint" not in out
+    jobs.wait_for(job.id, 30)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tuneterm.core import jobs
-from tuneterm.core.errors import JobError, NotFoundError
+from tuneterm.core.errors import JobStateError, NotFoundError
 
 
 def _wait_until(pred, timeout=30.0):
@@ -132,7 +132,7 @@ def test_jobs_on_the_same_device_queue_behind_each_other():
 def test_remove_is_refused_while_running_and_ids_resolve():
     job = _start({"steps": 400, "step_seconds": 0.05})
     _wait_until(lambda: _steps_done(job.id))
-    with pytest.raises(JobError):
+    with pytest.raises(JobStateError):
         jobs.remove(job.id)
     assert jobs.resolve_id(job.id[:-2]) == job.id
     assert jobs.resolve_id(job.id.rsplit("-", 1)[1]) == job.id
@@ -160,9 +160,9 @@ def test_cli_ls_show_logs_cancel_resume_rm(cli):
     code, out, err = cli("jobs", "logs", job.id, "--follow")
     assert code == 0 and "done: 3 steps" in out and "succeeded" in err
     code, _, err = cli("jobs", "resume", job.id)
-    assert code == 5 and "already succeeded" in err
+    assert code == 2 and "already succeeded" in err  # refused because of the job's state: a usage error
     code, _, err = cli("jobs", "cancel", job.id)
-    assert code == 5 and "already succeeded" in err
+    assert code == 2 and "already succeeded" in err
     code, _, err = cli("jobs", "show", "nope")
     assert code == 4 and "no job 'nope'" in err
     code, out, _ = cli("jobs", "rm", job.id)

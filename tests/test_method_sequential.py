@@ -150,7 +150,6 @@ def test_cancel_in_stage_two_then_resume_skips_stage_one(cli, tiny_model_dir, tm
 
 
 def test_dpo_stage_runs_through_the_train_entry_point(cli, tiny_model_dir, tmp_path):
-    pytest.importorskip("tuneterm.workers.train.dpo")
     prefs = _subset(REPO / "sample_data" / "preferences" / "train.jsonl", tmp_path / "prefs" / "train.jsonl", 8)
     code, out, err = cli("train", "--method", "sequential", "--model", str(tiny_model_dir),
                          "--recipe", str(_recipe(tmp_path, "dpo", prefs)), "train.max_steps=2",

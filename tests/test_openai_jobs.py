@@ -127,7 +127,6 @@ def test_dry_run_sends_nothing_and_needs_no_key(cli, fake, data, monkeypatch):
 
 
 def test_submit_refuses_a_broken_dataset_before_uploading(cli, fake):
-    pytest.importorskip("tuneterm.core.datasets.validate")
     code, _, err = cli("openai", "submit", str(REPO / "sample_data" / "broken" / "broken.jsonl"),
                        "--model", "gpt-4o-mini", "--yes")
     assert code == 3 and "nothing was uploaded" in err and "line" in err

@@ -148,8 +148,13 @@ def cmd_cancel(args) -> int:
 def cmd_resume(args) -> int:
     from tuneterm.core import jobs
 
+    folder = jobs.get_job(args.id).dir / "checkpoints"
+    had_checkpoint = folder.is_dir() and any(folder.iterdir())
     j = jobs.resume(args.id)
-    print(f"job {j.id} resumed from its last checkpoint")
+    if had_checkpoint:
+        print(f"job {j.id} resumed from its last checkpoint")
+    else:
+        print(f"job {j.id} has no checkpoint: it starts over from the beginning")
     print(f"  follow it: tuneterm jobs logs {j.id} --follow")
     return 0
 

@@ -56,6 +56,10 @@ class UsageError(TunetermError):
     exit_code = EXIT_USAGE
 
 
+class JobStateError(UsageError):
+    """A command refused because of a job's state (cancel a finished job, remove a running one)."""
+
+
 class ConfigError(UsageError):
     """A recipe, setting or override is invalid."""
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import tuneterm
-from tuneterm.core.errors import JobError
+from tuneterm.core.errors import JobError, JobStateError
 from tuneterm.core.fsutil import atomic_write_json
 from tuneterm.core.jobs import store
 from tuneterm.core.jobs.store import JobInfo
@@ -72,7 +72,7 @@ def launch(job_id: str, resume: bool = False, *, foreground: bool = False) -> Jo
     if store.job_alive(folder) and info.state in store.FINISHED:
         _wait_exit(folder, 30.0)  # it has written its final state and is shutting down
     if store.job_alive(folder):
-        raise JobError(f"job {info.id} already has a live process", [("pid", str(info.pid))])
+        raise JobStateError(f"job {info.id} already has a live process", [("pid", str(info.pid))])
     cmd = child_command(folder, resume)
     (folder / "pid").unlink(missing_ok=True)  # an old pid must not make the new start look dead
     store.update_status(folder, state="queued", error=None, exit_code=None, finished_at=None,
@@ -111,7 +111,7 @@ def cancel(job_id: str, wait: float = 0.0) -> JobInfo:
     session of its own): the child (every rank) saves a checkpoint and ends ``cancelled``."""
     info = store.get_job(job_id)
     if info.state in store.FINISHED:
-        raise JobError(f"job {info.id} is already {info.state}", hint="nothing to cancel")
+        raise JobStateError(f"job {info.id} is already {info.state}", hint="nothing to cancel")
     pid_info = store.read_pid(info.dir)
     if not pid_info or not store.pid_alive(pid_info.get("pid"), pid_info.get("start_tick")):
         store.update_status(info.dir, state="cancelled", finished_at=store.now_iso(), note=None)
@@ -160,9 +160,9 @@ def resume(job_id: str) -> JobInfo:
     """Start a failed or cancelled job again from its last checkpoint."""
     info = store.get_job(job_id)
     if info.state in store.ACTIVE:
-        raise JobError(f"job {info.id} is {info.state}", hint="only failed or cancelled jobs resume")
+        raise JobStateError(f"job {info.id} is {info.state}", hint="only failed or cancelled jobs resume")
     if info.state == "succeeded":
-        raise JobError(f"job {info.id} already succeeded", hint="start a new job to train further")
+        raise JobStateError(f"job {info.id} already succeeded", hint="start a new job to train further")
     return launch(info.id, resume=True)
 
 

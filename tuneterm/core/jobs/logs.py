@@ -10,7 +10,7 @@ import sys
 import time
 from typing import IO
 
-from tuneterm.core.errors import JobError
+from tuneterm.core.errors import JobError, JobStateError
 from tuneterm.core.jobs.launcher import cancel, launch
 from tuneterm.core.jobs.store import FINISHED, JobInfo, get_job
 
@@ -66,6 +66,6 @@ def run_attached(job: JobInfo, stream: IO[str] | None = None, interval: float = 
                 cancelling = True
                 try:
                     cancel(job.id)
-                except JobError:  # it ended on its own meanwhile
+                except (JobError, JobStateError):  # it ended on its own meanwhile
                     pass
     return get_job(job.id)

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tuneterm.core.errors import InputError, JobError, NotFoundError
+from tuneterm.core.errors import InputError, JobError, JobStateError, NotFoundError
 from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -390,6 +390,6 @@ def remove(job_id: str) -> None:
     """Delete a job's folder; refused while its process is alive."""
     info = get_job(job_id)
     if info.state in ACTIVE and job_alive(info.dir):
-        raise JobError(f"job {info.id} is {info.state}", [("pid", str(info.pid))],
+        raise JobStateError(f"job {info.id} is {info.state}", [("pid", str(info.pid))],
                        f"cancel it first: `tuneterm jobs cancel {info.id}`")
     shutil.rmtree(info.dir)
