@@ -81,6 +81,7 @@ def test_chrf_matches_sacrebleu_when_present(load):
 def test_user_metric_module_by_path(tmp_path):
     """A user adds a metric the same way: a folder NAME/ with NAME.py, referenced from the spec."""
     from tuneterm.core.evals.spec import load_task
+    from tuneterm.core.evals.metrics import check_metrics, metric_path
     from tuneterm.workers.evals import scoring
 
     mod = tmp_path / "metrics" / "starts_with"
@@ -98,10 +99,10 @@ def test_user_metric_module_by_path(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"q": "x"}\n')
     spec = load_task(_w(tmp_path / "t.yaml", "name: t\nversion: 1\ntype: generate\ndata: {path: d.jsonl}\n"
                                              "metrics: [starts_with, {module: ./metrics/starts_with, name: sw2}]\n"))
-    scoring.check_metrics(spec)
+    check_metrics(spec)
     s = scoring.score(spec.metrics[0], spec, ["paris!", "rome"], ["paris", "madrid"])
     assert s.value == 0.5 and s.binary and s.interval()["ci_method"] == "wilson"
-    assert scoring.metric_path(spec.metrics[1], spec) == mod.resolve()
+    assert metric_path(spec.metrics[1], spec) == mod.resolve()
 
 
 def _w(path: Path, text: str) -> Path:

@@ -152,7 +152,7 @@ def check_and_config(spec: str, models: list[str], limit: int | None = None, bat
     from tuneterm.core.evals.spec import load_suite
     from tuneterm.core.evals.variants import parse_variants
     from tuneterm.core.fewshot import load_pool
-    from tuneterm.workers.evals.scoring import check_metrics  # torch-free module
+    from tuneterm.core.evals.metrics import check_metrics
 
     cwd = Path(cwd or Path.cwd())
     spec_path = Path(spec).expanduser()

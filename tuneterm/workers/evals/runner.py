@@ -20,6 +20,7 @@ from tuneterm.core.errors import EXIT_INTERRUPTED, TunetermError
 from tuneterm.core.evals import report as report_mod
 from tuneterm.core.evals.cache import ResultCache, content_key
 from tuneterm.core.evals.extract import extract
+from tuneterm.core.evals.metrics import check_metrics
 from tuneterm.core.evals.items import EvalItem, build_items, classifier_text, with_fewshot
 from tuneterm.core.evals.spec import TaskSpec
 from tuneterm.core.evals.variants import Variant
@@ -102,7 +103,7 @@ def collect(tasks: list[TaskSpec], variants: list[Variant], opts: RunOptions) ->
     """Raw per-item results: ({task: {vid: Outcome}}, {vid: fingerprint})."""
     # 1. Everything that can fail on input fails now, before a model loads.
     for spec in tasks:
-        scoring.check_metrics(spec)
+        check_metrics(spec)
     items = build_variant_items(tasks, variants, opts.limit)
     from tuneterm.workers.evals.backend import LocalGroup, peak_memory_bytes, reset_peak_memory, resolve_local
 

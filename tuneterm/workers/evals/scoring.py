@@ -14,37 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tuneterm.core.errors import InputError, NotFoundError
+from tuneterm.core.errors import InputError
 from tuneterm.core.evals import stats
-from tuneterm.core.resources import metrics_dir
+from tuneterm.core.evals.metrics import metric_path
 from tuneterm.core.evals.spec import MetricRef, TaskSpec
 
-BUILTIN_METRICS = metrics_dir()
 _LOADED: dict[str, Any] = {}
-
-
-def metric_path(ref: MetricRef, spec: TaskSpec) -> Path:
-    """Where a metric's module lives: a path (relative to the spec) or a name under evals/metrics/."""
-    candidates = []
-    raw = Path(ref.module)
-    if raw.is_absolute():
-        candidates.append(raw)
-    else:
-        candidates.append(spec.base_dir / raw)
-        for parent in [spec.base_dir, *spec.base_dir.parents][:4]:
-            candidates.append(parent / "metrics" / ref.module)
-        candidates.append(BUILTIN_METRICS / ref.module)
-    for c in candidates:
-        if c.is_dir() and (c / f"{c.name}.py").is_file():
-            return c.resolve()
-        if c.is_file() and c.suffix == ".py":
-            return c.resolve()
-    raise NotFoundError(
-        f"no metric module {ref.module!r}",
-        [("spec", spec.source), ("field", f"metrics ({ref.name})"), ("looked in", ", ".join(str(c) for c in candidates[:3]))],
-        f"built-in metrics: {', '.join(sorted(p.name for p in BUILTIN_METRICS.iterdir() if p.is_dir()))}; "
-        "or give a folder NAME/ holding NAME.py (an evaluate.Metric)",
-    )
 
 
 def load_metric(path: Path) -> Any:
@@ -58,13 +33,6 @@ def load_metric(path: Path) -> Any:
         except Exception as exc:  # a user's module with a bug: name it
             raise InputError("a metric module failed to load", [("module", key), ("problem", f"{type(exc).__name__}: {exc}")]) from exc
     return _LOADED[key]
-
-
-def check_metrics(spec: TaskSpec) -> None:
-    """Resolve every metric of a spec (before any model loads)."""
-    for m in spec.metrics:
-        if m.module != "judge":
-            metric_path(m, spec)
 
 
 class Scored:
