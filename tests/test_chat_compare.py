@@ -133,12 +133,12 @@ def test_serve_answers_to_a_fewshot_model_id(server, tiny_model_dir, pool):
     from tuneterm.core import fewshot
     from tuneterm.core.chat_client import with_fewshot
     from tuneterm.workers.server import ChatServer, serve_in_thread
-    from tuneterm.workers.variants import Variant
+    from tuneterm.workers.variants import ServedModel
 
     base = server.variants[str(tiny_model_dir)]
     ref = f"fewshot:1:similar:{pool}@{tiny_model_dir}"
     spec = fewshot.parse_spec(ref)
-    variants = {**server.variants, ref: Variant(ref, base.group, None, fewshot=spec, pool=fewshot.load_pool(spec.pool))}
+    variants = {**server.variants, ref: ServedModel(ref, base.group, None, fewshot=spec, pool=fewshot.load_pool(spec.pool))}
     srv = ChatServer(("127.0.0.1", 0), variants)
     serve_in_thread(srv)
     try:

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from tuneterm.core.errors import TunetermError, UsageError
 from tuneterm.core.generation import GenerationParams, GenerationStats
-from tuneterm.workers.variants import Variant, load_variants
+from tuneterm.workers.variants import ServedModel, load_variants
 
 DEFAULT_MAX_TOKENS = 512
 MAX_BODY = 16 * 1024 * 1024
@@ -49,14 +49,14 @@ def is_loopback(host: str) -> bool:
 
 @dataclass
 class ChatRequest:
-    variant: Variant
+    variant: ServedModel
     messages: list[dict]
     params: GenerationParams
     stream: bool
     include_usage: bool
 
 
-def parse_request(body: dict, variants: dict[str, Variant]) -> ChatRequest:
+def parse_request(body: dict, variants: dict[str, ServedModel]) -> ChatRequest:
     """Validate a chat.completions body; raises :class:`ApiError` naming the bad field."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
@@ -123,7 +123,7 @@ class ChatServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], variants: dict[str, Variant], api_key: str | None = None,
+    def __init__(self, address: tuple[str, int], variants: dict[str, ServedModel], api_key: str | None = None,
                  quiet: bool = True) -> None:
         self.variants = variants
         self.api_key = api_key
@@ -194,7 +194,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         if not hmac.compare_digest(token.encode(), key.encode()):
             raise ApiError(401, "Incorrect API key provided", code="invalid_api_key")
 
-    def _model_card(self, v: Variant) -> dict:
+    def _model_card(self, v: ServedModel) -> dict:
         return {
             "id": v.model_id, "object": "model", "created": self.server.created, "owned_by": "tuneterm",
             "tuneterm": {"adapter": v.adapter is not None, "base": v.group.key,
@@ -316,7 +316,7 @@ def _usage(stats: GenerationStats) -> dict:
 
 def make_server(refs: list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
                 dtype: str | None = None, device: str | None = None, quiet: bool = True,
-                variants: dict[str, Variant] | None = None) -> ChatServer:
+                variants: dict[str, ServedModel] | None = None) -> ChatServer:
     """Load the models and bind (not yet serving). Refuses a non-loopback host without a key."""
     if not is_loopback(host) and not api_key:
         raise UsageError(

@@ -84,7 +84,7 @@ class VariantGroup:
 
 
 @dataclass
-class Variant:
+class ServedModel:
     """A model id the server answers to: a group and the adapter to activate (None = base)."""
 
     model_id: str
@@ -108,7 +108,7 @@ class Variant:
         return self.group.stream(self.adapter, self.prepare(messages), params, stats, cancel)
 
 
-def load_variants(refs: list[str], dtype: str | None = None, device: str | None = None) -> dict[str, Variant]:
+def load_variants(refs: list[str], dtype: str | None = None, device: str | None = None) -> dict[str, ServedModel]:
     """Load every reference, sharing base weights between a base and its adapters."""
     from tuneterm.workers.loading import load, local_path
 
@@ -144,7 +144,7 @@ def load_variants(refs: list[str], dtype: str | None = None, device: str | None 
             plans.append((ref, str(Path(path).resolve()), None, facts))
 
     groups: dict[str, VariantGroup] = {}
-    variants: dict[str, Variant] = {}
+    variants: dict[str, ServedModel] = {}
     for ref, key, adapter_dir, facts in plans:
         group = groups.get(key)
         if group is None:
@@ -163,7 +163,7 @@ def load_variants(refs: list[str], dtype: str | None = None, device: str | None 
                 _add_adapter(group, adapter_dir, adapter_name, ref)
                 seen_dirs[(key, str(adapter_dir))] = adapter_name
         spec, pool = shots.get(ref, (None, None))
-        variants[ref] = Variant(ref, group, adapter_name, facts, fewshot=spec, pool=pool)
+        variants[ref] = ServedModel(ref, group, adapter_name, facts, fewshot=spec, pool=pool)
     return variants
 
 

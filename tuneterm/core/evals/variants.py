@@ -25,7 +25,9 @@ _OLD_SHOTS_RE = re.compile(r"^(?P<ref>.+?)\+(?P<n>\d+)shots?$")
 
 
 @dataclass
-class Variant:
+class EvalVariant:
+    """One column of an eval: a model reference (or a few-shot prompt around one) as the user named it."""
+
     vid: str  # the name used in reports (the string as given)
     ref: str  # the model reference that is loaded or called (REF of a few-shot variant)
     fewshot: FewShotSpec | None = None
@@ -43,7 +45,7 @@ class Variant:
         return "" if fs is None else f"{fs.k}:{fs.strategy}:{fs.seed}:{fs.pool}"
 
 
-def parse_variant(raw: str) -> Variant:
+def parse_variant(raw: str) -> EvalVariant:
     """One ``--models`` entry; the reference is checked now, before anything loads."""
     raw = raw.strip()
     old = _OLD_SHOTS_RE.match(raw)
@@ -61,14 +63,14 @@ def parse_variant(raw: str) -> Variant:
         if inner.kind == "fewshot":
             raise UsageError("a few-shot reference cannot wrap another one", [("model", raw)],
                              "fewshot:K:POOL@REF with a plain model reference as REF")
-        return Variant(vid=raw, ref=spec.base, fewshot=spec, remote=inner.is_remote)
+        return EvalVariant(vid=raw, ref=spec.base, fewshot=spec, remote=inner.is_remote)
     parsed = modelref.parse(raw)
-    return Variant(vid=raw, ref=raw, remote=parsed.is_remote)
+    return EvalVariant(vid=raw, ref=raw, remote=parsed.is_remote)
 
 
-def parse_variants(models: list[str]) -> list[Variant]:
+def parse_variants(models: list[str]) -> list[EvalVariant]:
     """``REF`` or ``fewshot:K:POOL@REF`` per entry; refs are checked now, before anything loads."""
-    out: list[Variant] = []
+    out: list[EvalVariant] = []
     seen = set()
     for raw in models:
         raw = raw.strip()

@@ -63,8 +63,8 @@ def tokenizer_digest(tokenizer: Any) -> str:
 
 
 @dataclass
-class LocalVariant:
-    """One local variant: a base folder plus an optional adapter."""
+class LocalWeights:
+    """The weights of one local eval variant: a base folder plus an optional adapter, quantization or classifier."""
 
     vid: str
     ref: str
@@ -82,21 +82,21 @@ class LocalVariant:
         return str(self.base_path)
 
 
-def resolve_local(vid: str, ref: str) -> LocalVariant:
+def resolve_local(vid: str, ref: str) -> LocalWeights:
     path, facts = loading.local_path(ref)
     if facts.get("artifact") == "classifier":
         base_path, _ = loading.local_path(str(facts["base"]))
-        return LocalVariant(vid, ref, Path(base_path), classifier_path=Path(path), facts=facts)
+        return LocalWeights(vid, ref, Path(base_path), classifier_path=Path(path), facts=facts)
     if facts.get("adapter"):
         base_path, _ = loading.local_path(str(facts["base"]))
-        return LocalVariant(vid, ref, Path(base_path), adapter_path=Path(path), facts=facts)
-    return LocalVariant(vid, ref, Path(path), quant=dict(facts.get("quant") or {}), facts=facts)
+        return LocalWeights(vid, ref, Path(base_path), adapter_path=Path(path), facts=facts)
+    return LocalWeights(vid, ref, Path(path), quant=dict(facts.get("quant") or {}), facts=facts)
 
 
 class LocalGroup:
     """A loaded model (a base, maybe with adapters, or a quantized model) serving its variants."""
 
-    def __init__(self, variants: list[LocalVariant], dtype: str | None = None, device: str | None = None) -> None:
+    def __init__(self, variants: list[LocalWeights], dtype: str | None = None, device: str | None = None) -> None:
         first = variants[0]
         self.variants = {v.vid: v for v in variants}
         started = time.perf_counter()

@@ -23,7 +23,7 @@ from tuneterm.core.evals.extract import extract
 from tuneterm.core.evals.metrics import check_metrics
 from tuneterm.core.evals.items import EvalItem, build_items, classifier_text, with_fewshot
 from tuneterm.core.evals.spec import TaskSpec
-from tuneterm.core.evals.variants import Variant
+from tuneterm.core.evals.variants import EvalVariant
 from tuneterm.core.workspace import workspace
 from tuneterm.workers.evals import scoring
 from tuneterm.workers.evals.progress import ProgressBar
@@ -59,7 +59,7 @@ class Outcome:
     skipped: str | None = None
 
 
-def assign_parents(variants: list[Variant], local: dict[str, Any], baseline: str | None) -> None:
+def assign_parents(variants: list[EvalVariant], local: dict[str, Any], baseline: str | None) -> None:
     """Each variant's comparison target: --baseline, else its lineage parent (base of an adapter, source of a
     quantized model, base of a classifier, REF of fewshot:K:POOL@REF), else the first variant that has no parent in the list."""
     by_vid = {v.vid: v for v in variants}
@@ -92,14 +92,14 @@ def assign_parents(variants: list[Variant], local: dict[str, Any], baseline: str
         v.parent = lineage[v.vid] or (roots[0] if roots and roots[0] != v.vid else None)
 
 
-def run_eval(tasks: list[TaskSpec], variants: list[Variant], opts: RunOptions) -> dict:
+def run_eval(tasks: list[TaskSpec], variants: list[EvalVariant], opts: RunOptions) -> dict:
     """Run everything and write the report; returns the report dict."""
     started = time.time()
     outcomes, fingerprints = collect(tasks, variants, opts)
     return finish(tasks, variants, outcomes, fingerprints, opts, started)
 
 
-def collect(tasks: list[TaskSpec], variants: list[Variant], opts: RunOptions) -> tuple[dict, dict]:
+def collect(tasks: list[TaskSpec], variants: list[EvalVariant], opts: RunOptions) -> tuple[dict, dict]:
     """Raw per-item results: ({task: {vid: Outcome}}, {vid: fingerprint})."""
     # 1. Everything that can fail on input fails now, before a model loads.
     for spec in tasks:
@@ -163,7 +163,7 @@ def collect(tasks: list[TaskSpec], variants: list[Variant], opts: RunOptions) ->
     return outcomes, fingerprints
 
 
-def build_variant_items(tasks: list[TaskSpec], variants: list[Variant], limit: int | None) -> dict:
+def build_variant_items(tasks: list[TaskSpec], variants: list[EvalVariant], limit: int | None) -> dict:
     """{(task, variant.items_key): items}; a few-shot variant's examples replace the task's own."""
     from tuneterm.core.fewshot import load_pool
 
@@ -184,7 +184,7 @@ def build_variant_items(tasks: list[TaskSpec], variants: list[Variant], limit: i
     return items
 
 
-def _bar(spec: TaskSpec, v: Variant, its: list[EvalItem], show: bool, opts: RunOptions) -> ProgressBar:
+def _bar(spec: TaskSpec, v: EvalVariant, its: list[EvalItem], show: bool, opts: RunOptions) -> ProgressBar:
     def report(done: int, total: int) -> None:
         opts.on_event(type="eval_progress", task=spec.name, variant=v.vid, done=done, total=total)
 
@@ -199,7 +199,7 @@ def _key(fp: dict, spec: TaskSpec, item: EvalItem, prompt: str, extra: dict) -> 
                        item=item.id, prompt=prompt, **extra)
 
 
-def _kind(v: Variant, fp: dict) -> str:
+def _kind(v: EvalVariant, fp: dict) -> str:
     if v.fewshot is not None:
         return "fewshot"
     if v.remote:
@@ -207,7 +207,7 @@ def _kind(v: Variant, fp: dict) -> str:
     return str(fp.get("kind") or "model")
 
 
-def _commit(cache: ResultCache | None, keys: list[str], spec: TaskSpec, v: Variant, its: list[EvalItem],
+def _commit(cache: ResultCache | None, keys: list[str], spec: TaskSpec, v: EvalVariant, its: list[EvalItem],
             records: list, done: list[int], bar: ProgressBar, opts: RunOptions) -> None:
     """Store finished records in the cache, advance the bar, stop between batches when asked."""
     if cache is not None and done:
@@ -218,7 +218,7 @@ def _commit(cache: ResultCache | None, keys: list[str], spec: TaskSpec, v: Varia
                           "run the same command again to resume from the cache")
 
 
-def _run_classifier(group, v: Variant, spec: TaskSpec, its: list[EvalItem], fp: dict,
+def _run_classifier(group, v: EvalVariant, spec: TaskSpec, its: list[EvalItem], fp: dict,
                     cache: ResultCache | None, opts: RunOptions, bar: ProgressBar) -> Outcome:
     """A classifier artifact answers a generate task with its predicted label (the output)."""
     if spec.type != "generate":
@@ -244,7 +244,7 @@ def _run_classifier(group, v: Variant, spec: TaskSpec, its: list[EvalItem], fp: 
     return Outcome(records, its, fp, _speed(records, todo, time.perf_counter() - t0, spec))
 
 
-def _run_local(group, v: Variant, spec: TaskSpec, its: list[EvalItem], fp: dict, cache: ResultCache | None,
+def _run_local(group, v: EvalVariant, spec: TaskSpec, its: list[EvalItem], fp: dict, cache: ResultCache | None,
                opts: RunOptions, bar: ProgressBar) -> Outcome:
     if group.is_classifier(v.vid):
         return _run_classifier(group, v, spec, its, fp, cache, opts, bar)
@@ -348,7 +348,7 @@ def _pct(sorted_vals: list[float], q: float) -> float | None:
 # --- remote ------------------------------------------------------------------------------------
 
 
-def _run_remote(v: Variant, spec: TaskSpec, its: list[EvalItem], fp: dict, cache: ResultCache | None,
+def _run_remote(v: EvalVariant, spec: TaskSpec, its: list[EvalItem], fp: dict, cache: ResultCache | None,
                 opts: RunOptions, bar: ProgressBar) -> Outcome:
     if spec.type != "generate":
         bar.advance(len(its))
@@ -417,7 +417,7 @@ def predictions(spec: TaskSpec, out: Outcome) -> tuple[list, list, list[dict]]:
     return preds, refs, samples
 
 
-def finish(tasks: list[TaskSpec], variants: list[Variant], outcomes: dict, fingerprints: dict,
+def finish(tasks: list[TaskSpec], variants: list[EvalVariant], outcomes: dict, fingerprints: dict,
            opts: RunOptions, started: float) -> dict:
     task_reports = {}
     all_samples: list[dict] = []
