@@ -135,3 +135,17 @@ def test_eval_help_stays_light():
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_identical_rows_are_items_of_their_own_with_stable_ids(tmp_path, cli):
+    rows(tmp_path / "d.jsonl", [{"q": "a"}, {"q": "b"}, {"q": "a"}, {"q": "a"}])
+    path = write(tmp_path / "t.yaml", "name: t\nversion: 1\ntype: generate\ndata: {path: d.jsonl}\n"
+                                      "prompt: {template: '{{q}}'}\ntarget: '{{q}}'\n")
+    items = build_items(load_task(path))
+    first = items[0].id
+    assert [it.id for it in items] == [first, items[1].id, f"{first}-2", f"{first}-3"]
+    assert [it.duplicate_of for it in items] == [None, None, 1, 1]
+    assert [it.id for it in build_items(load_task(path))] == [it.id for it in items]  # stable across runs
+    code, out, err = cli("eval", str(path), "--models", "smollm2-135m-instruct", "--check")
+    assert code == 0, err
+    assert "4 items" in out and "2 duplicate row(s)" in out

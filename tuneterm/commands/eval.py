@@ -62,9 +62,11 @@ def run(args: argparse.Namespace) -> int:
         for pool in sorted({v.fewshot.pool for v in variants if v.fewshot is not None}):
             print(f"few-shot pool {pool}: {len(load_pool(pool))} examples")
         for spec in tasks:
-            n = len(build_items(spec, limit=args.limit))
-            print(f"{spec.name}: {spec.type}, version {spec.version}, {n} items, metrics "
-                  f"{', '.join(m.name for m in spec.metrics)}")
+            items = build_items(spec, limit=args.limit)
+            dups = sum(it.duplicate_of is not None for it in items)
+            print(f"{spec.name}: {spec.type}, version {spec.version}, {len(items)} items, metrics "
+                  f"{', '.join(m.name for m in spec.metrics)}"
+                  + (f"; {dups} duplicate row(s), each scored as an item of its own" if dups else ""))
         return 0
     from tuneterm.core.workspace import workspace
 

@@ -33,6 +33,7 @@ class EvalItem:
     choices: list[str] = field(default_factory=list)
     gold: int | None = None
     text: str = ""  # perplexity: the scored text
+    duplicate_of: int | None = None  # the line of the first identical row (an id-less duplicate)
 
     def prompt_view(self) -> Any:
         return self.messages if self.messages is not None else self.context
@@ -138,7 +139,13 @@ def render(template: str, scope: dict, *, spec: TaskSpec, field: str, line: int)
     return _VAR_RE.sub(sub, template)
 
 
+def _explicit_id(spec: TaskSpec, row: dict) -> bool:
+    return bool(spec.data.id) or "id" in row
+
+
 def _item_id(spec: TaskSpec, row: dict, line: int, path: Path) -> str:
+    """The row's own id (``data.id`` or ``id``), else a hash of its content. Identical id-less rows
+    are told apart by occurrence in :func:`build_items` (``HASH``, ``HASH-2``, ...)."""
     if spec.data.id:
         if spec.data.id not in row:
             raise InputError("a row has no id field", [("spec", spec.source), ("field", "data.id"),
@@ -234,15 +241,22 @@ def build_items(spec: TaskSpec, *, limit: int | None = None, shots: int | None =
     chat = spec.use_chat_template
     items: list[EvalItem] = []
     seen: dict[str, int] = {}
+    occurrences: dict[str, int] = {}
     for line, row in rows:
         scope = _scope(row)
-        item_id = _item_id(spec, row, line, path)
-        if item_id in seen:
+        item_id = own_id = _item_id(spec, row, line, path)
+        first = None
+        if item_id in seen and not _explicit_id(spec, row):  # a repeated row: same content, its own id
+            first = seen[item_id]
+            occurrences[item_id] = occurrences.get(item_id, 1) + 1
+            item_id = f"{item_id}-{occurrences[item_id]}"
+        elif item_id in seen:
             raise InputError("two rows share an item id", [("spec", spec.source), ("file", str(path)),
                              ("lines", f"{seen[item_id]} and {line}"), ("id", item_id)],
                              "ids must be unique and stable: they key the cache and the paired comparison")
-        seen[item_id] = line
-        item = EvalItem(id=item_id, line=line, row=row)
+        else:
+            seen[item_id] = line
+        item = EvalItem(id=item_id, line=line, row=row, duplicate_of=first)
         if spec.type == "perplexity":
             tmpl = spec.text if spec.text is not None else (spec.target or "{{target}}")
             item.text = render(tmpl, scope, spec=spec, field="text", line=line)
@@ -254,7 +268,7 @@ def build_items(spec: TaskSpec, *, limit: int | None = None, shots: int | None =
             item.choices = _choices(spec, scope, line)
             item.gold = _gold(item.target, item.choices, spec, line)
         if n_shots:
-            examples = _shots(spec, n_shots, pool, item_id, spec.fewshot.seed)
+            examples = _shots(spec, n_shots, pool, own_id, spec.fewshot.seed)  # never the row itself
             if chat:
                 extra: list[dict] = []
                 for ln, ex in examples:

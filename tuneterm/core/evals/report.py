@@ -127,6 +127,9 @@ HEADERS = ["task", "variant", "n", "metrics (95% CI)", "Δ vs baseline (paired)"
 def warnings(report: dict) -> list[str]:
     out = []
     for name, task in report["tasks"].items():
+        if task.get("duplicate_rows"):
+            out.append(f"{name}: {task['duplicate_rows']} duplicate row(s) in the data, each scored as an item "
+                       "of its own")
         for c in task["comparisons"]:
             if c.get("warning"):
                 out.append(f"{name}: {c['variant']} vs {c['baseline']} ({c['metric']}): {c['warning']}")

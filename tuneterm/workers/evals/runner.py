@@ -448,6 +448,8 @@ def finish(tasks: list[TaskSpec], variants: list[EvalVariant], outcomes: dict, f
                 all_samples.append({"task": spec.name, "variant": v.vid, **row})
             per_variant[v.vid] = {"n": len(preds), "metrics": {name: s.interval() for name, s in scored[v.vid].items()},
                                   "speed": {**out.speed, "size_bytes": fingerprints[v.vid].get("size_bytes")}}
+        duplicates = max((sum(it.duplicate_of is not None for it in out.items)
+                          for out in outcomes[spec.name].values() if out is not None and not out.skipped), default=0)
         comparisons = []
         for v in variants:
             if v.parent and v.vid in scored and v.parent in scored:
@@ -456,7 +458,7 @@ def finish(tasks: list[TaskSpec], variants: list[EvalVariant], outcomes: dict, f
                     comparisons.append({"variant": v.vid, "baseline": v.parent, **c})
         task_reports[spec.name] = {"version": spec.version, "type": spec.type, "source": spec.source,
                                    "metrics": [m.name for m in spec.metrics], "variants": per_variant,
-                                   "comparisons": comparisons}
+                                   "comparisons": comparisons, "duplicate_rows": duplicates}
     report = report_mod.build_report(
         tasks=task_reports,
         variants=[{"id": v.vid, "ref": v.ref, "shots": v.shots, "parent": v.parent,
