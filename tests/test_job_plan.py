@@ -124,3 +124,16 @@ def test_resume_without_a_checkpoint_says_it_starts_over(cli, tmp_workspace):
     assert code == 0, err
     assert "has no checkpoint: it starts over" in out and "resumed from its last checkpoint" not in out
     jobs.wait_for(job.id, 30)
+
+
+def test_recipes_and_quantize_configs_share_one_settings_mechanism(cli, tmp_workspace):
+    code, _, err = cli("train", "--method", "lora", "--model", "smollm2", "--data", str(TICKETS),
+                       "train.lr_scheduler=cosin", "--dry-run")
+    assert code == 2 and "train.lr_scheduler must be one of linear, cosine" in err and "did you mean cosine" in err
+    code, _, err = cli("quantize", "smollm2", "--method", "gguf", "quant.outtype=q8", "--dry-run")
+    assert code == 2 and "quant.outtype must be one of f32, f16, q8_0" in err and "did you mean q8_0" in err
+    code, _, err = cli("train", "--method", "lora", "--model", "smollm2", "--data", str(TICKETS), "lora.r=0")
+    assert code == 2 and "lora.r must be at least 1" in err
+    code, _, err = cli("quantize", "smollm2", "gate.max_texts=0")
+    assert code == 2 and "gate.max_texts must be at least 1" in err
+    assert _no_jobs(tmp_workspace)

@@ -62,7 +62,7 @@ async def test_method_recipe_form_help_and_a_typo_fails_before_any_job():
         await pilot.press("ctrl+l")
         assert await _until(pilot, lambda: any(n.severity == "error" for n in app.notes))
         note = next(n for n in app.notes if n.severity == "error")
-        assert note.title == "gate.max_texts must be a positive integer"
+        assert note.title == "gate.max_texts must be at least 1"
         # A job:ID without an artifact fails the same way.
         screen.query_one("#f-gate--max_texts").value = "16"
         screen.query_one("#qz-model").value = "job:20990101-000000-none"

@@ -216,7 +216,38 @@ def _given(recipe_q: dict, overrides: list[str] | None, key: str) -> bool:
     return key in recipe_q or any(o.split("=", 1)[0].strip() in (key, f"quant.{key}") for o in overrides or [])
 
 
+CHOICES = {
+    "method": METHODS,
+    "quant.device": ("cpu", "cuda", "auto"),
+    "quant.outtype": GGUF_OUTTYPES,
+    "quant.compute_dtype": ("float32", "bfloat16", "float16"),
+}
+BOUNDS = {
+    "quant.bits": {"ge": 2, "le": 8}, "quant.smooth_alpha": {"ge": 0, "lt": 1}, "quant.keep_sensitive": {"ge": 0},
+    "quant.outlier_ratio": {"ge": 0}, "quant.int8_threshold": {"ge": 0},
+    "gate.max_texts": {"ge": 1}, "gate.max_length": {"ge": 1}, "gate.max_new_tokens": {"ge": 1},
+}
+TYPES = {"quant.skip_modules": list[str], "gate.prompts": list[str], "model": str}
+
+
+def settings_model():
+    """The pydantic model of a quantize config (tuneterm.core.config_schema), built from DEFAULTS."""
+    global _MODEL
+    if _MODEL is None:
+        from tuneterm.core.config_schema import model_for
+
+        _MODEL = model_for("quantize_config", {"model": "", "method": "int8-dynamic", **DEFAULTS},
+                           choices=CHOICES, bounds=BOUNDS, types=TYPES)
+    return _MODEL
+
+
+_MODEL = None
+
+
 def validate(config: dict, source: str = "config") -> dict:
+    """Types, choices and bounds of every setting (one pydantic model; the same error words as recipes)."""
+    from tuneterm.core.config_schema import check
+
     method = config.get("method")
     if method not in METHODS:
         raise ConfigError(f"unknown quantization method {method!r}", [("source", source)],
@@ -226,33 +257,7 @@ def validate(config: dict, source: str = "config") -> dict:
         if extra:
             raise ConfigError(f"unknown {section} settings", [("keys", ", ".join(extra)), ("source", source)],
                               "known: " + ", ".join(sorted(DEFAULTS[section])))
-    q, g = config["quant"], config["gate"]
-    if q["device"] not in ("cpu", "cuda", "auto"):
-        raise ConfigError("quant.device must be cpu, cuda or auto", [("quant.device", str(q["device"]))])
-    if method == "gguf" and q["outtype"] not in GGUF_OUTTYPES:
-        raise ConfigError("unknown GGUF outtype", [("quant.outtype", str(q["outtype"]))],
-                          "use one of " + ", ".join(GGUF_OUTTYPES))
-    if method.startswith("int8-") and not (isinstance(q["bits"], int) and 2 <= q["bits"] <= 8):
-        raise ConfigError("quant.bits must be an integer from 2 to 8", [("quant.bits", str(q["bits"]))])
-    if q["compute_dtype"] not in ("float32", "bfloat16", "float16"):
-        raise ConfigError("quant.compute_dtype must be float32, bfloat16 or float16",
-                          [("quant.compute_dtype", str(q["compute_dtype"]))])
-    if not (isinstance(q["smooth_alpha"], (int, float)) and 0 <= q["smooth_alpha"] < 1):
-        raise ConfigError("quant.smooth_alpha must be in [0, 1)", [("quant.smooth_alpha", str(q["smooth_alpha"]))])
-    if not (isinstance(q["keep_sensitive"], int) and not isinstance(q["keep_sensitive"], bool)
-            and q["keep_sensitive"] >= 0):
-        raise ConfigError("quant.keep_sensitive must be a whole number, 0 or more",
-                          [("quant.keep_sensitive", str(q["keep_sensitive"]))])
-    if not isinstance(q["skip_modules"], list):
-        raise ConfigError("quant.skip_modules must be a list of names", [("quant.skip_modules", str(q["skip_modules"]))])
-    for key in ("max_texts", "max_length", "max_new_tokens"):
-        if not isinstance(g[key], int) or g[key] < 1:
-            raise ConfigError(f"gate.{key} must be a positive integer", [(f"gate.{key}", str(g[key]))])
-    for key in ("max_ppl_increase", "max_mean_kl", "min_top1_agreement", "min_exact_match"):
-        if g[key] is not None and not isinstance(g[key], (int, float)):
-            raise ConfigError(f"gate.{key} must be a number or null", [(f"gate.{key}", str(g[key]))])
-    if not isinstance(g["prompts"], list) or not all(isinstance(p, str) for p in g["prompts"]):
-        raise ConfigError("gate.prompts must be a list of strings", [("gate.prompts", str(g["prompts"]))])
+    check(settings_model(), config, source=source, bounds=BOUNDS, choices=CHOICES)
     return config
 
 

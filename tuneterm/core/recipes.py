@@ -15,7 +15,9 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from functools import lru_cache
 from pathlib import Path
+from typing import Union
 
 from tuneterm.core import resources
 from tuneterm.core.errors import ConfigError, NotFoundError
@@ -49,6 +51,12 @@ MINIMUM = {  # key -> smallest allowed value
     "steps": 1, "batch_size": 1, "max_length": 8, "alpha": 0, "temperature": 0,
     "dpo.beta": 0, "dpo.label_smoothing": 0,
 }
+BOUNDS = {  # pydantic's Field(ge/gt/le/lt) per key (tuneterm.core.config_schema)
+    **{key: {"ge": low} for key, low in MINIMUM.items()},
+    "train.lr": {"gt": 0}, "train.warmup_ratio": {"ge": 0, "lt": 1}, "lora.dropout": {"ge": 0, "lt": 1},
+    "alpha": {"ge": 0, "le": 1}, "temperature": {"gt": 0},
+}
+TYPES = {"lora.target_modules": Union[str, list], "stages": list, "train.max_steps": int}
 
 
 def kind_of(method: str) -> str:
@@ -339,33 +347,32 @@ def _resolve_stage(index: int, stage: dict, source: str, everywhere: list, mine:
     return {"name": name, "method": method, "data": data, "val": val, **config}
 
 
+@lru_cache(maxsize=None)
+def settings_model(method: str):
+    """The pydantic model of ``method``'s settings, built from its built-in recipe (the schema)."""
+    from tuneterm.core.config_schema import model_for
+
+    defaults = default_recipe(method)
+    defaults.pop("stages", None)
+    return model_for(f"{method}_recipe", defaults, choices=CHOICES, bounds=BOUNDS, types=TYPES)
+
+
 def validate(config: dict) -> dict:
+    """Types, choices and bounds through the method's settings model, then the rules between keys."""
+    from tuneterm.core.config_schema import check
+
+    method = config.get("method")
+    if method in KINDS:
+        own = {k: v for k, v in config.items() if k not in ("stages",)}
+        check(settings_model(method), own, source=f"the {method} recipe", bounds=BOUNDS, choices=CHOICES)
     flat = flatten(config)
-    for key, allowed in CHOICES.items():
-        if key in flat and flat[key] not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}", [("got", repr(flat[key]))],
-                              _close_hint(str(flat[key]), allowed))
-    for key, low in MINIMUM.items():
-        if key in flat and flat[key] < low:
-            raise ConfigError(f"{key} must be at least {low}", [("got", repr(flat[key]))])
-    if flat.get("train.lr", 1) <= 0:
-        raise ConfigError("train.lr must be above 0", [("got", repr(flat.get("train.lr")))])
     if flat.get("train.epochs", 1) <= 0 and flat.get("train.max_steps", -1) <= 0:
         raise ConfigError("nothing to train: train.epochs is 0 and train.max_steps is not set")
-    if flat.get("train.warmup_ratio", 0) >= 1:
-        raise ConfigError("train.warmup_ratio must be below 1", [("got", repr(flat["train.warmup_ratio"]))])
-    if "lora.dropout" in flat and flat["lora.dropout"] >= 1:
-        raise ConfigError("lora.dropout must be below 1", [("got", repr(flat["lora.dropout"]))])
     targets = flat.get("lora.target_modules")
     if targets is not None and not (targets == "all-linear" or (isinstance(targets, list) and targets
                                                                 and all(isinstance(t, str) for t in targets))):
         raise ConfigError("lora.target_modules must be \"all-linear\" or a list of module names",
                           [("got", repr(targets))], 'e.g. lora.target_modules=q_proj,v_proj')
-    if config.get("method") == "freeze" and not flat.get("freeze.last_n_blocks") and not flat.get("freeze.modules"):
+    if method == "freeze" and not flat.get("freeze.last_n_blocks") and not flat.get("freeze.modules"):
         raise ConfigError("freeze trains nothing: set freeze.last_n_blocks or freeze.modules")
-    if config.get("method") == "distill":
-        if not 0 <= flat.get("alpha", 0.5) <= 1:
-            raise ConfigError("alpha must be between 0 and 1", [("got", repr(flat.get("alpha")))])
-        if flat.get("temperature", 1.0) <= 0:
-            raise ConfigError("temperature must be above 0", [("got", repr(flat.get("temperature")))])
     return config
