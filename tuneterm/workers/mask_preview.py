@@ -23,17 +23,8 @@ import json
 import sys
 from typing import Any
 
+from tuneterm.core.datasets.schemas import messages_of as conversation  # chat, or a pair's prompt + preferred reply
 from tuneterm.core.errors import InputError, TunetermError
-
-
-def conversation(example: dict) -> list[dict]:
-    """The messages of a chat example, or of a DPO pair's prompt plus its preferred reply."""
-    if isinstance(example.get("messages"), list):
-        return [m for m in example["messages"] if isinstance(m, dict)]
-    inp = example.get("input") if isinstance(example.get("input"), dict) else {}
-    out = example.get("preferred_output")
-    msgs = list(inp.get("messages") or []) + (list(out) if isinstance(out, list) else [])
-    return [m for m in msgs if isinstance(m, dict)]
 
 
 def _clean(messages: list[dict]) -> list[dict]:

@@ -235,17 +235,11 @@ def iter_chat_messages(path: str | Path) -> Iterator[tuple[int, list]]:
     """(line number, messages) of each row of a chat JSONL file; a row without a ``messages``
     list raises InputError naming the file, line and field. For the small files few-shot pools
     and classifier datasets are, where a bad row should stop the run, not be skipped."""
-    import json
-
     from tuneterm.core.errors import InputError
+    from tuneterm.core.jsonl import iter_jsonl
 
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                messages = json.loads(line)["messages"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InputError("not a chat example", [("file", str(path)), ("line", lineno),
-                                                        ("field", "messages")], str(exc)) from exc
-            yield lineno, messages
+    for lineno, row in iter_jsonl(path, what="chat examples"):
+        if not isinstance(row.get("messages"), list):
+            raise InputError("not a chat example", [("file", str(path)), ("line", lineno), ("field", "messages")],
+                             "each line is {\"messages\": [...]}")
+        yield lineno, row["messages"]

@@ -14,15 +14,10 @@ MAX_LABEL_CHARS = 64
 
 def label_of(example: dict) -> str | None:
     """The last assistant message's content if it looks like a label, else None."""
-    if not isinstance(example, dict):
-        return None
-    msgs = example.get("messages")
-    if msgs is None and isinstance(example.get("preferred_output"), list):
-        msgs = example["preferred_output"]
-    if not isinstance(msgs, list):
-        return None
-    for msg in reversed(msgs):
-        if isinstance(msg, dict) and msg.get("role") == "assistant":
+    from tuneterm.core.datasets.schemas import messages_of
+
+    for msg in reversed(messages_of(example)):
+        if msg.get("role") == "assistant":
             content = msg.get("content")
             if isinstance(content, str) and 0 < len(content) <= MAX_LABEL_CHARS and "\n" not in content:
                 return content.strip()

@@ -210,3 +210,17 @@ CONVERTERS: dict[str, Callable[[dict, dict], dict]] = {
     "alpaca": _from_alpaca, "sharegpt": _from_sharegpt, "prompt_completion": _from_prompt_completion,
     "classification": _from_classification, "extraction": _from_extraction,
 }
+
+
+def messages_of(example: dict) -> list[dict]:
+    """The conversation a model sees for one canonical example: its ``messages``, or a preference
+    pair's prompt (``input.messages``) followed by its preferred reply. Non-dict entries are dropped."""
+    if not isinstance(example, dict):
+        return []
+    if "messages" in example:
+        msgs = example.get("messages")
+    else:
+        inp = example.get("input") if isinstance(example.get("input"), dict) else {}
+        out = example.get("preferred_output")
+        msgs = list(inp.get("messages") or []) + (list(out) if isinstance(out, list) else [])
+    return [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []

@@ -8,7 +8,6 @@ hold their share; the rest is train. Each split file keeps the rows in their ori
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -60,13 +59,11 @@ def split_file(data: Path, out_dir: Path, val: float, test: float, seed: int) ->
     digests: list[bytes] = []
     tally = LabelTally()
     label_list: list[str | None] = []
-    with open(data, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            ex = json.loads(line)
-            digests.append(example_digest(ex))
-            label_list.append(tally.add(ex))
+    from tuneterm.core.jsonl import iter_jsonl
+
+    for _, ex in iter_jsonl(data, what="dataset"):
+        digests.append(example_digest(ex))
+        label_list.append(tally.add(ex))
     stratified = tally.distribution() is not None
     which = assign(digests, label_list if stratified else None, val, test, seed)  # type: ignore[arg-type]
     wanted = ["train"] + [s for s, f in (("val", val), ("test", test)) if f > 0]

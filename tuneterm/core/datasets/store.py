@@ -435,10 +435,10 @@ def validate_dataset(name: str, model: str | None = None):
 
 def iter_dataset(name: str, split: str | None = None) -> Iterator[dict]:
     """The canonical examples of a workspace dataset (or one split), streamed."""
-    with open(get(name).file(split), encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+    from tuneterm.core.jsonl import iter_jsonl
+
+    for _, example in iter_jsonl(get(name).file(split), what=f"dataset {name}"):
+        yield example
 
 
 def import_samples(sample_dir: str | Path) -> list[str]:

@@ -94,13 +94,9 @@ def _content_text(value: Any) -> str:
 
 def _chat_messages(example: dict) -> list[dict]:
     """The messages a model sees for one example (a DPO pair: prompt + preferred reply)."""
-    if "messages" in example:
-        msgs = example.get("messages")
-    else:
-        inp = example.get("input") if isinstance(example.get("input"), dict) else {}
-        out = example.get("preferred_output")
-        msgs = list(inp.get("messages") or []) + (list(out) if isinstance(out, list) else [])
-    return [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []
+    from tuneterm.core.datasets.schemas import messages_of
+
+    return messages_of(example)
 
 
 def _config_limit(tok: Any) -> int | None:

@@ -80,19 +80,9 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
             for n, row in enumerate(csv.DictReader(fh), start=2):
                 rows.append((n, dict(row)))
         return rows
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError("a data line is not valid JSON", [("file", str(path)), ("line", str(n)),
-                                 ("problem", exc.msg)], "fix or remove the line") from exc
-            if not isinstance(row, dict):
-                raise InputError("a data line is not a JSON object", [("file", str(path)), ("line", str(n))])
-            rows.append((n, row))
-    return rows
+    from tuneterm.core.jsonl import iter_jsonl
+
+    return list(iter_jsonl(path, what="eval data"))
 
 
 def chat_fields(row: dict) -> dict:

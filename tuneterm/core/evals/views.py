@@ -104,12 +104,9 @@ def read_samples(path: Path) -> list[dict]:
     path = Path(path)
     if path.is_dir():
         path = path / "samples.jsonl"
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                out.append(json.loads(line))
-    return out
+    from tuneterm.core.jsonl import read_jsonl
+
+    return read_jsonl(path, what="eval samples")
 
 
 def item_rows(samples: list[dict], report: dict | None = None) -> list[ItemRow]:

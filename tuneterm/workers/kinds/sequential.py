@@ -304,16 +304,11 @@ def evaluate_file(model, tokenizer, path: str | Path, device: str = "cpu", max_l
 
 def _eval_rows(path: str | Path) -> list[dict]:
     """Chat rows; preference pairs count as their input followed by the preferred output."""
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if "messages" not in row and isinstance(row.get("input"), dict):
-                row = {"messages": list(row["input"].get("messages", [])) + list(row.get("preferred_output", []))}
-            rows.append(row)
-    return rows
+    from tuneterm.core.datasets.schemas import messages_of
+    from tuneterm.core.jsonl import iter_jsonl
+
+    return [row if "messages" in row else {"messages": messages_of(row)}
+            for _, row in iter_jsonl(path, what="evaluation data")]
 
 
 def _record_row(ctx, state: dict, row_name: str, row: dict, index: int) -> None:

@@ -83,13 +83,9 @@ def heldout_texts(source: str, tokenizer: Any, limit: int) -> tuple[list[str], s
         label = str(path)
     texts: list[str] = []
     if path.suffix == ".jsonl":
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise InputError("held-out data is not valid JSONL", [("file", str(path)), ("line", str(n))]) from exc
+        from tuneterm.core.jsonl import iter_jsonl
+
+        for _, row in iter_jsonl(path, what="held-out data"):
             if "messages" in row and getattr(tokenizer, "chat_template", None):
                 texts.append(tokenizer.apply_chat_template(row["messages"], tokenize=False))
             elif "text" in row:
