@@ -168,15 +168,11 @@ def load_variants(refs: list[str], dtype: str | None = None, device: str | None 
 
 
 def _add_adapter(group: VariantGroup, folder: Path, name: str, ref: str) -> None:
-    from peft import PeftModel
-
     from tuneterm.core.errors import ModelLoadError
+    from tuneterm.workers.adapters import add_adapter
 
     try:
-        if not group.adapters:
-            group.model = PeftModel.from_pretrained(group.model, folder, adapter_name=name)
-        else:
-            group.model.load_adapter(folder, adapter_name=name)
+        group.model = add_adapter(group.model, folder, name)
     except Exception as exc:
         raise ModelLoadError(
             f"could not load the adapter {ref}",

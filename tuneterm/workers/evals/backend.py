@@ -29,6 +29,7 @@ from tuneterm.core import modelref
 from tuneterm.core.evals.extract import truncate_at_stop
 from tuneterm.core.workspace import workspace
 from tuneterm.workers import loading
+from tuneterm.workers.adapters import add_adapter
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pkl")
 Progress = Callable[[int], None]
@@ -110,12 +111,7 @@ class LocalGroup:
             if v.adapter_path is None:
                 continue
             name = f"a{len(self.adapters)}"
-            from peft import PeftModel
-
-            if not self.adapters:
-                self.model = PeftModel.from_pretrained(self.model, str(v.adapter_path), adapter_name=name)
-            else:
-                self.model.load_adapter(str(v.adapter_path), adapter_name=name)
+            self.model = add_adapter(self.model, v.adapter_path, name)
             self.adapters[v.vid] = name
         self.classifiers: dict[str, dict] = {}
         for v in variants:

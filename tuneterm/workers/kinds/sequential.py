@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 
 from tuneterm.core.fsutil import atomic_write_json
+from tuneterm.workers.adapters import merge_adapter
 from tuneterm.workers.jobctx import JobContext
 
 STATE_FILE = "stages.json"
@@ -215,22 +216,8 @@ def _stage_model(sctx: StageContext, method: str) -> Path:
     merged = sctx.output_dir / "merged"
     if not (merged / "config.json").is_file():
         sctx.log(f"merging the {manifest.get('kind')} at {folder} into {sctx.config['model']}")
-        _merge_adapter(Path(sctx.config["model"]), folder, merged)
+        merge_adapter(folder, Path(sctx.config["model"]), merged)
     return merged
-
-
-def _merge_adapter(base: Path, adapter: Path, target: Path) -> None:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    tmp = target.with_name(target.name + ".tmp")
-    merged.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(adapter if (adapter / "tokenizer_config.json").is_file() else base) \
-        .save_pretrained(tmp)
-    tmp.rename(target)
 
 
 def _free() -> None:

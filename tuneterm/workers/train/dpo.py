@@ -24,6 +24,7 @@ from transformers import TrainingArguments
 
 from tuneterm.core.errors import ConfigError, DatasetError
 from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
+from tuneterm.workers.adapters import merge_adapter
 from tuneterm.workers.train import methods, output
 from tuneterm.workers.train.trainer import JobEventsCallback, build_args, train_or_resume
 
@@ -273,7 +274,7 @@ def write_output(ctx, model, tokenizer, config: dict, base_path: Path, metrics: 
         model.save_pretrained(out / "adapter")
         tokenizer.save_pretrained(out / "adapter")
         if config.get("lora", {}).get("merge"):
-            output._merge(out / "adapter", base_path, out / "model", tokenizer)
+            merge_adapter(out / "adapter", base_path, out / "model", tokenizer)
             ctx.write_artifact("model", "model", base=base, method="dpo", adapter="adapter")
         else:
             ctx.write_artifact("adapter", "adapter", base=base, method="dpo")

@@ -8,6 +8,7 @@ from pathlib import Path
 import tomli_w
 
 from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
+from tuneterm.workers.adapters import merge_adapter
 
 
 def _base_ref(config: dict) -> str:
@@ -28,7 +29,7 @@ def write(ctx, model, tokenizer, config: dict, base_path: Path, metrics: dict) -
         model.save_pretrained(adapter)
         tokenizer.save_pretrained(adapter)
         if config.get("lora", {}).get("merge"):
-            _merge(adapter, base_path, out / "model", tokenizer)
+            merge_adapter(adapter, base_path, out / "model", tokenizer)
             ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter")
         else:
             ctx.write_artifact("adapter", "adapter", base=base, method=method)
@@ -40,18 +41,6 @@ def write(ctx, model, tokenizer, config: dict, base_path: Path, metrics: dict) -
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "README.md", model_card(ctx.id, config, metrics))
     ctx.log(f"output written to {out}")
-
-
-def _merge(adapter: Path, base_path: Path, target: Path, tokenizer) -> None:
-    """Fold the adapter into a full-precision copy of the base (works for qlora too)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    merged.save_pretrained(target)
-    tokenizer.save_pretrained(target)
 
 
 def model_card(job_id: str, config: dict, metrics: dict) -> str:
