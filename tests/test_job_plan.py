@@ -137,3 +137,27 @@ def test_recipes_and_quantize_configs_share_one_settings_mechanism(cli, tmp_work
     code, _, err = cli("quantize", "smollm2", "gate.max_texts=0")
     assert code == 2 and "gate.max_texts must be at least 1" in err
     assert _no_jobs(tmp_workspace)
+
+
+def _many_labels(path: Path, n_rows: int = 12) -> Path:
+    labels = [f"queue-{i:02d}-{word}" for i, word in enumerate(["billing", "shipping", "platform", "security",
+                                                                "returns", "accounts"] * 10)]
+    system = "Route the ticket to exactly one queue. Queues: " + ", ".join(labels) + "."
+    rows = [{"messages": [{"role": "system", "content": system},
+                          {"role": "user", "content": f"ticket number {i}: my parcel is late"},
+                          {"role": "assistant", "content": labels[i % len(labels)]}]} for i in range(n_rows)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_max_length_follows_the_data_and_empty_examples_fail_before_a_job(cli, tmp_workspace, tmp_path,
+                                                                         embedded_model_dir):
+    data = str(_many_labels(tmp_path / "labels.jsonl"))
+    code, out, err = cli("train", "--method", "lora", "--model", "smollm2-135m-instruct", "--data", data, "--dry-run")
+    assert code == 0, err
+    chosen = tomllib.loads(out)["train"]["max_length"]
+    assert chosen > 256 and f"train.max_length = {chosen}: the longest example has about" in out
+    code, _, err = cli("train", "--method", "lora", "--model", "smollm2-135m-instruct", "--data", data,
+                       "train.max_length=256")
+    assert code == 3 and "no example has trainable tokens after truncation" in err and "max_length: 256" in err
+    assert _no_jobs(tmp_workspace)

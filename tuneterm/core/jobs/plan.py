@@ -179,6 +179,15 @@ def training_files(data: str, val: str | None) -> TrainingFiles:
 # --- train (every method) -------------------------------------------------------------------------
 
 
+def _given(recipe, overrides, section: str, key: str) -> bool:
+    """Whether the user set ``section.key`` (an override or their recipe file), not the built-in recipe."""
+    from tuneterm.core import recipes
+
+    if any(o.partition("=")[0].strip() == f"{section}.{key}" for o in overrides):
+        return True
+    return bool(recipe) and key in (recipes.read_toml(Path(recipe)).get(section) or {})
+
+
 def _need(value, flag: str, method: str) -> str:
     if not value:
         raise UsageError(f"{flag} is required for --method {method}", hint="see `tuneterm train -h`")
@@ -209,7 +218,10 @@ def plan_train(method: str, *, model: str | None = None, data: str | None = None
         config.update(data=str(files.train), dataset=data)
         if files.val:
             config["eval_data"] = str(files.val)
-        notes = files.notes
+        from tuneterm.core.jobs.plan_lengths import fit_max_length
+
+        explicit = _given(recipe, overrides, "train", "max_length")
+        notes = files.notes + fit_max_length(config, config["model"], files.train, explicit)
         summary = f"{method} on {model} with {files.n_train} examples" + (
             f" ({files.n_val} for validation)" if files.n_val else "")
     elif kind == "sequential":
