@@ -161,3 +161,13 @@ def test_max_length_follows_the_data_and_empty_examples_fail_before_a_job(cli, t
                        "train.max_length=256")
     assert code == 3 and "no example has trainable tokens after truncation" in err and "max_length: 256" in err
     assert _no_jobs(tmp_workspace)
+
+
+def test_an_eval_job_freezes_its_model_references(tmp_workspace):
+    from tuneterm.core.evals.views import check_and_config
+
+    source = _finished_job_with_artifact()
+    config, command = check_and_config(str(REPO / "evals" / "tickets"), ["smollm2-135m-instruct", "job:last"],
+                                       limit=2)
+    assert config["models"] == ["smollm2-135m-instruct", f"job:{source}"]
+    assert f"job:{source}" in command

@@ -155,7 +155,10 @@ def check_and_config(spec: str, models: list[str], limit: int | None = None, bat
     spec_path = Path(spec).expanduser()
     spec_path = spec_path if spec_path.is_absolute() else cwd / spec_path
     tasks = load_suite(spec_path)
-    variants = parse_variants(models)
+    from tuneterm.core.jobs.plan import freeze_ref
+
+    parse_variants(models)  # the variants' own errors first (e.g. the old REF+Nshot form)
+    variants = parse_variants([freeze_ref(m, "models") for m in models])  # job:last is the job before this one
     for t in tasks:
         check_metrics(t)
         build_items(t, limit=limit)
