@@ -51,6 +51,50 @@ class WorkbenchScreen(Screen):
     def report_error(self, exc: BaseException) -> None:
         self.app.report_error(exc)
 
+    # --- jobs: one watcher for the app (tuneterm.tui.job_watch) -------------------------------------
+
+    _jobs_callback = None
+    _jobs_pending = None
+    _jobs_error = ""
+
+    def watch_jobs(self, callback) -> None:
+        """Call ``callback(seen)`` with every read of the jobs folder while this screen is shown
+        (a read that came while it was hidden is drawn when it comes back). Errors are reported
+        here, once per distinct problem."""
+        watcher = getattr(self.app, "job_watch", None)
+        if watcher is None:  # another App (a test harness): no jobs
+            return
+        self._jobs_callback = callback
+        watcher.subscribe(self, self._jobs_seen)
+
+    def follow_jobs(self, *job_ids: str | None, log: bool = False) -> None:
+        """Read the events (and log) of these jobs for this screen; replaces the last call."""
+        watcher = getattr(self.app, "job_watch", None)
+        if watcher is not None:
+            watcher.follow(self, job_ids, log=log)
+
+    def poke_jobs(self) -> None:
+        watcher = getattr(self.app, "job_watch", None)
+        if watcher is not None:
+            watcher.poke()
+
+    def _jobs_seen(self, seen) -> None:
+        if not self.is_current:
+            self._jobs_pending = seen
+            return
+        self._jobs_pending = None
+        text = f"{seen.error_job or ''}: {seen.error}" if seen.error is not None else ""
+        if text and text != self._jobs_error:  # once per distinct problem, not once a second
+            self.report_error(seen.error)
+        self._jobs_error = text
+        if self._jobs_callback is not None:
+            self._jobs_callback(seen)
+
+    def on_screen_resume(self) -> None:
+        if self._jobs_pending is not None:
+            self._jobs_seen(self._jobs_pending)
+        self.poke_jobs()
+
     def after_first_paint(self, callback) -> None:
         """Run ``callback`` once the app's first frame is drawn (see TunetermApp.after_first_paint)."""
         after = getattr(self.app, "after_first_paint", None)

@@ -18,15 +18,12 @@ from textual.message import Message
 from textual.widgets import Input, Select, Static
 from textual.worker import get_current_worker
 
-from tuneterm.tui import backends
 from tuneterm.tui.screens.base import WorkbenchScreen
 from tuneterm.tui.suggesters import DatasetSuggester
 from tuneterm.tui.widgets.model_input import ModelInput
 from tuneterm.tui.widgets.recipe_form import RecipeForm
 from tuneterm.tui.widgets.recipe_panel import RecipePanel
 
-RECIPES = "tuneterm.core.recipes"
-JOBS = "tuneterm.core.jobs"
 METHODS = ("lora", "qlora", "freeze", "full")
 DEBOUNCE_S = 0.4
 
@@ -62,10 +59,6 @@ class TrainScreen(WorkbenchScreen):
         model: str
         datasets: list[str]
 
-    @dataclass
-    class BackendMissing(Message):
-        missing: backends.Missing
-
     def __init__(self) -> None:
         super().__init__()
         self.method = "lora"
@@ -75,7 +68,6 @@ class TrainScreen(WorkbenchScreen):
 
     def compose_body(self):
         with Vertical(id="train-body"):
-            yield Static("", id="train-missing", classes="missing hidden")
             with Horizontal(classes="form-row"):
                 model = ModelInput(id="train-model")
                 model.border_title = "model"
@@ -106,10 +98,7 @@ class TrainScreen(WorkbenchScreen):
 
     @work(thread=True, exclusive=True, group="train-recipe", exit_on_error=False)
     def _load_recipe(self, method: str) -> None:
-        recipes = backends.load(RECIPES, "Use `tuneterm train --method M` once it has landed.")
-        if isinstance(recipes, backends.Missing):
-            self.post_message(self.BackendMissing(recipes))
-            return
+        from tuneterm.core import recipes
         from tuneterm.core.recipe_comments import read_comments
 
         config = recipes.default_recipe(method)
@@ -135,11 +124,7 @@ class TrainScreen(WorkbenchScreen):
 
     @work(thread=True, exclusive=True, group="train-launch", exit_on_error=False)
     def _launch(self, model: str, data: str, method: str, overrides: list[str]) -> None:
-        jobs = backends.load(JOBS, "Use `tuneterm train` once the jobs module has landed.")
-        if isinstance(jobs, backends.Missing):
-            self.post_message(self.BackendMissing(jobs))
-            return
-        from tuneterm.core import modelref, recipes
+        from tuneterm.core import jobs, modelref, recipes
         from tuneterm.core.errors import UsageError
 
         # The same checks, in the same order, as `tuneterm train` (tuneterm/commands/train.py).
@@ -161,12 +146,6 @@ class TrainScreen(WorkbenchScreen):
         self.post_message(self.Launched(job.id, command.strip()))
 
     # --- events -------------------------------------------------------------------------------------
-
-    @on(BackendMissing)
-    def _missing(self, event: BackendMissing) -> None:
-        note = self.query_one("#train-missing", Static)
-        note.update(event.missing.describe())
-        note.remove_class("hidden")
 
     @on(DefaultsLoaded)
     def _defaults_loaded(self, event: DefaultsLoaded) -> None:
