@@ -98,3 +98,35 @@ async def test_keyed_table_updates_in_place_and_keeps_the_cursor():
         assert table.keys == ["c"] and table.selected_key == "c"
         assert [str(c.label) for c in table.columns.values()] == ["job", "state"]
         await pilot.pause()
+
+
+async def test_a_running_job_shows_its_eta_on_jobs_and_train():
+    import json
+    import time
+
+    job = jobs.create_job("train", {"model": "x"}, name="lora tickets")
+    update_status(job.dir, state="running")  # no pid file: the store leaves the state as it is
+    now = time.time()
+    with open(job.dir / "events.jsonl", "w") as fh:
+        for step in (1, 2, 3):
+            fh.write(json.dumps({"type": "train", "step": step, "total_steps": 10, "loss": 1.0 / step,
+                                 "eta_s": 3600.0 - step, "time": now}) + "\n")
+    app = RecordingApp(start="jobs")
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.screen.query_one(JobTable)
+        assert await until(pilot, lambda: "3/10 · ETA " in _cell(table, job.id, "progress"))
+        assert _cell(table, job.id, "progress").endswith(("59m57s", "59m56s", "59m55s", "59m54s"))
+        summary = app.screen.query_one("#job-summary")
+        assert await until(pilot, lambda: "step 3/10" in str(summary.render()) and "ETA 59m5" in str(summary.render()))
+
+        await pilot.press("3")
+        assert await until(pilot, lambda: app.current_mode == "train")
+        from tuneterm.tui.widgets.job_progress_line import JobProgressLine
+
+        line = app.screen.query_one(JobProgressLine)
+        line.job_id = job.id  # as a launch from this screen does
+        app.screen.follow_jobs(job.id)
+        assert await until(pilot, lambda: line.text.startswith(f"job {job.id} · running · step 3/10")
+                            and "ETA 59m5" in line.text)
+        update_status(job.dir, state="succeeded")
+        assert await until(pilot, lambda: f"job {job.id} · succeeded" in line.text and "ETA" not in line.text)

@@ -33,7 +33,7 @@ class TunetermApp(App):
     MODES = {p.mode: screen_factory(p) for p in PLACES}
     DEFAULT_MODE = "datasets"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
-    BINDINGS = [Binding("q", "quit", "Quit", id="quit"), *_goto_bindings()]
+    BINDINGS = [Binding("q", "quit", "Quit", show=False, id="quit"), *_goto_bindings()]
 
     class KeymapLoaded(Message):
         def __init__(self, keymap: dict[str, str]) -> None:
@@ -108,6 +108,14 @@ class TunetermApp(App):
     def action_goto(self, mode: str) -> None:
         if mode in BY_MODE and mode != self.current_mode:
             self.switch_mode(mode)
+            self.call_after_refresh(self._focus_content)
+
+    def _focus_content(self) -> None:
+        """On arrival a screen's content has focus, never a field (the number keys must not type).
+        Not on every resume: closing a dialog gives the focus back to where it was."""
+        focus = getattr(self.screen, "focus_content", None)
+        if focus is not None:
+            focus()
 
     def report_error(self, exc: BaseException) -> None:
         """Show ``exc`` as a notification (title, facts, hint); never raise."""

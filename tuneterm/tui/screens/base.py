@@ -23,9 +23,16 @@ SHORT_ROWS = 32
 
 class WorkbenchScreen(Screen):
     MODE: ClassVar[str] = ""
+    # What has focus when the screen is opened or comes back (a table, a scroll, the tabs):
+    # never a text field, so the number keys switch screens and never type. Tab reaches the fields.
+    CONTENT: ClassVar[str] = ""
+    AUTO_FOCUS = ""  # CONTENT decides, on every arrival (Textual's only applies to the first)
     # In a text field the number keys type; Escape leaves the field so that 1-7 switch screens
-    # again (F1-F7 always do).
-    BINDINGS = [Binding("escape", "leave_field", "Leave field", show=False, id="leave_field")]
+    # again (F1-F7 always do). ^q quits from anywhere; it comes first in every footer.
+    BINDINGS = [
+        Binding("ctrl+q", "app.quit", "Quit", id="quit.anywhere", priority=True),
+        Binding("escape", "leave_field", "Leave field", show=False, id="leave_field"),
+    ]
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -35,6 +42,14 @@ class WorkbenchScreen(Screen):
 
     def compose_body(self) -> Iterable[Widget]:  # pragma: no cover - overridden
         return ()
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self.focus_content)
+
+    def focus_content(self) -> None:
+        """Focus the screen's content (CONTENT); nothing when it is not there (yet)."""
+        found = self.query(self.CONTENT) if self.CONTENT else None
+        self.set_focus(found.first() if found else None)
 
     def action_leave_field(self) -> None:
         if isinstance(self.focused, (Input, TextArea)):

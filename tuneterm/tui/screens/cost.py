@@ -30,6 +30,7 @@ def _usd(value) -> str:
 
 class CostScreen(WorkbenchScreen):
     MODE = "cost"
+    CONTENT = "#cost-body"
     BINDINGS = [
         Binding("ctrl+r", "estimate", "Re-estimate", id="cost.estimate"),
         Binding("ctrl+g", "focus_field('cost-dataset')", "Dataset", id="cost.dataset"),
@@ -87,7 +88,6 @@ class CostScreen(WorkbenchScreen):
         table = self.query_one("#cost-compare", DataTable)
         for label in ("model", "enc", "epochs", "billed tokens", "≈ cost", "note"):
             table.add_column(label, key=label)
-        self.query_one("#cost-dataset", Input).focus()
         self.after_first_paint(self._load_choices)
 
     # --- workers --------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from tuneterm.tui.widgets.turn_view import ChatTurnView
 
 class DatasetsScreen(WorkbenchScreen):
     MODE = "datasets"
+    CONTENT = "DatasetTable"
     BINDINGS = [
         Binding("i", "import_dataset", "Import", id="datasets.import"),
         Binding("v", "validate", "Validate", id="datasets.validate"),
@@ -124,7 +125,6 @@ class DatasetsScreen(WorkbenchScreen):
                     yield Lazy(MaskPanel(id="mask-panel"))
 
     def on_mount(self) -> None:
-        self.query_one(DatasetTable).focus()
         self.after_first_paint(self._after_first_paint)
 
     def _after_first_paint(self) -> None:

@@ -30,6 +30,7 @@ RUN_COLUMNS = (("id", "job"), ("state", "state"), ("progress", "progress"))
 
 class EvalsScreen(WorkbenchScreen):
     MODE = "evals"
+    CONTENT = "#evals-runs"
     BINDINGS = [
         Binding("ctrl+l", "launch", "Launch", id="evals.launch"),
         Binding("ctrl+o", "open_report", "Open report", id="evals.open"),
@@ -107,7 +108,6 @@ class EvalsScreen(WorkbenchScreen):
     def on_mount(self) -> None:
         self.query_one("#evals-limit", Input).styles.width = 12
         self.query_one("#evals-spec", Select).styles.width = 34
-        self.query_one("#evals-models", VariantsInput).focus()
         self.after_first_paint(self._load_specs)
         self.watch_jobs(self._jobs_seen_here)
 

@@ -27,6 +27,7 @@ from tuneterm.tui.widgets.loss_chart import LossChart
 
 class JobsScreen(WorkbenchScreen):
     MODE = "jobs"
+    CONTENT = "JobTable"
     BINDINGS = [
         Binding("c", "cancel_job", "Cancel", id="jobs.cancel"),
         Binding("r", "resume_job", "Resume", id="jobs.resume"),
@@ -56,7 +57,6 @@ class JobsScreen(WorkbenchScreen):
                 yield LogTail(id="log-tail")
 
     def on_mount(self) -> None:
-        self.query_one(JobTable).focus()
         self.watch_jobs(self._jobs_seen_here)
 
     # --- drawing (main thread) --------------------------------------------------------------------

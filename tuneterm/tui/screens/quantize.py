@@ -56,6 +56,7 @@ class QuantJob:
 
 class QuantizeScreen(WorkbenchScreen):
     MODE = "quantize"
+    CONTENT = "#qz-tabs Tabs"
     BINDINGS = [
         Binding("ctrl+l", "launch", "Launch", id="quantize.launch"),
         Binding("ctrl+r", "reset", "Reset recipe", id="quantize.reset"),
@@ -108,7 +109,6 @@ class QuantizeScreen(WorkbenchScreen):
                     yield QuantReport(id="qz-report")
 
     def on_mount(self) -> None:
-        self.query_one("#qz-model", Input).focus()
         self.after_first_paint(lambda: self._load_recipe(self.method))
         self.watch_jobs(self._jobs_seen_here)
 
@@ -196,7 +196,7 @@ class QuantizeScreen(WorkbenchScreen):
         if tab == "qz-reports":
             self.query_one("#qz-jobs", DataTable).focus()
         else:
-            self.query_one("#qz-model", Input).focus()
+            self.focus_content()  # the tabs, not the model field: the number keys keep switching screens
         self.poke_jobs()
 
     def settings(self) -> list[str]:

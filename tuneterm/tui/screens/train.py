@@ -20,6 +20,7 @@ from textual.worker import get_current_worker
 
 from tuneterm.tui.screens.base import WorkbenchScreen
 from tuneterm.tui.suggesters import DatasetSuggester
+from tuneterm.tui.widgets.job_progress_line import JobProgressLine
 from tuneterm.tui.widgets.model_input import ModelInput
 from tuneterm.tui.widgets.recipe_form import RecipeForm
 from tuneterm.tui.widgets.recipe_panel import RecipePanel
@@ -30,6 +31,7 @@ DEBOUNCE_S = 0.4
 
 class TrainScreen(WorkbenchScreen):
     MODE = "train"
+    CONTENT = "RecipeForm"
     BINDINGS = [
         Binding("ctrl+l", "launch", "Launch", id="train.launch"),
         Binding("ctrl+s", "estimate", "Memory", id="train.estimate"),
@@ -81,11 +83,12 @@ class TrainScreen(WorkbenchScreen):
                 yield method
             yield Static("memory: pick a model", id="train-memory")
             yield RecipePanel(hint="edit values; tab moves; ^l launches", id="train-recipe")
+            yield JobProgressLine(id="train-progress", classes="hidden")  # shown once a job is launched
 
     def on_mount(self) -> None:
-        self.query_one("#train-model", Input).focus()
         self.after_first_paint(self._defaults)
         self.after_first_paint(lambda: self._load_recipe(self.method))
+        self.watch_jobs(self.query_one(JobProgressLine).show)
 
     # --- workers ------------------------------------------------------------------------------------
 
@@ -163,6 +166,8 @@ class TrainScreen(WorkbenchScreen):
             return
         await self.query_one(RecipePanel).show(f"recipes/{event.method}.toml", event.header, event.flat,
                                                event.comments, event.choices)
+        if self.focused is None and self.is_current:
+            self.focus_content()
         self._schedule()
 
     @on(Select.Changed, "#train-method")
@@ -213,6 +218,11 @@ class TrainScreen(WorkbenchScreen):
     @on(Launched)
     def _launched(self, event: Launched) -> None:
         self.launched.append(event.job_id)
+        line = self.query_one(JobProgressLine)
+        line.job_id = event.job_id
+        line.update(f"job {event.job_id}: started")
+        line.remove_class("hidden")
+        self.follow_jobs(event.job_id)
         self.notify(f"job {event.job_id} started; follow it on Jobs (4)\nsame from the CLI: {event.command}",
                     title="launched", timeout=8)
 
