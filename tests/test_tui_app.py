@@ -102,3 +102,42 @@ async def test_keymap_from_the_settings_file(tmp_path, monkeypatch):
         await pilot.press("j")
         await pilot.pause()
         assert app.current_mode == "jobs"
+
+
+async def test_number_keys_never_type_every_footer_quits_every_column_has_a_title():
+    from textual.widgets import DataTable, Input, TextArea
+    from textual.widgets._footer import FooterKey
+
+    from tui_recording import until
+
+    by_key = {p.key: p.mode for p in PLACES}
+    app = RecordingApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        for key in "2345671" + "3527":
+            await pilot.press(key)  # a field focused on arrival would take the digit instead
+            assert await until(pilot, lambda: app.current_mode == by_key[key]), f"{key} typed instead of switching"
+            await pilot.pause()
+            screen = app.screen
+            assert not isinstance(screen.focused, (Input, TextArea)), (key, screen.focused)
+            footer = list(screen.query(FooterKey))
+            assert footer[0].description == "Quit" and footer[0].key_display == "^q", key
+            assert footer[0].region.right <= 80
+            for table in screen.query(DataTable):
+                titles = [str(c.label).strip() for c in table.columns.values()]
+                assert all(titles), (key, table.id, titles)
+        assert not any(n.severity == "error" for n in app.notes), app.notes
+
+        # Leaving from inside a field and coming back: the field does not get the focus back.
+        chat_prompt = app.screen.query_one("#chat-prompt", Input)
+        await pilot.press("i")
+        assert app.screen.focused is chat_prompt
+        await pilot.press("f1", "7")
+        assert await until(pilot, lambda: app.current_mode == "chat")
+        await pilot.pause()
+        assert app.screen.focused is not chat_prompt and chat_prompt.value == ""
+        await pilot.press("i", "h", "q")  # q types in the field; ^q quits from it
+        assert chat_prompt.value == "hq" and app.is_running
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    assert not app.is_running

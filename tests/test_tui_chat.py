@@ -220,7 +220,7 @@ async def test_settings_overrides_swap_and_escape(scripted):
         await pilot.pause()
         assert screen.conversation.settings["params"]["seed"] == 42
         screen.set_column_settings(1, system="Answer in French.", temperature=0.0)
-        await pilot.press(*"hi", "enter")
+        await pilot.press("i", *"hi", "enter")  # i: to the message box (the columns have focus)
         await wait_for(pilot, lambda: len(scripted.requests) == 2 and not screen.streaming, "answers")
         by_model = {r["model"]: r for r in scripted.requests}
         assert by_model["echo"]["messages"][0] == {"role": "system", "content": "Be brief."}
@@ -322,4 +322,6 @@ async def test_the_workbench_opens_the_chat_screen():
         await pilot.pause()
         assert isinstance(app.screen, ChatScreen)
         assert [c.model for c in app.screen.columns] == ["smollm2-135m-instruct"]
+        assert not app.screen.query_one("#chat-prompt").has_focus  # a number key must not type into it
+        await pilot.press("i")
         assert app.screen.query_one("#chat-prompt").has_focus

@@ -76,6 +76,8 @@ async def test_launch_writes_the_job_and_starts_it(tmp_path):
         assert config["eval_data"] == str(store.resolve_path("tickets", "val").resolve())
         assert (job.dir / "pid").is_file()  # started detached
         assert any("started" in n.message for n in app.notes)
+        line = screen.query_one("#train-progress")  # the app's job watcher brings its state here
+        assert await _until(pilot, lambda: f"job {job.id} · " in line.text and "started" not in line.text, tries=600)
         await pilot.press("f4")  # a focused input would take "4" as text
         await pilot.pause()
         assert await _until(pilot, lambda: job.id in getattr(app.screen, "jobs", {}))

@@ -87,8 +87,9 @@ tm send-keys -t "$SESSION" F5
 wait_for "recipes/int8-dynamic.toml"
 wait_for "smooth_alpha"
 wait_for "^o Reports"
-# another method: its own recipe (the method select is one tab away from the model field)
-tm send-keys -t "$SESSION" Tab Enter
+# another method: its own recipe (the tabs have focus on arrival; the model field is one tab
+# away, the method select two)
+tm send-keys -t "$SESSION" Tab Tab Enter
 wait_for "bnb-nf4"
 tm send-keys -t "$SESSION" Down Down Down Enter
 wait_for "recipes/bnb-nf4.toml"

@@ -15,6 +15,7 @@ from textual.message import Message
 
 from tuneterm.tui.palette import WorkbenchCommands
 from tuneterm.tui.errors import describe
+from tuneterm.tui.job_watch import JobsSeen, JobWatcher
 from tuneterm.tui.navigation import BY_MODE, PLACES, screen_factory
 
 
@@ -32,7 +33,7 @@ class TunetermApp(App):
     MODES = {p.mode: screen_factory(p) for p in PLACES}
     DEFAULT_MODE = "datasets"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
-    BINDINGS = [Binding("q", "quit", "Quit", id="quit"), *_goto_bindings()]
+    BINDINGS = [Binding("q", "quit", "Quit", show=False, id="quit"), *_goto_bindings()]
 
     class KeymapLoaded(Message):
         def __init__(self, keymap: dict[str, str]) -> None:
@@ -46,11 +47,33 @@ class TunetermApp(App):
         self._start = start if start in BY_MODE else None
         self.first_frame_drawn = False  # True once the first frame is on the terminal
         self._after_paint: list = []
+        self.job_watch = JobWatcher(self)  # screens subscribe to it (tuneterm.tui.job_watch)
+
+    class JobsRead(Message):
+        def __init__(self, seen: JobsSeen) -> None:
+            super().__init__()
+            self.seen = seen
 
     def on_mount(self) -> None:
         if self._start and self._start != self.current_mode:
             self.switch_mode(self._start)
         self.after_first_paint(self._load_keymap)
+        self.after_first_paint(self._watch_jobs)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="jobs-watch")
+    def _watch_jobs(self) -> None:
+        from textual.worker import get_current_worker
+
+        from tuneterm.core.settings import get_settings
+
+        worker = get_current_worker()
+        interval = max(0.2, float(get_settings().job_poll_seconds))
+        self.job_watch.run(interval, lambda seen: self.post_message(self.JobsRead(seen)),
+                           lambda: worker.is_cancelled)
+
+    @on(JobsRead)
+    def _jobs_read(self, event: JobsRead) -> None:
+        self.job_watch.signal.publish(event.seen)
 
     def after_first_paint(self, callback) -> None:
         """Run ``callback`` once the first frame is drawn (now, if it is).
@@ -85,6 +108,14 @@ class TunetermApp(App):
     def action_goto(self, mode: str) -> None:
         if mode in BY_MODE and mode != self.current_mode:
             self.switch_mode(mode)
+            self.call_after_refresh(self._focus_content)
+
+    def _focus_content(self) -> None:
+        """On arrival a screen's content has focus, never a field (the number keys must not type).
+        Not on every resume: closing a dialog gives the focus back to where it was."""
+        focus = getattr(self.screen, "focus_content", None)
+        if focus is not None:
+            focus()
 
     def report_error(self, exc: BaseException) -> None:
         """Show ``exc`` as a notification (title, facts, hint); never raise."""
@@ -93,6 +124,8 @@ class TunetermApp(App):
 
     def on_unmount(self) -> None:
         import sys
+
+        self.job_watch.stop()
 
         client = sys.modules.get("tuneterm.tui.mask_client")  # only if a screen started one
         if client is not None:

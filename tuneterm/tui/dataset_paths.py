@@ -9,13 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneterm.core.errors import NotFoundError
-from tuneterm.tui import backends
 
 
 def dataset_names() -> list[str]:
-    store = backends.load("tuneterm.core.datasets.store")
-    if isinstance(store, backends.Missing):
-        return []
+    from tuneterm.core.datasets import store
+
     return sorted(record.name for record in store.list_datasets())
 
 
@@ -26,10 +24,8 @@ def resolve(text: str, split: str | None = "train") -> Path:
     path = Path(text).expanduser()
     if path.is_file():
         return path
-    store = backends.load("tuneterm.core.datasets.store")
-    if isinstance(store, backends.Missing):
-        raise NotFoundError(f"no file {text!r}", [("looked in", str(Path.cwd()))],
-                            "type a path to a .jsonl file (workspace dataset names need the datasets module)")
+    from tuneterm.core.datasets import store
+
     if split is not None:
         try:
             return Path(store.resolve_path(text, split))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tuneterm.core.jobs.eta import eta_seconds, format_duration
+
 
 def _num(event: dict, *names: str) -> float | None:
     for name in names:
@@ -41,17 +43,6 @@ class Progress:
         return " · ".join(parts) or "no progress events yet"
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
 def loss_series(events: list[dict]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """(train points, eval points) as (step, value); an event may carry either or both."""
     train: list[tuple[float, float]] = []
@@ -70,8 +61,11 @@ def loss_series(events: list[dict]) -> tuple[list[tuple[float, float]], list[tup
     return train, evals
 
 
-def progress(events: list[dict], active: bool = True) -> Progress:
-    """The state of a job as of its last events; no ETA once it is not ``active``."""
+def progress(events: list[dict], active: bool = True, now: float | None = None) -> Progress:
+    """The state of a job as of its last events; no ETA once it is not ``active``.
+
+    The ETA (tuneterm.core.jobs.eta, as `tuneterm jobs ls` shows it) counts down to ``now``
+    (default: the time of the last event)."""
     out = Progress()
     steps = [e for e in events if _num(e, "step", "global_step") is not None]
     train, evals = loss_series(events)
@@ -91,15 +85,5 @@ def progress(events: list[dict], active: bool = True) -> Progress:
             break
     out.total = int(total) if total else None
     out.tokens_per_s = _num(last, "tokens_per_s", "tok_s", "tokens_per_sec", "train_tokens_per_second")
-    out.eta_s = _num(last, "eta_s", "eta", "eta_seconds")
-    if not active:
-        out.eta_s = None
-        return out
-    if out.eta_s is None and out.total and out.step:
-        first = timed[0] if timed else steps[0]
-        t_last, t_first = _num(last, "time", "t", "elapsed_s"), _num(first, "time", "t", "elapsed_s")
-        s_last, s_first = _num(last, "step", "global_step") or 0, _num(first, "step", "global_step") or 0
-        if t_last is not None and t_first is not None and s_last > s_first:
-            per_step = (t_last - t_first) / (s_last - s_first)
-            out.eta_s = max(0.0, per_step * (out.total - out.step))
+    out.eta_s = eta_seconds(events, now) if active else None
     return out

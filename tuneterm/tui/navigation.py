@@ -1,8 +1,7 @@
 """The workbench's screens (Textual modes), their keys, and how each one is built.
 
 Screen modules are imported the first time their mode is opened, so the first paint only
-pays for the first screen. A screen whose module has not landed yet is a placeholder that
-says which command does the same job.
+pays for the first screen.
 """
 
 from __future__ import annotations
@@ -21,17 +20,16 @@ class Place:
     key: str  # the number key; F<key> does the same
     module: str
     cls: str
-    instead: str  # the CLI that does the same job, for the placeholder
 
 
 PLACES: tuple[Place, ...] = (
-    Place("datasets", "Datasets", "1", "tuneterm.tui.screens.datasets", "DatasetsScreen", "tuneterm datasets --help"),
-    Place("cost", "Cost", "2", "tuneterm.tui.screens.cost", "CostScreen", "tuneterm cost --help"),
-    Place("train", "Train", "3", "tuneterm.tui.screens.train", "TrainScreen", "tuneterm train --help"),
-    Place("jobs", "Jobs", "4", "tuneterm.tui.screens.jobs", "JobsScreen", "tuneterm jobs --help"),
-    Place("quantize", "Quantize", "5", "tuneterm.tui.screens.quantize", "QuantizeScreen", "tuneterm quantize --help"),
-    Place("evals", "Evals", "6", "tuneterm.tui.screens.evals", "EvalsScreen", "tuneterm eval --help"),
-    Place("chat", "Chat", "7", "tuneterm.tui.screens.chat", "ChatScreen", "tuneterm chat --help"),
+    Place("datasets", "Datasets", "1", "tuneterm.tui.screens.datasets", "DatasetsScreen"),
+    Place("cost", "Cost", "2", "tuneterm.tui.screens.cost", "CostScreen"),
+    Place("train", "Train", "3", "tuneterm.tui.screens.train", "TrainScreen"),
+    Place("jobs", "Jobs", "4", "tuneterm.tui.screens.jobs", "JobsScreen"),
+    Place("quantize", "Quantize", "5", "tuneterm.tui.screens.quantize", "QuantizeScreen"),
+    Place("evals", "Evals", "6", "tuneterm.tui.screens.evals", "EvalsScreen"),
+    Place("chat", "Chat", "7", "tuneterm.tui.screens.chat", "ChatScreen"),
 )
 
 BY_MODE = {p.mode: p for p in PLACES}
@@ -39,12 +37,6 @@ BY_MODE = {p.mode: p for p in PLACES}
 
 def screen_factory(place: Place) -> Callable[[], Screen]:
     def make() -> Screen:
-        try:
-            module = importlib.import_module(place.module)
-            return getattr(module, place.cls)()
-        except (ImportError, AttributeError) as exc:
-            from tuneterm.tui.screens.placeholder import PlaceholderScreen
-
-            return PlaceholderScreen(place, reason=f"{type(exc).__name__}: {exc}")
+        return getattr(importlib.import_module(place.module), place.cls)()
 
     return make

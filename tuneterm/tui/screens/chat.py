@@ -36,6 +36,7 @@ DEFAULT_PARAMS = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256, "seed": N
 
 class ChatScreen(WorkbenchScreen):
     MODE = "chat"
+    CONTENT = "ChatColumn .col-log"
     DEFAULT_CSS = """
     ChatScreen #chat-settings { height: 1; color: $text-muted; padding: 0 1; }
     ChatScreen #chat-columns { height: 1fr; }
@@ -55,6 +56,7 @@ class ChatScreen(WorkbenchScreen):
         Binding("ctrl+s", "save", "Save", id="chat.save", priority=True),
         Binding("ctrl+e", "export", "Export", id="chat.export", show=False, priority=True),
         Binding("ctrl+t", "save_turn", "Turn→dataset", id="chat.save_turn", priority=True),
+        Binding("i", "write", "Write", id="chat.write", show=False),
         Binding("ctrl+l", "reopen", "Reopen", id="chat.reopen", show=False, priority=True),
         Binding("ctrl+y", "new_conversation", "New", id="chat.new", show=False, priority=True),
     ]
@@ -93,17 +95,19 @@ class ChatScreen(WorkbenchScreen):
             for i, model in enumerate(self.conversation.models):
                 yield ChatColumn(i, model, self._route)
         yield ChatDiff(id="chat-diff", classes="-hidden")
-        yield Input(placeholder="message every column · enter sends · escape stops", id="chat-prompt")
+        yield Input(placeholder="message every column (tab or i to write) · enter sends · escape stops", id="chat-prompt")
 
     def on_mount(self) -> None:
         self._render_settings()
         self._mark_selected()
-        self.query_one("#chat-prompt", Input).focus()
 
     def on_unmount(self) -> None:
         self.stop_all()
         if self._own_servers:
             self.servers.stop_all()
+
+    def action_write(self) -> None:
+        self.query_one("#chat-prompt", Input).focus()
 
     @property
     def columns(self) -> list[ChatColumn]:

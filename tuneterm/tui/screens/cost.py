@@ -16,11 +16,9 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Select, Static
 from textual.worker import get_current_worker
 
-from tuneterm.tui import backends
 from tuneterm.tui.screens.base import WorkbenchScreen
 from tuneterm.tui.suggesters import DatasetSuggester
 
-COST_MODULE = "tuneterm.core.cost"
 DEBOUNCE_S = 0.3
 
 
@@ -32,6 +30,7 @@ def _usd(value) -> str:
 
 class CostScreen(WorkbenchScreen):
     MODE = "cost"
+    CONTENT = "#cost-body"
     BINDINGS = [
         Binding("ctrl+r", "estimate", "Re-estimate", id="cost.estimate"),
         Binding("ctrl+g", "focus_field('cost-dataset')", "Dataset", id="cost.dataset"),
@@ -54,10 +53,6 @@ class CostScreen(WorkbenchScreen):
         serial: int
         result: dict
 
-    @dataclass
-    class BackendMissing(Message):
-        missing: backends.Missing
-
     def __init__(self) -> None:
         super().__init__()
         self.serial = 0
@@ -67,7 +62,6 @@ class CostScreen(WorkbenchScreen):
 
     def compose_body(self):
         with VerticalScroll(id="cost-body"):
-            yield Static("", id="cost-missing", classes="missing hidden")
             with Horizontal(id="cost-form", classes="form-row"):
                 dataset = Input(placeholder="tickets or ./file.jsonl", id="cost-dataset",
                                 suggester=DatasetSuggester((".jsonl",)))
@@ -94,17 +88,12 @@ class CostScreen(WorkbenchScreen):
         table = self.query_one("#cost-compare", DataTable)
         for label in ("model", "enc", "epochs", "billed tokens", "≈ cost", "note"):
             table.add_column(label, key=label)
-        self.query_one("#cost-dataset", Input).focus()
         self.after_first_paint(self._load_choices)
 
     # --- workers --------------------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="cost-choices", exit_on_error=False)
     def _load_choices(self) -> None:
-        cost = backends.load(COST_MODULE, "Use `tuneterm cost DATASET --model M` once it has landed.")
-        if isinstance(cost, backends.Missing):
-            self.post_message(self.BackendMissing(cost))
-            return
         from tuneterm.core.prices import load_prices
         from tuneterm.tui.dataset_paths import dataset_names
 
@@ -133,13 +122,6 @@ class CostScreen(WorkbenchScreen):
             self.post_message(self.SavingsReady(serial, result))
 
     # --- events ---------------------------------------------------------------------------------
-
-    @on(BackendMissing)
-    def _missing(self, event: BackendMissing) -> None:
-        note = self.query_one("#cost-missing", Static)
-        note.update(event.missing.describe())
-        note.remove_class("hidden")
-        self.query_one("#cost-summary", Static).update("the cost estimate is not available in this build")
 
     @on(ChoicesLoaded)
     def _choices(self, event: ChoicesLoaded) -> None:

@@ -26,7 +26,6 @@ from textual.message import Message
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from tuneterm.tui import backends
 from tuneterm.tui.screens.base import WorkbenchScreen
 from tuneterm.tui.widgets.dataset_table import DatasetTable
 from tuneterm.tui.widgets.lengths_panel import LengthsPanel
@@ -34,11 +33,11 @@ from tuneterm.tui.widgets.mask_panel import MaskPanel
 from tuneterm.tui.widgets.problems_panel import ProblemsPanel
 from tuneterm.tui.widgets.turn_view import ChatTurnView
 
-STORE = "tuneterm.core.datasets.store"
 
 
 class DatasetsScreen(WorkbenchScreen):
     MODE = "datasets"
+    CONTENT = "DatasetTable"
     BINDINGS = [
         Binding("i", "import_dataset", "Import", id="datasets.import"),
         Binding("v", "validate", "Validate", id="datasets.validate"),
@@ -62,10 +61,6 @@ class DatasetsScreen(WorkbenchScreen):
     @dataclass
     class Listed(Message):
         records: list
-
-    @dataclass
-    class BackendMissing(Message):
-        missing: backends.Missing
 
     @dataclass
     class RowsLoaded(Message):
@@ -113,7 +108,6 @@ class DatasetsScreen(WorkbenchScreen):
     def compose_body(self):
         with Horizontal(id="ds-body"):
             with Vertical(id="ds-left"):
-                yield Static("", id="ds-missing", classes="missing hidden")
                 yield DatasetTable(id="ds-table")
                 yield Static("i: import a file", id="ds-hint", classes="hint")
             with TabbedContent(id="ds-tabs", initial="tab-preview"):
@@ -131,7 +125,6 @@ class DatasetsScreen(WorkbenchScreen):
                     yield Lazy(MaskPanel(id="mask-panel"))
 
     def on_mount(self) -> None:
-        self.query_one(DatasetTable).focus()
         self.after_first_paint(self._after_first_paint)
 
     def _after_first_paint(self) -> None:
@@ -162,10 +155,8 @@ class DatasetsScreen(WorkbenchScreen):
 
     @work(thread=True, exclusive=True, group="ds-list", exit_on_error=False)
     def _list(self) -> None:
-        store = backends.load(STORE, "Use a file path with `v` (validate) meanwhile.")
-        if isinstance(store, backends.Missing):
-            self.post_message(self.BackendMissing(store))
-            return
+        from tuneterm.core.datasets import store
+
         self.post_message(self.Listed(list(store.list_datasets())))
 
     @work(thread=True, exclusive=True, group="ds-rows", exit_on_error=False)
@@ -203,10 +194,8 @@ class DatasetsScreen(WorkbenchScreen):
 
     @work(thread=True, group="ds-change", exit_on_error=False)
     def _change(self, verb: str, **kw) -> None:
-        store = backends.load(STORE)
-        if isinstance(store, backends.Missing):
-            self.post_message(self.BackendMissing(store))
-            return
+        from tuneterm.core.datasets import store
+
         if verb == "import":
             rec = store.import_dataset(kw["path"], name=kw.get("name"), skip_invalid=kw.get("skip_invalid", False))
             rejected = f", {rec.n_rejected} rows rejected" if rec.n_rejected else ""
@@ -223,12 +212,6 @@ class DatasetsScreen(WorkbenchScreen):
             self.post_message(self.Changed(f"removed {kw['name']}", None))
 
     # --- the list ---------------------------------------------------------------------------------
-
-    @on(BackendMissing)
-    def _missing(self, event: BackendMissing) -> None:
-        note = self.query_one("#ds-missing", Static)
-        note.update(event.missing.describe())
-        note.remove_class("hidden")
 
     @on(Listed)
     def _show_list(self, event: Listed) -> None:

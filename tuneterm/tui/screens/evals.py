@@ -4,34 +4,33 @@ variants disagree.
 
 The launch makes the checks `tuneterm eval` makes before a model loads (specs, data, metrics,
 variants, few-shot pools; torch-free, in a worker), then writes an ``eval`` job and starts it
-detached (tuneterm.workers.kinds.eval): it keeps running when the workbench closes. A poller thread
-reads the eval jobs and the selected job's events; a finished job's report is read in a worker.
-The screen only draws.
+detached (tuneterm.workers.kinds.eval): it keeps running when the workbench closes. The app's job
+watcher (tuneterm.tui.job_watch) reads the eval jobs and the selected job's events; a finished
+job's report is read in a worker. The screen only draws.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from textual import on, work
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from rich.markup import escape
 from textual.widgets import DataTable, Input, Select, Static
-from textual.worker import get_current_worker
 
-from tuneterm.tui import backends
 from tuneterm.tui.screens.base import WorkbenchScreen
+from tuneterm.tui.widgets.keyed_table import KeyedTable
 from tuneterm.tui.widgets.eval_report import EvalReport
 from tuneterm.tui.widgets.eval_variants import VariantsInput
 
-JOBS = "tuneterm.core.jobs"
-RUN_COLUMNS = ("id", "state", "progress")
+RUN_COLUMNS = (("id", "job"), ("state", "state"), ("progress", "progress"))
 
 
 class EvalsScreen(WorkbenchScreen):
     MODE = "evals"
+    CONTENT = "#evals-runs"
     BINDINGS = [
         Binding("ctrl+l", "launch", "Launch", id="evals.launch"),
         Binding("ctrl+o", "open_report", "Open report", id="evals.open"),
@@ -44,17 +43,6 @@ class EvalsScreen(WorkbenchScreen):
     class SpecsLoaded(Message):
         specs: list[str]
         default_model: str
-
-    @dataclass
-    class RunsPolled(Message):
-        jobs: list
-
-    @dataclass
-    class ProgressPolled(Message):
-        job_id: str
-        state: str
-        line: str
-        error: str | None = None
 
     @dataclass
     class ReportLoaded(Message):
@@ -73,10 +61,6 @@ class EvalsScreen(WorkbenchScreen):
     @dataclass
     class Notice(Message):
         text: str
-
-    @dataclass
-    class BackendMissing(Message):
-        missing: backends.Missing
 
     DEFAULT_CSS = """
     #evals-body { height: 1fr; }
@@ -99,13 +83,10 @@ class EvalsScreen(WorkbenchScreen):
         self.report_job: str | None = None  # whose report is shown
         self.loading_report: str | None = None
         self.launched: list[str] = []
-        self.visible = True
-        self._poke = False
-        self._last_error = ""
+        self._last_notice = ""
 
     def compose_body(self):
         with Vertical(id="evals-body"):
-            yield Static("", id="evals-missing", classes="missing hidden")
             with Horizontal(classes="form-row", id="evals-form"):
                 spec = Select([], prompt="spec / suite (evals/)", id="evals-spec")
                 spec.border_title = "spec / suite"
@@ -118,28 +99,17 @@ class EvalsScreen(WorkbenchScreen):
                 yield limit
             with Horizontal(id="evals-main"):
                 with Vertical(id="evals-left"):
-                    runs = DataTable(id="evals-runs", cursor_type="row", zebra_stripes=True)
+                    runs = KeyedTable(RUN_COLUMNS, id="evals-runs")
                     runs.border_title = "eval jobs"
                     yield runs
                     yield Static("select an eval job", id="evals-status")
                 yield EvalReport(id="evals-report")
 
     def on_mount(self) -> None:
-        runs = self.query_one("#evals-runs", DataTable)
-        for col in RUN_COLUMNS:
-            runs.add_column(col, key=col)
         self.query_one("#evals-limit", Input).styles.width = 12
         self.query_one("#evals-spec", Select).styles.width = 34
-        self.query_one("#evals-models", VariantsInput).focus()
-        self._load_specs()
-        self._poll()
-
-    def on_screen_suspend(self) -> None:
-        self.visible = False
-
-    def on_screen_resume(self) -> None:
-        self.visible = True
-        self._poke = True
+        self.after_first_paint(self._load_specs)
+        self.watch_jobs(self._jobs_seen_here)
 
     # --- workers (threads): read, check, launch; they only post messages ---------------------------
 
@@ -159,41 +129,6 @@ class EvalsScreen(WorkbenchScreen):
                 specs.append(s)
         self.post_message(self.SpecsLoaded(specs, get_settings().default_model))
 
-    @work(thread=True, exclusive=True, group="evals-poll", exit_on_error=False)
-    def _poll(self) -> None:
-        worker = get_current_worker()
-        jobs = backends.load(JOBS, "Use `tuneterm eval` meanwhile.")
-        if isinstance(jobs, backends.Missing):
-            self.post_message(self.BackendMissing(jobs))
-            return
-        from tuneterm.core.evals.views import job_progress
-
-        events: dict[str, list[dict]] = {}
-        offsets: dict[str, int] = {}
-        while not worker.is_cancelled:
-            if self.visible:
-                try:
-                    listed = [j for j in reversed(jobs.list_jobs()) if str(j.kind) == "eval"]
-                    self.post_message(self.RunsPolled(listed))
-                    job_id = self.selected
-                    if job_id:
-                        new, offsets[job_id] = jobs.read_events(job_id, offsets.get(job_id, 0))
-                        events[job_id] = events.get(job_id, []) + list(new)
-                        info = jobs.get_job(job_id)
-                        prog = job_progress(events[job_id])
-                        error = str(info.error).splitlines()[-1][:200] if info.error else None
-                        active = str(info.state) in ("queued", "running")
-                        self.post_message(self.ProgressPolled(job_id, str(info.state), prog.line(active), error))
-                except Exception as exc:  # a vanished or damaged job folder must not stop the poller
-                    if self.selected:
-                        offsets.pop(self.selected, None)
-                        events.pop(self.selected, None)
-                    self.post_message(self.Notice(f"{type(exc).__name__}: {exc}"))
-            deadline = time.monotonic() + 0.5
-            while time.monotonic() < deadline and not worker.is_cancelled and not self._poke:
-                time.sleep(0.05)
-            self._poke = False
-
     @work(thread=True, exclusive=True, group="evals-report", exit_on_error=False)
     def _load_report(self, job_id: str) -> None:
         from tuneterm.core.evals import report as report_mod
@@ -210,12 +145,9 @@ class EvalsScreen(WorkbenchScreen):
 
     @work(thread=True, exclusive=True, group="evals-launch", exit_on_error=False)
     def _launch(self, spec: str, models: list[str], limit: int | None) -> None:
-        jobs = backends.load(JOBS, "Use `tuneterm eval` meanwhile.")
-        if isinstance(jobs, backends.Missing):
-            self.post_message(self.BackendMissing(jobs))
-            return
         from pathlib import Path
 
+        from tuneterm.core import jobs
         from tuneterm.core.evals.views import check_and_config
 
         config, command = check_and_config(spec, models, limit)  # a typo fails here, before a job exists
@@ -232,12 +164,6 @@ class EvalsScreen(WorkbenchScreen):
 
     # --- drawing (main thread) ----------------------------------------------------------------------
 
-    @on(BackendMissing)
-    def _missing(self, event: BackendMissing) -> None:
-        note = self.query_one("#evals-missing", Static)
-        note.update(event.missing.describe())
-        note.remove_class("hidden")
-
     @on(SpecsLoaded)
     def _specs_loaded(self, event: SpecsLoaded) -> None:
         select = self.query_one("#evals-spec", Select)
@@ -249,32 +175,28 @@ class EvalsScreen(WorkbenchScreen):
         if not models.value:
             models.value = event.default_model
 
-    @on(RunsPolled)
-    def _runs(self, event: RunsPolled) -> None:
-        table = self.query_one("#evals-runs", DataTable)
-        self.jobs = {str(j.id): j for j in event.jobs}
+    def _jobs_seen_here(self, seen) -> None:
+        from tuneterm.core.evals.views import job_progress
+
+        self.jobs = {str(j.id): j for j in seen.of_kind("eval")}
         ids = list(self.jobs)
-        current = [str(k.value) for k in table.rows]
-        rows = {i: self._run_row(self.jobs[i]) for i in ids}
-        if current != ids:
-            keep = self.selected
-            table.clear()
-            for i in ids:
-                table.add_row(*rows[i], key=i)
-            if keep in ids:
-                table.move_cursor(row=ids.index(keep))
-        else:
-            for i in ids:
-                for col, value in zip(RUN_COLUMNS, rows[i]):
-                    if table.get_cell(i, col) != value:
-                        table.update_cell(i, col, value)
+        table = self.query_one("#evals-runs", KeyedTable)
+        table.sync({i: self._run_row(self.jobs[i]) for i in ids})
         for i in ids:
             self.states[i] = str(self.jobs[i].state)
-        if self.selected not in self.jobs and ids:
-            self._select(ids[table.cursor_row] if 0 <= table.cursor_row < len(ids) else ids[0])
         if not ids:
             self.selected = None
             self.query_one("#evals-status", Static).update("no eval jobs yet: pick a spec and variants, then ^l")
+            return
+        if self.selected not in self.jobs:
+            self._select(table.selected_key or ids[0])
+            return
+        info = self.jobs[self.selected]
+        if self.selected in seen.events:
+            state = str(info.state)
+            error = str(info.error).splitlines()[-1][:200] if info.error else None
+            line = job_progress(seen.events[self.selected]).line(state in ("queued", "running"))
+            self._progress(self.selected, state, line, error)
 
     def _run_row(self, job) -> tuple[str, str, str]:
         event = getattr(job, "last_event", None) or {}
@@ -294,22 +216,18 @@ class EvalsScreen(WorkbenchScreen):
             return
         self.selected = job_id
         self.query_one("#evals-status", Static).update(f"[b]{job_id}[/b] loading…" if job_id else "")
-        self._poke = True
+        self.follow_jobs(job_id)
 
-    @on(ProgressPolled)
-    def _progress(self, event: ProgressPolled) -> None:
-        if event.job_id != self.selected:
-            return
-        self.states[event.job_id] = event.state
-        lines = [f"[b]{event.job_id}[/b] · {event.state}", event.line]
-        if event.error:
-            lines.append(f"[red]{_escape(event.error)}[/red]")
-        if event.state == "succeeded":
+    def _progress(self, job_id: str, state: str, line: str, error: str | None) -> None:
+        lines = [f"[b]{job_id}[/b] · {state}", escape(line)]
+        if error:
+            lines.append(f"[red]{escape(error)}[/red]")
+        if state == "succeeded":
             lines.append("report: ^o opens it")
         self.query_one("#evals-status", Static).update("\n".join(lines))
-        if event.state == "succeeded" and self.report_job != event.job_id and self.loading_report != event.job_id:
-            self.loading_report = event.job_id
-            self._load_report(event.job_id)
+        if state == "succeeded" and self.report_job != job_id and self.loading_report != job_id:
+            self.loading_report = job_id
+            self._load_report(job_id)
 
     @on(ReportLoaded)
     def _report_loaded(self, event: ReportLoaded) -> None:
@@ -327,8 +245,8 @@ class EvalsScreen(WorkbenchScreen):
 
     @on(Notice)
     def _notice(self, event: Notice) -> None:
-        if event.text != self._last_error:
-            self._last_error = event.text
+        if event.text != self._last_notice:
+            self._last_notice = event.text
             self.notify(event.text, severity="warning", timeout=6)
 
     # --- actions --------------------------------------------------------------------------------------
@@ -369,9 +287,6 @@ class EvalsScreen(WorkbenchScreen):
         self._cancel(job_id)
 
     def action_refresh(self) -> None:
-        self._poke = True
+        self.poke_jobs()
         self.query_one("#evals-models", VariantsInput).reload()
 
-
-def _escape(text: str) -> str:
-    return text.replace("[", r"\[")

@@ -8,14 +8,13 @@ tuneterm.core.jobs and follows it. Reports: every quantize job with its gate ver
 selected job's quality report (output/quality.json: size, load time, TTFT, tok/s, perplexity,
 KL, top-1 agreement, exact match, pass/fail) or its progress while it runs.
 
-A thread worker re-reads the job folders about once a second while the screen is shown; it
-posts what it read and never touches widgets.
+The app's job watcher (tuneterm.tui.job_watch) reads the job folders; this screen follows the
+selected job and the one it launched, and only draws.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
 from textual import on, work
@@ -23,15 +22,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Input, Select, Static, TabbedContent, TabPane
-from textual.worker import get_current_worker
 
-from tuneterm.tui import backends
 from tuneterm.tui.screens.base import WorkbenchScreen
+from tuneterm.tui.widgets.keyed_table import KeyedTable
 from tuneterm.tui.widgets.model_input import ModelInput
 from tuneterm.tui.widgets.quant_report import QuantReport, phase_line
 from tuneterm.tui.widgets.recipe_panel import RecipePanel
 
-JOBS = "tuneterm.core.jobs"
 # The same list as tuneterm.core.quantize_config.METHODS (not imported here: the first paint
 # must not wait for it); recipes/<method>.toml exists for each.
 METHODS = ("int8-dynamic", "int8-weight-only", "bnb-int8", "bnb-nf4", "bnb-fp4", "gguf")
@@ -59,6 +56,7 @@ class QuantJob:
 
 class QuantizeScreen(WorkbenchScreen):
     MODE = "quantize"
+    CONTENT = "#qz-tabs Tabs"
     BINDINGS = [
         Binding("ctrl+l", "launch", "Launch", id="quantize.launch"),
         Binding("ctrl+r", "reset", "Reset recipe", id="quantize.reset"),
@@ -78,27 +76,6 @@ class QuantizeScreen(WorkbenchScreen):
         job_id: str
         command: str
 
-    @dataclass
-    class JobsPolled(Message):
-        jobs: list[QuantJob]
-
-    @dataclass
-    class DetailPolled(Message):
-        job_id: str
-        state: str
-        events: list[dict]
-        reset: bool
-        report: dict | None
-        error: str | None
-
-    @dataclass
-    class PollFailed(Message):
-        error: BaseException
-
-    @dataclass
-    class BackendMissing(Message):
-        missing: backends.Missing
-
     def __init__(self) -> None:
         super().__init__()
         self.method = METHODS[0]
@@ -107,14 +84,12 @@ class QuantizeScreen(WorkbenchScreen):
         self.selected: str | None = None
         self.events: dict[str, list[dict]] = {}
         self.reports: dict[str, dict] = {}
-        self.visible = True
-        self._poke = False
-        self._last_error = ""
+        self._specs: dict[str, tuple[str, str]] = {}  # job id -> (method, model), read once
+        self._report_cache: dict[str, tuple[float, dict]] = {}
 
     def compose_body(self):
         with TabbedContent(id="qz-tabs", initial="qz-new"):
             with TabPane("New", id="qz-new"):
-                yield Static("", id="qz-missing", classes="missing hidden")
                 with Horizontal(classes="form-row"):
                     model = ModelInput(prefill=True, id="qz-model")
                     model.border_title = "model"
@@ -128,25 +103,16 @@ class QuantizeScreen(WorkbenchScreen):
                 yield extra
                 yield Static("no job launched from here yet", id="qz-progress")
             with TabPane("Reports", id="qz-reports"):
-                yield DataTable(id="qz-jobs", cursor_type="row", zebra_stripes=True)
+                yield KeyedTable(COLUMNS, id="qz-jobs")
                 yield Static("select a quantize job", id="qz-status")
                 with VerticalScroll(id="qz-report-scroll"):
                     yield QuantReport(id="qz-report")
 
     def on_mount(self) -> None:
-        table = self.query_one("#qz-jobs", DataTable)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
-        self.query_one("#qz-model", Input).focus()
         self.after_first_paint(lambda: self._load_recipe(self.method))
-        self.after_first_paint(self._poll)
-
-    def on_screen_suspend(self) -> None:
-        self.visible = False
+        self.watch_jobs(self._jobs_seen_here)
 
     def on_screen_resume(self) -> None:
-        self.visible = True
-        self._poke = True
         self.after_first_paint(self.query_one(ModelInput).reload)  # jobs may have finished: new job:ID refs
 
     # --- workers: read, post; never touch widgets --------------------------------------------------
@@ -164,10 +130,7 @@ class QuantizeScreen(WorkbenchScreen):
 
     @work(thread=True, exclusive=True, group="qz-launch", exit_on_error=False)
     def _launch(self, model: str, method: str, overrides: list[str]) -> None:
-        jobs = backends.load(JOBS, "Use `tuneterm quantize` once the jobs module has landed.")
-        if isinstance(jobs, backends.Missing):
-            self.post_message(self.BackendMissing(jobs))
-            return
+        from tuneterm.core import jobs
         from tuneterm.core.jobs.plan import plan_quantize
 
         # tuneterm.core.jobs.plan holds the checks of `tuneterm quantize`: a typo or a missing job:ID fails here
@@ -176,67 +139,37 @@ class QuantizeScreen(WorkbenchScreen):
         command = " ".join(["tuneterm quantize", _quote(model), "--method", method, *map(_quote, overrides)])
         self.post_message(self.Launched(job.id, command))
 
-    @work(thread=True, exclusive=True, group="qz-poll", exit_on_error=False)
-    def _poll(self) -> None:
-        worker = get_current_worker()
-        jobs = backends.load(JOBS, "Use `tuneterm quantize` and `tuneterm jobs` meanwhile.")
-        if isinstance(jobs, backends.Missing):
-            self.post_message(self.BackendMissing(jobs))
-            return
-        from tuneterm.core.settings import get_settings
+    # --- jobs, from the app's watcher (main thread) --------------------------------------------------
 
-        interval = max(0.2, float(get_settings().job_poll_seconds))
-        specs: dict[str, tuple[str, str]] = {}
-        offsets: dict[str, int] = {}
-        reports: dict[str, tuple[float, dict]] = {}
-        while not worker.is_cancelled:
-            if self.visible:
-                self._poll_once(jobs, specs, offsets, reports)
-            deadline = time.monotonic() + interval
-            while time.monotonic() < deadline and not worker.is_cancelled and not self._poke:
-                time.sleep(0.05)
-            self._poke = False
+    def _quant_job(self, info) -> QuantJob:
+        from tuneterm.core import jobs
 
-    def _poll_once(self, jobs, specs: dict, offsets: dict, reports: dict) -> None:
-        try:
-            listed = [j for j in reversed(jobs.list_jobs()) if j.kind == "quantize"]  # newest first
-            rows = []
-            for info in listed:
-                if info.id not in specs:
-                    try:
-                        config = jobs.read_spec(info.dir).get("config", {})
-                        specs[info.id] = (str(config.get("method", "?")), str(config.get("model", "?")))
-                    except Exception:  # a damaged spec: the row shows "?" and the next poll retries
-                        pass
-                method, model = specs.get(info.id, ("?", "?"))
-                report = _read_report(info.dir, reports, info.id)
-                gate = "-" if report is None else ("passed" if report.get("passed") else "FAILED")
-                rows.append(QuantJob(info.id, str(info.state), method, model, gate, info.error, info.model_ref))
-        except Exception as exc:  # a damaged folder must not stop the poller
-            self.post_message(self.PollFailed(exc))
-            return
-        self.post_message(self.JobsPolled(rows))
-        for job_id in dict.fromkeys(j for j in (self.selected, self.launched[-1] if self.launched else None) if j):
-            info = next((j for j in rows if j.id == job_id), None)
-            if info is None:
-                continue
-            reset = job_id not in offsets
+        if info.id not in self._specs:
             try:
-                new, offsets[job_id] = jobs.read_events(job_id, offsets.get(job_id, 0))
-            except Exception as exc:
-                offsets.pop(job_id, None)
-                self.post_message(self.PollFailed(exc))
-                continue
-            report = reports.get(job_id, (0, None))[1]
-            self.post_message(self.DetailPolled(job_id, info.state, list(new), reset, report, info.error))
+                config = jobs.read_spec(info.dir).get("config", {})
+                self._specs[info.id] = (str(config.get("method", "?")), str(config.get("model", "?")))
+            except Exception:  # noqa: BLE001 - a damaged spec: the row shows "?" and the next read retries
+                pass
+        method, model = self._specs.get(info.id, ("?", "?"))
+        report = _read_report(info.dir, self._report_cache, info.id)
+        gate = "-" if report is None else ("passed" if report.get("passed") else "FAILED")
+        return QuantJob(info.id, str(info.state), method, model, gate, info.error, info.model_ref)
 
-    # --- events (main thread) ---------------------------------------------------------------------
-
-    @on(BackendMissing)
-    def _missing(self, event: BackendMissing) -> None:
-        note = self.query_one("#qz-missing", Static)
-        note.update(event.missing.describe())
-        note.remove_class("hidden")
+    def _jobs_seen_here(self, seen) -> None:
+        rows = [self._quant_job(info) for info in seen.of_kind("quantize")]
+        self.jobs = {j.id: j for j in rows}
+        table = self.query_one("#qz-jobs", KeyedTable)
+        table.sync({j.id: self._cells(j) for j in rows})
+        if not rows:
+            self.query_one("#qz-status", Static).update("no quantize jobs yet: ^n, pick a model, ^l")
+            self.query_one(QuantReport).show_message("")
+        elif self.selected not in self.jobs:
+            self._select(table.selected_key or rows[0].id)
+        for job_id in dict.fromkeys(j for j in (self.selected, self.launched[-1] if self.launched else None) if j):
+            job = self.jobs.get(job_id)
+            if job is not None and job_id in seen.events:
+                report = self._report_cache.get(job_id, (0, None))[1]
+                self._show_detail(job_id, job.state, seen.events[job_id], report, job.error)
 
     @on(RecipeLoaded)
     async def _recipe_loaded(self, event: RecipeLoaded) -> None:
@@ -258,8 +191,8 @@ class QuantizeScreen(WorkbenchScreen):
         if tab == "qz-reports":
             self.query_one("#qz-jobs", DataTable).focus()
         else:
-            self.query_one("#qz-model", Input).focus()
-        self._poke = True
+            self.focus_content()  # the tabs, not the model field: the number keys keep switching screens
+        self.poke_jobs()
 
     def settings(self) -> list[str]:
         """The form's edited settings, then the extra ``key=value`` items, as the command takes them."""
@@ -289,31 +222,7 @@ class QuantizeScreen(WorkbenchScreen):
         self.query_one("#qz-progress", Static).update(f"job {event.job_id}: started")
         self.notify(f"job {event.job_id} started; its report shows under Reports (^o)\n"
                     f"same from the CLI: {event.command}", title="launched", timeout=8)
-        self._poke = True
-
-    @on(JobsPolled)
-    def _show_jobs(self, event: JobsPolled) -> None:
-        self._last_error = ""
-        self.jobs = {j.id: j for j in event.jobs}
-        table = self.query_one("#qz-jobs", DataTable)
-        ids = [j.id for j in event.jobs]
-        current = [str(k.value) for k in table.rows]
-        if ids != current:
-            keep = self.selected
-            table.clear()
-            for j in event.jobs:
-                table.add_row(*self._cells(j), key=j.id)
-            if keep in ids:
-                table.move_cursor(row=ids.index(keep))
-        else:
-            for j in event.jobs:
-                for (key, _label), value in zip(COLUMNS, self._cells(j)):
-                    table.update_cell(j.id, key, value)
-        if not event.jobs:
-            self.query_one("#qz-status", Static).update("no quantize jobs yet: ^n, pick a model, ^l")
-            self.query_one(QuantReport).show_message("")
-        elif self.selected not in self.jobs:
-            self._select(ids[table.cursor_row] if 0 <= table.cursor_row < len(ids) else ids[0])
+        self._follow()
 
     @staticmethod
     def _cells(job: QuantJob) -> tuple:
@@ -337,43 +246,38 @@ class QuantizeScreen(WorkbenchScreen):
         self.selected = job_id
         self.query_one("#qz-status", Static).update(f"{job_id}: reading…")
         self.query_one(QuantReport).show_message("")
-        self._poke = True
+        self._follow()
 
-    @on(DetailPolled)
-    def _show_detail(self, event: DetailPolled) -> None:
-        events = [] if event.reset else self.events.get(event.job_id, [])
-        self.events[event.job_id] = events = events + event.events
-        if event.report is not None:
-            self.reports[event.job_id] = event.report
-        line = phase_line(events, event.state)
-        if self.launched and event.job_id == self.launched[-1]:
+    def _follow(self) -> None:
+        self.follow_jobs(self.selected, self.launched[-1] if self.launched else None)
+
+    def _show_detail(self, job_id: str, state: str, events: list[dict], report: dict | None,
+                     error: str | None) -> None:
+        self.events[job_id] = events
+        if report is not None:
+            self.reports[job_id] = report
+        line = phase_line(events, state)
+        if self.launched and job_id == self.launched[-1]:
             verdict = ""
-            if event.report is not None:
-                verdict = " · gate " + ("passed" if event.report.get("passed") else "FAILED")
-            self.query_one("#qz-progress", Static).update(f"job {event.job_id} · {event.state}{verdict} · {line}")
-        if event.job_id != self.selected:
+            if report is not None:
+                verdict = " · gate " + ("passed" if report.get("passed") else "FAILED")
+            self.query_one("#qz-progress", Static).update(f"job {job_id} · {state}{verdict} · {line}")
+        if job_id != self.selected:
             return
-        job = self.jobs.get(event.job_id)
-        status = f"{event.job_id} · {event.state} · {line}"
+        job = self.jobs.get(job_id)
+        status = f"{job_id} · {state} · {line}"
         if job is not None and job.model_ref:
             status += f" · use it as {job.model_ref}"
         self.query_one("#qz-status", Static).update(status)
         view = self.query_one(QuantReport)
-        if event.report is not None:
-            if view.report is not event.report:
-                view.show_report(event.report, job.model_ref if job and job.model_ref else "")
-        elif event.state in ("queued", "running"):
+        if report is not None:
+            if view.report is not report:
+                view.show_report(report, job.model_ref if job and job.model_ref else "")
+        elif state in ("queued", "running"):
             view.show_message("the report appears when the gate has measured the model")
         else:
-            reason = (event.error or "").strip().splitlines()[-1:] or [""]
-            view.show_message(f"no quality report: the job {event.state} before the gate ran. {reason[0]}".strip())
-
-    @on(PollFailed)
-    def _poll_failed(self, event: PollFailed) -> None:
-        text = str(event.error)
-        if text != self._last_error:  # once per distinct problem, not once a second
-            self._last_error = text
-            self.report_error(event.error)
+            reason = (error or "").strip().splitlines()[-1:] or [""]
+            view.show_message(f"no quality report: the job {state} before the gate ran. {reason[0]}".strip())
 
 
 def _read_report(folder, cache: dict, job_id: str) -> dict | None:

@@ -18,21 +18,20 @@ from textual.message import Message
 from textual.widgets import Input, Select, Static
 from textual.worker import get_current_worker
 
-from tuneterm.tui import backends
 from tuneterm.tui.screens.base import WorkbenchScreen
 from tuneterm.tui.suggesters import DatasetSuggester
+from tuneterm.tui.widgets.job_progress_line import JobProgressLine
 from tuneterm.tui.widgets.model_input import ModelInput
 from tuneterm.tui.widgets.recipe_form import RecipeForm
 from tuneterm.tui.widgets.recipe_panel import RecipePanel
 
-RECIPES = "tuneterm.core.recipes"
-JOBS = "tuneterm.core.jobs"
 METHODS = ("lora", "qlora", "freeze", "full")
 DEBOUNCE_S = 0.4
 
 
 class TrainScreen(WorkbenchScreen):
     MODE = "train"
+    CONTENT = "RecipeForm"
     BINDINGS = [
         Binding("ctrl+l", "launch", "Launch", id="train.launch"),
         Binding("ctrl+s", "estimate", "Memory", id="train.estimate"),
@@ -62,10 +61,6 @@ class TrainScreen(WorkbenchScreen):
         model: str
         datasets: list[str]
 
-    @dataclass
-    class BackendMissing(Message):
-        missing: backends.Missing
-
     def __init__(self) -> None:
         super().__init__()
         self.method = "lora"
@@ -75,7 +70,6 @@ class TrainScreen(WorkbenchScreen):
 
     def compose_body(self):
         with Vertical(id="train-body"):
-            yield Static("", id="train-missing", classes="missing hidden")
             with Horizontal(classes="form-row"):
                 model = ModelInput(id="train-model")
                 model.border_title = "model"
@@ -89,11 +83,12 @@ class TrainScreen(WorkbenchScreen):
                 yield method
             yield Static("memory: pick a model", id="train-memory")
             yield RecipePanel(hint="edit values; tab moves; ^l launches", id="train-recipe")
+            yield JobProgressLine(id="train-progress", classes="hidden")  # shown once a job is launched
 
     def on_mount(self) -> None:
-        self.query_one("#train-model", Input).focus()
         self.after_first_paint(self._defaults)
         self.after_first_paint(lambda: self._load_recipe(self.method))
+        self.watch_jobs(self.query_one(JobProgressLine).show)
 
     # --- workers ------------------------------------------------------------------------------------
 
@@ -106,10 +101,7 @@ class TrainScreen(WorkbenchScreen):
 
     @work(thread=True, exclusive=True, group="train-recipe", exit_on_error=False)
     def _load_recipe(self, method: str) -> None:
-        recipes = backends.load(RECIPES, "Use `tuneterm train --method M` once it has landed.")
-        if isinstance(recipes, backends.Missing):
-            self.post_message(self.BackendMissing(recipes))
-            return
+        from tuneterm.core import recipes
         from tuneterm.core.recipe_comments import read_comments
 
         config = recipes.default_recipe(method)
@@ -135,10 +127,7 @@ class TrainScreen(WorkbenchScreen):
 
     @work(thread=True, exclusive=True, group="train-launch", exit_on_error=False)
     def _launch(self, model: str, data: str, method: str, overrides: list[str]) -> None:
-        jobs = backends.load(JOBS, "Use `tuneterm train` once the jobs module has landed.")
-        if isinstance(jobs, backends.Missing):
-            self.post_message(self.BackendMissing(jobs))
-            return
+        from tuneterm.core import jobs
         from tuneterm.core.jobs.plan import plan_train
 
         # tuneterm.core.jobs.plan holds the checks of `tuneterm train`: a typo fails here, in a second
@@ -148,12 +137,6 @@ class TrainScreen(WorkbenchScreen):
         self.post_message(self.Launched(job.id, command.strip()))
 
     # --- events -------------------------------------------------------------------------------------
-
-    @on(BackendMissing)
-    def _missing(self, event: BackendMissing) -> None:
-        note = self.query_one("#train-missing", Static)
-        note.update(event.missing.describe())
-        note.remove_class("hidden")
 
     @on(DefaultsLoaded)
     def _defaults_loaded(self, event: DefaultsLoaded) -> None:
@@ -171,6 +154,8 @@ class TrainScreen(WorkbenchScreen):
             return
         await self.query_one(RecipePanel).show(f"recipes/{event.method}.toml", event.header, event.flat,
                                                event.comments, event.choices)
+        if self.focused is None and self.is_current:
+            self.focus_content()
         self._schedule()
 
     @on(Select.Changed, "#train-method")
@@ -221,6 +206,11 @@ class TrainScreen(WorkbenchScreen):
     @on(Launched)
     def _launched(self, event: Launched) -> None:
         self.launched.append(event.job_id)
+        line = self.query_one(JobProgressLine)
+        line.job_id = event.job_id
+        line.update(f"job {event.job_id}: started")
+        line.remove_class("hidden")
+        self.follow_jobs(event.job_id)
         self.notify(f"job {event.job_id} started; follow it on Jobs (4)\nsame from the CLI: {event.command}",
                     title="launched", timeout=8)
 

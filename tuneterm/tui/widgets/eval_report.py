@@ -4,6 +4,7 @@ variants disagree. It draws what the screen's worker read; it reads no file itse
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
@@ -73,7 +74,8 @@ class EvalReport(Vertical):
         self.shown_items = [r for r in self.rows if r.disagree] if self.only_disagree else list(self.rows)
         table = self.query_one("#eval-items", DataTable)
         table.clear(columns=True)
-        table.add_columns("task", "item", "target", *(_clip(v, 24) for v in variants))
+        # Text, not markup: a variant id such as fewshot:4:POOL@REF or [..] is shown as written
+        table.add_columns("task", "item", "target", *(Text(_clip(v, 24) or "?") for v in variants))
         for r in self.shown_items:
             cells = []
             for v in variants:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
-from textual.widgets import DataTable
+from tuneterm.tui.widgets.keyed_table import KeyedTable
 
 COLUMNS = (("id", "ID"), ("kind", "kind"), ("state", "state"), ("progress", "progress"), ("started", "started"))
 
@@ -30,57 +31,48 @@ def _when(value) -> str:
         return str(value)[:11]
 
 
-def _progress(job) -> str:
+def _progress(job, events: list[dict] | None = None) -> str:
+    """``4/10 · ETA 12s``: the last step and, while the job runs, the time left (from its events,
+    or from its last event when it is not followed)."""
+    from tuneterm.core.jobs.eta import eta_seconds, format_duration
+
     event = getattr(job, "last_event", None) or {}
     step, total = event.get("step"), event.get("max_steps") or event.get("total_steps")
-    if isinstance(step, int):
-        return f"{step}/{total}" if total else str(step)
-    return "-"
+    if not isinstance(step, int):
+        return "-"
+    text = f"{step}/{total}" if total else str(step)
+    if str(job.state) in ("queued", "running"):
+        left = eta_seconds(events or [event], time.time())
+        if left is not None:
+            text += f" · ETA {format_duration(left)}"
+    return text
 
 
-class JobTable(DataTable):
+class JobTable(KeyedTable):
     def __init__(self, **kwargs) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
-        self.job_ids: list[str] = []
+        super().__init__(COLUMNS, **kwargs)
 
-    def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
-
-    def show_jobs(self, jobs: list) -> None:
-        """Make the table match ``jobs`` (in the order given), keeping the cursor on its job."""
+    def show_jobs(self, jobs: list, events: dict[str, list[dict]] | None = None) -> None:
+        """Make the table match ``jobs`` (in the order given), keeping the cursor on its job.
+        ``events`` (job id -> its events, for the jobs followed) gives those rows an ETA."""
         from rich.text import Text
 
-        ids = [str(job.id) for job in jobs]
         rows = {}
         for job in jobs:
             state = str(job.state)
-            rows[str(job.id)] = {
-                "id": str(job.id),
-                "kind": str(job.kind),
-                "state": Text(state, style=STATE_STYLE.get(state, "")),
-                "progress": _progress(job),
-                "started": _when(job.started_at or job.created_at),
-            }
-        if ids == self.job_ids:
-            for job_id, cells in rows.items():
-                for key, value in cells.items():
-                    self.update_cell(job_id, key, value)
-            return
-        selected = self.selected_id
-        self.clear()
-        for job_id, cells in rows.items():
-            self.add_row(*cells.values(), key=job_id)
-        self.job_ids = ids
-        if selected in ids:
-            self.move_cursor(row=ids.index(selected))
+            rows[str(job.id)] = (
+                str(job.id),
+                str(job.kind),
+                Text(state, style=STATE_STYLE.get(state, "")),
+                _progress(job, (events or {}).get(str(job.id))),
+                _when(job.started_at or job.created_at),
+            )
+        self.sync(rows)
+
+    @property
+    def job_ids(self) -> list[str]:
+        return self.keys
 
     @property
     def selected_id(self) -> str | None:
-        if not self.row_count:
-            return None
-        try:
-            key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
-        except Exception:  # the cursor is past a row that just went away
-            return None
-        return str(key.value) if key is not None else None
+        return self.selected_key

@@ -19,15 +19,13 @@ PLACEHOLDER = "smollm2-135m-instruct, hf:ORG/NAME, ./dir, job:ID"
 
 def model_refs() -> list[str]:
     """The embedded model, then ``job:ID`` of every job with an artifact, newest first."""
+    from tuneterm.core import jobs
     from tuneterm.core.modelref import EMBEDDED_NAME
-    from tuneterm.tui import backends
 
     refs = [EMBEDDED_NAME]
-    jobs = backends.load("tuneterm.core.jobs")
-    if not isinstance(jobs, backends.Missing):
-        for info in reversed(jobs.list_jobs()):
-            if info.model_ref:
-                refs.append(info.model_ref)
+    for info in reversed(jobs.list_jobs()):
+        if info.model_ref:
+            refs.append(info.model_ref)
     return refs
 
 
