@@ -1,6 +1,7 @@
 """The job child: ``python -m tuneterm.workers.run JOB_DIR [--resume]``.
 
-Reads ``spec.toml``, waits for the devices the job needs (state stays ``queued`` meanwhile),
+Reads ``spec.toml``, waits for its device slots (``tuneterm.core.jobs.slots``; state stays ``queued``
+meanwhile, with a note naming what it waits for),
 then calls the kind's ``run(ctx)`` (``tuneterm.workers.kinds``). Ends the status as ``succeeded``,
 ``cancelled`` (after SIGTERM) or ``failed`` (with the error summary; the traceback goes to
 log.txt, which is this process's stderr).
@@ -13,7 +14,7 @@ import sys
 import time
 import traceback
 
-from tuneterm.core.jobs import store
+from tuneterm.core.jobs import slots, store
 from tuneterm.workers.jobctx import JobCancelled, JobContext
 from tuneterm.workers.kinds import kind_module
 
@@ -38,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     status = store.read_status(ctx.job_dir)
     ctx.update_status(note=None, cancel_requested=None, pid=os.getpid())
     try:
-        for device in ctx.job.get("devices", []) or []:
-            ctx.wait_for_device(device)
+        ctx.take_slots(slots.request_for(ctx.kind, ctx.job.get("devices"), int(ctx.job.get("nproc", 1) or 1)))
         if ctx.should_stop:
             raise JobCancelled("cancelled before it started")
         ctx.update_status(state="running", started_at=status.get("started_at") or store.now_iso(),

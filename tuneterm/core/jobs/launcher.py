@@ -24,8 +24,10 @@ from tuneterm.core.jobs.store import JobInfo
 
 
 def locks_dir() -> Path:
-    """Per-device lock files (``jobs/.locks/cuda0.lock``) held by the child that uses the device."""
-    return store.jobs_root() / ".locks"
+    """The device slot files (``jobs/.slots/cuda0.0.lock``) held by the children using the devices."""
+    from tuneterm.core.jobs.slots import slots_dir
+
+    return slots_dir()
 
 
 def child_command(folder: Path, resume: bool = False) -> list[str]:
@@ -34,16 +36,18 @@ def child_command(folder: Path, resume: bool = False) -> list[str]:
     nproc = int(job.get("nproc", 1) or 1)
     tail = ["-m", "tuneterm.workers.run", str(folder)] + (["--resume"] if resume else [])
     if nproc <= 1:
-        return [sys.executable, *tail]
+        return [sys.executable, *tail]  # the child takes its device slots itself
+    # Several ranks: one process takes the slots for all of them, then starts the launcher below.
+    hold = [sys.executable, "-m", "tuneterm.core.jobs.hold", str(folder)]
     accel_cfg = (spec.get("config", {}).get("launch", {}) or {}).get("accelerate_config")
     if accel_cfg:  # FSDP or DeepSpeed come from an accelerate config file
-        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accel_cfg),
+        return [*hold, sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accel_cfg),
                 "--num_processes", str(nproc), *tail]
     # torchrun would turn the SIGTERM of `jobs cancel` into its own shutdown (workers killed after a grace
     # period, a SignalException traceback, a non-zero exit). It starts with SIGTERM ignored and not in
     # its handled signals instead: the ranks (which handle it) stop at the same step, save a checkpoint and
     # exit 0, and torchrun then exits 0 after them. SIGKILL still ends everything.
-    return [sys.executable, "-c", _IGNORE_SIGTERM_AND_EXEC, "-m", "torch.distributed.run",
+    return [*hold, sys.executable, "-c", _IGNORE_SIGTERM_AND_EXEC, "-m", "torch.distributed.run",
             "--signals-to-handle=SIGINT,SIGHUP,SIGQUIT", "--standalone", f"--nproc-per-node={nproc}", *tail]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tomli_w
 
-from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
+from tuneterm.core.fsutil import atomic_write_json, atomic_write_text, building_dir
 
 
 def _base_ref(config: dict) -> str:
@@ -25,16 +25,14 @@ def write(ctx, model, tokenizer, config: dict, base_path: Path, metrics: dict) -
     base = _base_ref(config)
     if method in ("lora", "qlora"):
         adapter = out / "adapter"
-        model.save_pretrained(adapter)
-        tokenizer.save_pretrained(adapter)
+        _save(adapter, model, tokenizer)
         if config.get("lora", {}).get("merge"):
             _merge(adapter, base_path, out / "model", tokenizer)
             ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter")
         else:
             ctx.write_artifact("adapter", "adapter", base=base, method=method)
     else:
-        model.save_pretrained(out / "model")
-        tokenizer.save_pretrained(out / "model")
+        _save(out / "model", model, tokenizer)
         ctx.write_artifact("model", "model", base=base, method=method)
     atomic_write_text(out / "config.toml", tomli_w.dumps(config))
     atomic_write_json(out / "metrics.json", metrics)
@@ -50,8 +48,15 @@ def _merge(adapter: Path, base_path: Path, target: Path, tokenizer) -> None:
 
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    merged.save_pretrained(target)
-    tokenizer.save_pretrained(target)
+    _save(target, merged, tokenizer)
+
+
+def _save(target: Path, *parts) -> None:
+    """``save_pretrained`` of each part into a temporary folder renamed to ``target``: a full disk
+    or a crash leaves no half-written artifact behind."""
+    with building_dir(target, lambda _: False) as tmp:
+        for part in parts:
+            part.save_pretrained(tmp)
 
 
 def model_card(job_id: str, config: dict, metrics: dict) -> str:
