@@ -42,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="a label for the job")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="processes (GPUs) for data-parallel training through torchrun/accelerate (kind train)")
+    p.add_argument("--gpus", metavar="0,1",
+                   help="the GPUs to run on (default: any free one); the job waits queued while they are busy")
+    p.add_argument("--force", action="store_true",
+                   help="start even when the disk looks too small for the checkpoints and the output")
     p.add_argument("--foreground", action="store_true",
                    help="stay attached and stream the log (Ctrl-C cancels and keeps a checkpoint)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -203,9 +207,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"# tuneterm train --method {args.method}: job kind {kind}")
         print(config_toml(config))
         return 0
+    from tuneterm.core.jobs import disk, slots, store
+
+    devices, nproc = slots.devices_for(args.gpus, args.nproc, kind)
+    disk.check_space(kind, config, store.jobs_root(), force=args.force)
     label = Path(str(args.data)).stem if args.data else "-".join(s["name"] for s in config.get("stages", []))
     job = jobs.create_job(kind, config, name=args.name or f"{args.method} {label}".strip(),
-                          nproc=args.nproc)
+                          nproc=nproc, devices=devices)
     if args.foreground:
         return foreground(job)
     job = jobs.launch(job.id)

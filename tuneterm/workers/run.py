@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 
-from tuneterm.core.jobs import slots, store
+from tuneterm.core.jobs import disk, slots, store
 from tuneterm.workers.jobctx import JobCancelled, JobContext
 from tuneterm.workers.kinds import kind_module
 
@@ -57,9 +57,21 @@ def main(argv: list[str] | None = None) -> int:
         ctx.set_state("cancelled", finished_at=store.now_iso(), exit_code=0, error=None)
         return 0
     except BaseException as exc:  # noqa: BLE001 - every crash ends as a recorded failure
-        traceback.print_exc()
-        sys.stderr.flush()
-        ctx.set_state("failed", finished_at=store.now_iso(), exit_code=1, error=_summary(exc))
+        full = disk.disk_full(exc)
+        if full is not None:  # one sentence, the half-written checkpoint gone, the last good one kept
+            removed = disk.prune_incomplete_checkpoints(ctx.checkpoints_dir)
+            error = disk.full_disk_sentence(ctx.id, ctx.job_dir, ctx.kind, ctx.config, full)
+            try:
+                for folder in removed:
+                    ctx.log(f"removed the incomplete checkpoint {folder.name}")
+                ctx.log(error)
+            except OSError:  # the log cannot grow either; the status below says it
+                pass
+        else:
+            traceback.print_exc()
+            sys.stderr.flush()
+            error = _summary(exc)
+        ctx.set_state("failed", finished_at=store.now_iso(), exit_code=1, error=error)
         return 1
     finally:
         ctx.stop_heartbeat()

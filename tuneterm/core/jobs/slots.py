@@ -97,6 +97,20 @@ def parse_gpus(text: str) -> list[str]:
     return [f"cuda:{t}" for t in items]
 
 
+def devices_for(gpus: str | None, nproc: int, kind: str) -> tuple[list[str], int]:
+    """``--gpus`` and ``--nproc`` of a command as (devices for the spec, processes): ``--gpus 0,1``
+    alone means two processes for a train job; [] leaves the choice to :func:`request_for`."""
+    if not gpus:
+        return [], nproc
+    devices = parse_gpus(gpus)
+    if nproc == 1 and len(devices) > 1 and kind == "train":
+        nproc = len(devices)
+    if len(devices) != nproc:
+        raise UsageError("--gpus names one GPU per process", [("--gpus", gpus), ("--nproc", str(nproc))],
+                         f"give {nproc} GPU index(es), or leave --nproc out")
+    return devices, nproc
+
+
 def request_for(kind: str, devices: list[str] | None, nproc: int = 1) -> list[str]:
     """The devices a job of ``kind`` waits for: those its spec names, else (for computing kinds) any
     ``nproc`` GPUs, or the CPU on a machine without one."""

@@ -1,0 +1,123 @@
+"""Device slots with real job processes (the torch-free ``sleep`` kind): jobs that must wait stay
+queued and say what they wait for, run first come first served, can be cancelled while queued, and a
+killed job frees its slot. No torch is imported here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tuneterm.core import jobs
+from tuneterm.core.jobs import slots
+
+
+def _wait_until(pred, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def _train_times(job_id):
+    events, _ = jobs.read_events(job_id)
+    return [e["time"] for e in events if e.get("type") == "train"]
+
+
+def _waiting_note(job_id):
+    note = jobs.get_job(job_id).note
+    return note if note and note.startswith("waiting") else None
+
+
+def _start(steps, devices=("cpu",), step_seconds=0.05):
+    job = jobs.create_job("sleep", {"steps": steps, "step_seconds": step_seconds}, devices=list(devices))
+    jobs.launch(job.id)
+    return job
+
+
+def test_three_jobs_on_one_cpu_slot_run_one_at_a_time_in_order_and_say_what_they_wait_for(cli):
+    first = _start(12)
+    _wait_until(lambda: _train_times(first.id))
+    second = _start(3)
+    _wait_until(lambda: _waiting_note(second.id))  # its ticket is in the queue before the third's
+    third = _start(3)
+    _wait_until(lambda: _waiting_note(third.id))
+    assert jobs.get_job(third.id).state == "queued"
+    second_now = jobs.get_job(second.id)
+    assert second_now.state == "queued"
+    assert second_now.note == f"waiting for the CPU: job {first.id}"
+    code, out, _ = cli("jobs", "ls")
+    assert code == 0
+    line = next(x for x in out.splitlines() if x.startswith(second.id))
+    assert f"queued (waiting for the CPU: job {first.id})" in line
+    code, out, _ = cli("jobs", "show", second.id)
+    assert f"waiting for the CPU: job {first.id}" in out
+    done = [jobs.wait_for(j.id, 60) for j in (first, second, third)]
+    assert [j.state for j in done] == ["succeeded"] * 3
+    spans = [(min(_train_times(j.id)), max(_train_times(j.id))) for j in (first, second, third)]
+    assert spans[0][1] <= spans[1][0] and spans[1][1] <= spans[2][0]  # never two at once, in ticket order
+
+
+def test_two_slots_per_device_from_the_settings(monkeypatch):
+    monkeypatch.setenv("TUNETERM_JOBS__MAX_RUNNING", "2")
+    a, b = _start(15), _start(15)
+    _wait_until(lambda: _train_times(a.id) and _train_times(b.id))  # both run at once
+    c = _start(2)
+    note = _wait_until(lambda: _waiting_note(c.id))
+    assert note.startswith("waiting for the CPU: job ") and a.id in note and b.id in note
+    assert jobs.wait_for(c.id, 60).state == "succeeded"
+
+
+def test_a_queued_job_cancels_and_a_killed_job_frees_its_slot():
+    holder = _start(400)
+    _wait_until(lambda: _train_times(holder.id))
+    waiting = _start(2)
+    _wait_until(lambda: _waiting_note(waiting.id))
+    jobs.cancel(waiting.id)
+    cancelled = jobs.wait_for(waiting.id, 30)
+    assert cancelled.state == "cancelled" and not _train_times(waiting.id)
+    later = _start(2)
+    _wait_until(lambda: _waiting_note(later.id))
+    os.killpg(jobs.get_job(holder.id).pid, signal.SIGKILL)  # the kernel drops its lock
+    assert jobs.wait_for(later.id, 60).state == "succeeded"
+    assert jobs.wait_for(holder.id, 30).state == "failed"
+
+
+def test_acquire_in_process_any_gpu_takes_a_free_one_and_names_the_holder(monkeypatch, tmp_path):
+    """The torch-free function sweeps use: two GPUs, ``cuda:*`` picks the free one; a third waits."""
+    monkeypatch.setenv("TUNETERM_GPUS", "2")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    one = slots.acquire("job-one", ["cuda:0"], root=tmp_path)
+    two = slots.acquire("job-two", [slots.ANY_GPU], root=tmp_path)
+    assert two.devices == ["cuda:1"] and two.gpus == [1]
+    assert slots.holders(tmp_path) == {"cuda0.0": "job-one", "cuda1.0": "job-two"}
+    notes = []
+    stop_after = iter(range(3))
+    try:
+        slots.acquire("job-three", ["cuda:0"], root=tmp_path, on_wait=notes.append,
+                      should_stop=lambda: next(stop_after, None) is None, poll=0.01)
+        raise AssertionError("cuda:0 is taken")
+    except slots.Cancelled:
+        pass
+    assert notes == ["waiting for GPU 0: job job-one"]
+    one.release()
+    three = slots.acquire("job-three", ["cuda:0"], root=tmp_path)
+    assert three.devices == ["cuda:0"]
+    assert not list((tmp_path / ".slots" / "queue").glob("*.ticket"))
+    two.release()
+    three.release()
+
+
+def test_gpus_flag_is_checked_against_the_machine(monkeypatch):
+    monkeypatch.setenv("TUNETERM_GPUS", "2")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert slots.parse_gpus("0,1") == ["cuda:0", "cuda:1"]
+    for bad in ("2", "a", "0,0", ""):
+        try:
+            slots.parse_gpus(bad)
+            raise AssertionError(bad)
+        except slots.UsageError as exc:
+            assert "--gpus" in exc.render()
