@@ -49,6 +49,7 @@ def test_three_jobs_on_one_cpu_slot_run_one_at_a_time_in_order_and_say_what_they
     second_now = jobs.get_job(second.id)
     assert second_now.state == "queued"
     assert second_now.note == f"waiting for the CPU: job {first.id}"
+    assert jobs.get_job(third.id).note == f"waiting for the CPU: job {first.id}; 1 queued ahead (first: job {second.id})"
     code, out, _ = cli("jobs", "ls")
     assert code == 0
     line = next(x for x in out.splitlines() if x.startswith(second.id))

@@ -170,14 +170,17 @@ def acquire(job_id: str, devices: list[str], *, root: Path | None = None,
         while True:
             if should_stop and should_stop():
                 raise Cancelled(f"cancelled while {last_note or 'waiting for a slot'}")
-            ahead = _earlier_ticket(queue, ticket, wanted)
-            if ahead is None:
+            ahead = _earlier_tickets(queue, ticket, wanted)
+            if not ahead:
                 held = _try_slots(folder, job_id, devices)
                 if isinstance(held, Held):
                     return held
                 note = held
             else:
-                note = f"waiting for {describe(ahead[0])}: job {ahead[1]} is ahead in the queue"
+                device = ahead[0][0]
+                users = [j for name, j in holders(root).items() if name.rsplit(".", 1)[0] == _token(device)]
+                note = (f"waiting for {describe(device)}: " + (f"job {', '.join(users)}; " if users else "")
+                        + f"{len(ahead)} queued ahead (first: job {ahead[0][1]})")
             if note != last_note and on_wait:
                 on_wait(note)
             last_note = note
@@ -212,11 +215,12 @@ def _take_ticket(queue: Path, job_id: str, devices: list[str]) -> tuple[int, Pat
     return fd, queue / name
 
 
-def _earlier_ticket(queue: Path, mine: Path, wanted: set[str]) -> tuple[str, str] | None:
-    """(device, job) of the first live ticket before ``mine`` that wants one of the same devices."""
+def _earlier_tickets(queue: Path, mine: Path, wanted: set[str]) -> list[tuple[str, str]]:
+    """(device, job) of each live ticket before ``mine`` that wants one of the same devices, oldest first."""
+    out = []
     for path in sorted(queue.glob("*.ticket")):
         if path.name >= mine.name:
-            return None
+            break
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
@@ -228,14 +232,14 @@ def _earlier_ticket(queue: Path, mine: Path, wanted: set[str]) -> tuple[str, str
                 info = json.loads(os.pread(fd, 4096, 0) or b"{}")
                 overlap = _expand(info.get("devices", [])) & wanted
                 if overlap:
-                    return sorted(overlap)[0], info.get("job", "?")
+                    out.append((sorted(overlap)[0], info.get("job", "?")))
                 continue
             path.unlink(missing_ok=True)  # nobody holds it: its process died while waiting
         except (OSError, ValueError):
             continue
         finally:
             os.close(fd)
-    return None
+    return out
 
 
 def _try_slots(folder: Path, job_id: str, devices: list[str]) -> Held | str:
@@ -260,8 +264,12 @@ def _try_slots(folder: Path, job_id: str, devices: list[str]) -> Held | str:
     return held
 
 
+def _token(device: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", device.lower()) or "device"
+
+
 def _lock_one(folder: Path, device: str, limit: int, job_id: str) -> tuple[int | None, list[str]]:
-    token = re.sub(r"[^a-z0-9]+", "", device.lower()) or "device"
+    token = _token(device)
     holders = []
     for n in range(limit):
         fd = os.open(folder / f"{token}.{n}.lock", os.O_RDWR | os.O_CREAT, 0o644)
