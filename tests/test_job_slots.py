@@ -122,3 +122,40 @@ def test_gpus_flag_is_checked_against_the_machine(monkeypatch):
             raise AssertionError(bad)
         except slots.UsageError as exc:
             assert "--gpus" in exc.render()
+
+
+def test_jobs_asking_for_any_gpu_get_one_each_and_see_only_it(monkeypatch):
+    """Two GPUs (``TUNETERM_GPUS`` stands in for nvidia-smi here): two jobs run at once, each with its own
+    ``CUDA_VISIBLE_DEVICES``; a third waits for whichever frees first."""
+    import json
+
+    monkeypatch.setenv("TUNETERM_GPUS", "2")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    a, b = _start(60, devices=[slots.ANY_GPU]), _start(60, devices=[slots.ANY_GPU])
+    _wait_until(lambda: _train_times(a.id) and _train_times(b.id))
+    c = _start(2, devices=[slots.ANY_GPU])
+    assert _wait_until(lambda: _waiting_note(c.id)).startswith("waiting for a GPU: job ")
+    for job in (a, b, c):
+        assert jobs.wait_for(job.id, 60).state == "succeeded"
+    seen = [json.loads((j.dir / "output" / "result.json").read_text())["cuda_visible_devices"] for j in (a, b, c)]
+    assert sorted(seen[:2]) == ["0", "1"] and seen[2] in ("0", "1")
+
+
+def test_train_gpus_flag_goes_into_the_spec_and_bad_indexes_are_refused(cli, tiny_model_dir, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setenv("TUNETERM_GPUS", "1")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    data = str(Path(__file__).resolve().parents[1] / "sample_data" / "tickets" / "train.jsonl")
+    base = ("train", "--model", str(tiny_model_dir), "--data", data, "--method", "lora", "train.max_steps=1")
+    code, _, err = cli(*base, "--gpus", "3")
+    assert code == 2 and "no GPU 3 on this machine" in err and "GPUs here" in err
+    code, _, err = cli(*base, "--gpus", "0", "--nproc", "2")
+    assert code == 2 and "--gpus names one GPU per process" in err
+    assert not jobs.list_jobs()
+    code, out, err = cli(*base, "--gpus", "0")
+    assert code == 0, err
+    [job] = jobs.list_jobs()
+    assert jobs.read_spec(job.dir)["job"]["devices"] == ["cuda:0"]
+    jobs.cancel(job.id)
+    jobs.wait_for(job.id, 120)

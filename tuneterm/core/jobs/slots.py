@@ -177,8 +177,9 @@ def acquire(job_id: str, devices: list[str], *, root: Path | None = None,
                     return held
                 note = held
             else:
-                device = ahead[0][0]
-                users = [j for name, j in holders(root).items() if name.rsplit(".", 1)[0] == _token(device)]
+                device = ANY_GPU if ANY_GPU in devices else ahead[0][0]
+                tokens = {_token(d) for d in _expand([device])}
+                users = [j for name, j in holders(root).items() if name.rsplit(".", 1)[0] in tokens]
                 note = (f"waiting for {describe(device)}: " + (f"job {', '.join(users)}; " if users else "")
                         + f"{len(ahead)} queued ahead (first: job {ahead[0][1]})")
             if note != last_note and on_wait:
