@@ -1,12 +1,14 @@
 """Device slots with real job processes (the torch-free ``sleep`` kind): jobs that must wait stay
 queued and say what they wait for, run first come first served, can be cancelled while queued, and a
-killed job frees its slot. No torch is imported here."""
+killed job frees its slot."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+
+import pytest
 
 from tuneterm.core import jobs
 from tuneterm.core.jobs import slots
@@ -159,3 +161,18 @@ def test_train_gpus_flag_goes_into_the_spec_and_bad_indexes_are_refused(cli, tin
     assert jobs.read_spec(job.dir)["job"]["devices"] == ["cuda:0"]
     jobs.cancel(job.id)
     jobs.wait_for(job.id, 120)
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_machine_the_gpus_come_from_nvidia_smi_and_a_job_sees_its_own(monkeypatch):
+    import json
+
+    import torch
+
+    monkeypatch.delenv("TUNETERM_GPUS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert slots.gpu_ids() == list(range(torch.cuda.device_count()))
+    assert slots.request_for("train", [], 1) == [slots.ANY_GPU]
+    job = _start(2, devices=[slots.ANY_GPU])
+    assert jobs.wait_for(job.id, 60).state == "succeeded"
+    assert json.loads((job.dir / "output" / "result.json").read_text())["cuda_visible_devices"] == "0"

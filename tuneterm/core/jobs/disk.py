@@ -47,10 +47,19 @@ def _safetensors_params(path: Path) -> int:
     return total
 
 
-def _gguf_params(path: Path) -> int:
+def _gguf_facts(path: Path) -> tuple[int, dict]:
+    """Parameter count and the shapes a config.json would give (hidden size, layers, MLP width)."""
     from gguf import GGUFReader
 
-    return sum(int(t.n_elements) for t in GGUFReader(str(path)).tensors)
+    reader = GGUFReader(str(path))
+    shapes = {"embedding_length": "hidden_size", "block_count": "num_hidden_layers",
+              "feed_forward_length": "intermediate_size"}
+    config = {}
+    for key, field in reader.fields.items():
+        name = shapes.get(key.rsplit(".", 1)[-1])
+        if name and field.data:
+            config[name] = int(field.parts[field.data[0]][0])
+    return sum(int(t.n_elements) for t in reader.tensors), config
 
 
 def model_facts(ref: str) -> tuple[int | None, dict, Path | None]:
@@ -89,7 +98,8 @@ def model_facts(ref: str) -> tuple[int | None, dict, Path | None]:
             return None, config, None
     if gguf is not None:
         try:
-            return _gguf_params(gguf), config, gguf
+            params, config = _gguf_facts(gguf)
+            return params, config, gguf
         except Exception:  # noqa: BLE001
             return None, config, gguf
     return None, config, None
