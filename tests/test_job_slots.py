@@ -34,6 +34,11 @@ def _waiting_note(job_id):
     return note if note and note.startswith("waiting") else None
 
 
+def _gpu_in_log(job):
+    line = next(x for x in (job.dir / "log.txt").read_text().splitlines() if "running on " in x)
+    return line.split("running on ", 1)[1].strip()
+
+
 def _start(steps, devices=("cpu",), step_seconds=0.05):
     job = jobs.create_job("sleep", {"steps": steps, "step_seconds": step_seconds}, devices=list(devices))
     jobs.launch(job.id)
@@ -41,7 +46,7 @@ def _start(steps, devices=("cpu",), step_seconds=0.05):
 
 
 def test_three_jobs_on_one_cpu_slot_run_one_at_a_time_in_order_and_say_what_they_wait_for(cli):
-    first = _start(12)
+    first = _start(400)  # holds the slot until it is cancelled below
     _wait_until(lambda: _train_times(first.id))
     second = _start(3)
     _wait_until(lambda: _waiting_note(second.id))  # its ticket is in the queue before the third's
@@ -58,20 +63,24 @@ def test_three_jobs_on_one_cpu_slot_run_one_at_a_time_in_order_and_say_what_they
     assert f"queued (waiting for the CPU: job {first.id})" in line
     code, out, _ = cli("jobs", "show", second.id)
     assert f"waiting for the CPU: job {first.id}" in out
+    jobs.cancel(first.id)  # it stops at its next step and frees the slot
     done = [jobs.wait_for(j.id, 60) for j in (first, second, third)]
-    assert [j.state for j in done] == ["succeeded"] * 3
+    assert [j.state for j in done] == ["cancelled", "succeeded", "succeeded"]
     spans = [(min(_train_times(j.id)), max(_train_times(j.id))) for j in (first, second, third)]
     assert spans[0][1] <= spans[1][0] and spans[1][1] <= spans[2][0]  # never two at once, in ticket order
 
 
 def test_two_slots_per_device_from_the_settings(monkeypatch):
     monkeypatch.setenv("TUNETERM_JOBS__MAX_RUNNING", "2")
-    a, b = _start(15), _start(15)
+    a, b = _start(400), _start(400)
     _wait_until(lambda: _train_times(a.id) and _train_times(b.id))  # both run at once
     c = _start(2)
     note = _wait_until(lambda: _waiting_note(c.id))
     assert note.startswith("waiting for the CPU: job ") and a.id in note and b.id in note
+    jobs.cancel(b.id)
     assert jobs.wait_for(c.id, 60).state == "succeeded"
+    assert jobs.get_job(a.id).state == "running"
+    jobs.cancel(a.id, wait=20)
 
 
 def test_a_queued_job_cancels_and_a_killed_job_frees_its_slot():
@@ -133,14 +142,17 @@ def test_jobs_asking_for_any_gpu_get_one_each_and_see_only_it(monkeypatch):
 
     monkeypatch.setenv("TUNETERM_GPUS", "2")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    a, b = _start(60, devices=[slots.ANY_GPU]), _start(60, devices=[slots.ANY_GPU])
+    a, b = _start(400, devices=[slots.ANY_GPU]), _start(400, devices=[slots.ANY_GPU])
     _wait_until(lambda: _train_times(a.id) and _train_times(b.id))
     c = _start(2, devices=[slots.ANY_GPU])
     assert _wait_until(lambda: _waiting_note(c.id)).startswith("waiting for a GPU: job ")
-    for job in (a, b, c):
-        assert jobs.wait_for(job.id, 60).state == "succeeded"
-    seen = [json.loads((j.dir / "output" / "result.json").read_text())["cuda_visible_devices"] for j in (a, b, c)]
-    assert sorted(seen[:2]) == ["0", "1"] and seen[2] in ("0", "1")
+    gpu_of = {j.id: _gpu_in_log(j) for j in (a, b)}
+    assert sorted(gpu_of.values()) == ["GPU 0", "GPU 1"]
+    jobs.cancel(b.id)
+    assert jobs.wait_for(c.id, 60).state == "succeeded"
+    seen = json.loads((c.dir / "output" / "result.json").read_text())["cuda_visible_devices"]
+    assert f"GPU {seen}" == gpu_of[b.id]  # the GPU b freed, and only it
+    jobs.cancel(a.id, wait=20)
 
 
 def test_train_gpus_flag_goes_into_the_spec_and_bad_indexes_are_refused(cli, tiny_model_dir, monkeypatch):
