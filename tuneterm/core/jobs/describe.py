@@ -12,17 +12,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from tuneterm.core.jobs.disk import human
 from tuneterm.core.jobs.eta import eta_text, format_duration
 
 REPORTS = ("quality.md", "report.md", "README.md", "metrics.json", "quality.json")  # first found is named
-
-
-def size_text(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 def progress_text(event: dict) -> str:
@@ -97,7 +90,7 @@ def _artifact_sentences(job) -> list[str]:
     if manifest:
         path = Path(job.dir) / "output" / manifest.get("path", ".")
         files = artifact_files(path)
-        listing = ", ".join(f"{name} ({size_text(size)})" for name, size in files)
+        listing = ", ".join(f"{name} ({human(size)})" for name, size in files)
         kind = manifest.get("kind", "model")
         article = "an" if kind[:1] in "aeiou" else "a"
         out.append(f"It made {article} {kind} in {path}" + (f": {listing}" if listing else "") + ".")
@@ -153,7 +146,7 @@ def quantize_sentence(fields: dict) -> str:
 
 def artifact_ready_sentence(job_id: str, output: Path, path: Path) -> str:
     """The quantize job's last log line: the reference, the files, the report."""
-    files = ", ".join(f"{name} ({size_text(size)})" for name, size in artifact_files(path))
+    files = ", ".join(f"{name} ({human(size)})" for name, size in artifact_files(path))
     report = next((output / n for n in REPORTS if (output / n).is_file()), None)
     return (f"artifact ready as job:{job_id} in {path}" + (f": {files}" if files else "")
             + (f"; report: {report}" if report else ""))

@@ -22,8 +22,9 @@ HEADROOM = 64 * 2**20  # logs, events, tokenizer files, the status
 
 
 def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
+    """Bytes for people: ``512 B``, ``3 KB``, ``12.3 MB``, ``1.6 GB`` (powers of 1000)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
             return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
