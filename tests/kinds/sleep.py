@@ -3,12 +3,14 @@
 It counts ``steps`` steps of ``step_seconds`` each, writes an event and a checkpoint
 (``checkpoints/state.json``) after every step, honours SIGTERM between steps, crashes at step
 ``crash_at`` when asked, and on resume continues from the checkpoint. With ``artifact = true``
-it writes a tiny output and an artifact manifest.
+it writes a tiny output and an artifact manifest. ``output/result.json`` records the
+``CUDA_VISIBLE_DEVICES`` the job ran with, when one was set.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from tuneterm.core.fsutil import atomic_write_json
@@ -38,7 +40,10 @@ def run(ctx) -> None:
         total += step
         atomic_write_json(ckpt, {"step": step, "total": total})
         ctx.event(type="train", step=step, total_steps=steps, loss=round(1.0 / step, 6), total=total)
-    atomic_write_json(ctx.output_dir / "result.json", {"steps": step, "total": total})
+    result = {"steps": step, "total": total}
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        result["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    atomic_write_json(ctx.output_dir / "result.json", result)
     if ctx.config.get("artifact"):
         ctx.write_artifact("model", ctx.output_dir, note="sleep kind: not a real model")
     ctx.log(f"done: {step} steps, total {total}")

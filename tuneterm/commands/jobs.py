@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 ORDER = 40
 
@@ -44,19 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm.set_defaults(func=cmd_rm)
 
 
-def _progress(ev: dict) -> str:
-    if not ev:
-        return ""
-    parts = []
-    if "step" in ev:
-        total = ev.get("total_steps") or ev.get("max_steps")
-        parts.append(f"step {ev['step']}" + (f"/{total}" if total else ""))
-    for key in ("loss", "eval_loss"):
-        if isinstance(ev.get(key), (int, float)):
-            parts.append(f"{key} {ev[key]:.4g}")
-    if not parts and ev.get("type") == "state":
-        parts.append(str(ev.get("state")))
-    return "  ".join(parts)
+def _progress(job) -> str:
+    """The PROGRESS column: step, loss and, while the job runs, the time left."""
+    from tuneterm.core import jobs
+    from tuneterm.core.jobs.describe import progress_text
+    from tuneterm.core.jobs.eta import eta_text
+
+    text = progress_text(job.last_event).replace(", ", "  ")
+    if job.state == "running":
+        eta = eta_text(jobs.read_events(job.id)[0])
+        text = f"{text}  {eta}" if text and eta else text or eta
+    return text
 
 
 def cmd_ls(args) -> int:
@@ -72,7 +69,7 @@ def cmd_ls(args) -> int:
     rows = [("ID", "KIND", "STATE", "NAME", "PROGRESS")]
     for j in items:
         state = j.state + (f" ({j.note})" if j.note and j.state == "queued" else "")
-        rows.append((j.id, j.kind, state, j.name or "", _progress(j.last_event)))
+        rows.append((j.id, j.kind, state, j.name or "", _progress(j)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
@@ -81,6 +78,7 @@ def cmd_ls(args) -> int:
 
 def cmd_show(args) -> int:
     from tuneterm.core import jobs
+    from tuneterm.core.jobs.describe import show_sentences
 
     j = jobs.get_job(args.id)
     if args.json:
@@ -88,29 +86,14 @@ def cmd_show(args) -> int:
         d["spec"] = jobs.read_spec(j.dir)
         print(json.dumps(d, indent=2, default=str))
         return 0
-    print(f"job {j.id}  ({j.kind}{', ' + j.name if j.name else ''})")
-    print(f"  state:     {j.state}" + (f"  ({j.note})" if j.note else ""))
-    for label, value in (("created", j.created_at), ("started", j.started_at), ("finished", j.finished_at)):
-        if value:
-            print(f"  {label + ':':<10} {value}")
-    if j.pid:
-        print(f"  pid:       {j.pid}")
-    if j.heartbeat and j.state in jobs.ACTIVE:
-        print(f"  heartbeat: {time.time() - float(j.heartbeat):.0f} s ago")
-    if j.error:
-        print(f"  error:     {j.error}")
-    if j.last_event:
-        print(f"  last:      {_progress(j.last_event) or json.dumps(j.last_event)}")
-    if j.model_ref:
-        print(f"  model:     {j.model_ref}  (e.g. tuneterm chat {j.model_ref} \"...\")")
-    print(f"  folder:    {j.dir}")
+    print(f"job {j.id} ({j.kind}{': ' + j.name if j.name else ''}), created {j.created_at}")
+    for sentence in show_sentences(j, jobs.read_events(j.id)[0]):
+        print("  " + sentence)
     tail = jobs.tail_log(j.id, 10)
     if tail:
-        print("  log (last lines):")
+        print("  The last lines of its log:")
         for line in tail:
             print("    " + line)
-    if j.state in ("failed", "cancelled"):
-        print(f"  resume with: tuneterm jobs resume {j.id}")
     return 0
 
 
@@ -128,6 +111,9 @@ def cmd_logs(args) -> int:
         offset = 0
     if not args.follow:
         copy_new(path, offset, sys.stdout)
+        if j.state in jobs.ACTIVE:
+            print(f"-- job {j.id} {j.state}" + (f": {j.note}" if j.note else "")
+                  + (f" ({_progress(j)})" if _progress(j) else ""), file=sys.stderr)
         return 0
     j = jobs.follow(j.id, offset)
     print(f"-- job {j.id} {j.state}" + (f": {j.error}" if j.error else ""), file=sys.stderr)

@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="a label for the job")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="processes (GPUs) for data-parallel training through torchrun/accelerate (kind train)")
+    p.add_argument("--gpus", metavar="0,1",
+                   help="the GPUs to run on (default: any free one); the job waits queued while they are busy")
+    p.add_argument("--force", action="store_true",
+                   help="start even when the disk looks too small for the checkpoints and the output")
     p.add_argument("--foreground", action="store_true",
                    help="stay attached and stream the log (Ctrl-C cancels and keeps a checkpoint)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -61,7 +65,7 @@ def plan(args: argparse.Namespace):
 def as_train_args(args: argparse.Namespace, method: str, **given) -> argparse.Namespace:
     """The ``train`` arguments of an alias command (``distill``, ``feature``)."""
     values = dict(method=method, model=None, data=None, val=None, recipe=None, name=None, nproc=1,
-                  foreground=False, dry_run=False, json=False, overrides=[])
+                  foreground=False, dry_run=False, json=False, overrides=[], gpus=None, force=False)
     values.update({k: v for k, v in vars(args).items() if k in values})
     values.update(given)
     return argparse.Namespace(**values)
@@ -79,6 +83,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"# {note}")
         print(config_toml(job_plan.spec()))
         return 0
+    from dataclasses import replace
+
+    from tuneterm.core.jobs import disk, slots, store
+
+    devices, nproc = slots.devices_for(args.gpus, job_plan.nproc, job_plan.kind)
+    job_plan = replace(job_plan, devices=tuple(devices) or job_plan.devices, nproc=nproc)
+    disk.check_space(job_plan.kind, job_plan.spec(), store.jobs_root(), force=args.force)
     job = job_plan.create()
     if not args.json:
         for note in job_plan.notes:

@@ -1,10 +1,12 @@
-"""Small file-system primitives that keep files whole: atomic writes, content hashes."""
+"""Small file-system primitives that keep files whole: atomic writes, folders built under a lock and
+renamed into place, content hashes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,3 +58,42 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def lock_path(target: Path) -> Path:
+    """The lock file that guards ``target``: a hidden sibling, ``.<name>.lock``."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.lock")
+
+
+@contextmanager
+def building_dir(target: Path, is_complete=None, timeout: float = -1) -> Iterator[Path | None]:
+    """Build the folder ``target`` in a hidden temporary folder beside it and rename it into place.
+
+    The whole build runs under a file lock (``filelock``) on ``.<name>.lock``, so a second
+    process waits for the first and then finds the finished folder: it never reads half of one.
+    Yields the temporary folder to fill, or None when ``target`` is already complete
+    (``is_complete(target)``, by default: it exists). On an error the temporary folder is removed
+    and ``target`` is left as it was.
+    """
+    from filelock import FileLock
+
+    target = Path(target)
+    done = is_complete or (lambda p: p.exists())
+    if done(target):
+        yield None
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path(target)), timeout=timeout):
+        if done(target):  # another process built it while we waited
+            yield None
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            yield tmp
+            if target.exists():  # a half-written or stale folder from before locks existed
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tuneterm.core.errors import ConfigError
@@ -50,10 +50,17 @@ class _TomlSource(PydanticBaseSettingsSource):
         return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
 
 
+class JobSettings(BaseModel):
+    """The ``[jobs]`` table."""
+
+    max_running: int = Field(default=1, ge=1, description="Jobs running at once on each device (each GPU, "
+                                                          "or the CPU on a machine without one); the rest wait queued.")
+
+
 class Settings(BaseSettings):
     """Every field can be set in config.toml or as ``TUNETERM_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="TUNETERM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TUNETERM_", extra="ignore", env_nested_delimiter="__")
 
     home: Path | None = Field(
         default=None, description="Workspace folder (datasets, models, jobs, evals, tuneterm.db)."
@@ -73,6 +80,8 @@ class Settings(BaseSettings):
         default=None, description="A TOML price table that overrides the shipped one."
     )
     job_poll_seconds: float = Field(default=1.0, description="How often the TUI re-reads job folders.")
+    jobs: JobSettings = Field(default_factory=JobSettings, description="Job queue settings "
+                              "(TUNETERM_JOBS__MAX_RUNNING=2 in the environment).")
 
     @classmethod
     def settings_customise_sources(

@@ -1,8 +1,8 @@
 """What a job's child process sees: :class:`JobContext`.
 
 It reads the frozen ``spec.toml``, writes events, the log and the status (atomically, with a
-heartbeat thread), turns SIGTERM into ``should_stop``, holds per-device locks so that jobs
-needing the same GPU queue behind each other, and writes ``output/artifact.json`` so that
+heartbeat thread), turns SIGTERM into ``should_stop``, holds device slots (``core/jobs/slots.py``)
+so that jobs needing the same device queue behind each other, and writes ``output/artifact.json`` so that
 ``job:ID`` resolves. Torch-free itself, so the fake ``sleep`` kind runs without torch.
 
 Under ``torchrun`` every rank builds a context; only rank 0 writes status, events and artifacts.
@@ -10,11 +10,9 @@ Under ``torchrun`` every rank builds a context; only rank 0 writes status, event
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -60,7 +58,7 @@ class JobContext:
         self._status_lock = threading.Lock()
         self._beat_thread: threading.Thread | None = None
         self._beat_done = threading.Event()
-        self._device_locks: dict[str, int] = {}
+        self._slots: list = []  # tuneterm.core.jobs.slots.Held
 
     # --- stop requests ---------------------------------------------------------------------
 
@@ -135,46 +133,42 @@ class JobContext:
 
     # --- devices -------------------------------------------------------------------------
 
-    def wait_for_device(self, device: str) -> None:
-        """Hold ``jobs/.locks/<device>.lock`` for the life of the process; queue while another job has it."""
-        if not device or device in ("cpu", "auto") or device in self._device_locks:
+    def take_slots(self, devices: list[str]) -> None:
+        """Hold a slot on each of ``devices`` for the life of the process (``tuneterm.core.jobs.slots``);
+        the status stays ``queued`` with a note saying what the job waits for until then. Sets
+        ``CUDA_VISIBLE_DEVICES`` to the GPUs taken."""
+        from tuneterm.core.jobs import slots
+
+        if not devices or os.environ.get(slots.HELD_ENV):
             return
-        name = re.sub(r"[^a-z0-9]+", "", device.lower()) or "device"
-        folder = store.jobs_root() / ".locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        waiting = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not waiting:
-                    waiting = True
-                    holder = _read_holder(fd)
-                    note = f"waiting for {device}" + (f" (in use by job {holder})" if holder else "")
-                    self.log(note)
-                    self.update_status(state="queued", note=note)
-                    self.event(type="queue", waiting_for=device, holder=holder)
-                if self.should_stop:
-                    os.close(fd)
-                    raise JobCancelled(f"cancelled while waiting for {device}")
-                time.sleep(0.25)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, self.id.encode(), 0)
-        self._device_locks[device] = fd
-        if waiting:
-            self.log(f"{device} is free; starting")
-            self.event(type="queue", acquired=device)
-            self.update_status(state="running", note=None)
+
+        def waiting(note: str) -> None:
+            self.log(note)
+            self.update_status(state="queued", note=note)
+            self.event(type="queue", waiting_for=note)
+
+        try:
+            held = slots.acquire(self.id, devices, on_wait=waiting, should_stop=lambda: self.should_stop)
+        except slots.Cancelled as exc:
+            raise JobCancelled(str(exc)) from None
+        self._slots.append(held)
+        if held.gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, held.gpus))
+        if held.devices:
+            self.log(f"running on {', '.join(map(slots.describe, held.devices))}")
+            self.event(type="queue", acquired=held.devices)
+            self.update_status(note=None)
+
+    def wait_for_device(self, device: str) -> None:
+        """Queue for ``device`` unless this process already holds its slots (then its GPUs are
+        ``CUDA_VISIBLE_DEVICES``, and ``cuda:N`` is the N-th of those)."""
+        if device and device != "auto" and not self._slots:
+            self.take_slots([device])
 
     def release_devices(self) -> None:
-        for fd in self._device_locks.values():
-            try:
-                os.close(fd)  # closing the descriptor drops the flock
-            except OSError:
-                pass
-        self._device_locks.clear()
+        for held in self._slots:
+            held.release()
+        self._slots.clear()
 
     # --- output --------------------------------------------------------------------------
 
@@ -197,14 +191,6 @@ class JobContext:
         if self.is_main:
             atomic_write_json(target, manifest)
         return target
-
-
-def _read_holder(fd: int) -> str | None:
-    try:
-        data = os.pread(fd, 64, 0).decode("utf-8", "replace").strip()
-        return data or None
-    except OSError:
-        return None
 
 
 def _json_default(value):

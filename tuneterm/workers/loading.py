@@ -2,14 +2,13 @@
 
 GGUF files, the embedded model's included, are de-quantized by transformers once and cached
 as a safetensors checkpoint under ``<workspace>/models/<stem>-<sha256[:16]>/``; later loads
-read the cache (about 0.1 s instead of about 20 s).
+read the cache (about 0.1 s instead of about 20 s). Cache writes happen under a file lock, into a
+temporary folder renamed into place, so processes started together share one conversion.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tuneterm.core import modelref
 from tuneterm.core.errors import InputError, ModelLoadError, TunetermError
-from tuneterm.core.fsutil import atomic_write_json
+from tuneterm.core.fsutil import atomic_write_json, building_dir, lock_path
 from tuneterm.core.workspace import workspace
 
 transformers.utils.logging.set_verbosity_error()
@@ -49,30 +48,18 @@ def _dtype(name: str | torch.dtype | None) -> torch.dtype:
 
 
 def ensure_converted(gguf: Path, models_dir: Path | None = None) -> Path:
-    """The cached safetensors checkpoint for ``gguf``, converting it first if needed."""
+    """The cached safetensors checkpoint for ``gguf``, converting it first if needed.
+
+    The conversion is written to a temporary folder and renamed into place under a file lock
+    (``fsutil.building_dir``): jobs started together wait for the first one's conversion and
+    never read a half-written folder.
+    """
     models_dir = models_dir or workspace().models_dir
     target = modelref.gguf_cache_dir(gguf, models_dir)
-    if modelref.is_converted(target):
-        return target
-    models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=models_dir))
     try:
-        started = time.perf_counter()
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # A model de-quantized from GGUF refuses save_pretrained until the quantizer is cleared.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "COMPLETE", {
-            "source": str(gguf), "sha256": target.name.rsplit("-", 1)[-1],
-            "seconds": round(time.perf_counter() - started, 2),
-        })
-        if target.exists():  # a half-written or stale folder from an earlier crash
-            shutil.rmtree(target)
-        tmp.rename(target)
+        with building_dir(target, modelref.is_converted) as tmp:
+            if tmp is not None:
+                _convert(gguf, tmp, target.name.rsplit("-", 1)[-1])
     except TunetermError:
         raise
     except Exception as exc:
@@ -81,10 +68,22 @@ def ensure_converted(gguf: Path, models_dir: Path | None = None) -> Path:
             [("file", str(gguf)), ("problem", f"{type(exc).__name__}: {exc}")],
             "check that the file is a complete GGUF of a model transformers supports (llama, mistral, qwen2, ...)",
         ) from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _convert(gguf: Path, folder: Path, sha: str) -> None:
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A model de-quantized from GGUF refuses save_pretrained until the quantizer is cleared.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    atomic_write_json(folder / "COMPLETE", {
+        "source": str(gguf), "sha256": sha, "seconds": round(time.perf_counter() - started, 2),
+    })
 
 
 def local_path(ref: str | modelref.ModelRef) -> tuple[Path, dict]:
@@ -129,8 +128,12 @@ def _hf_snapshot(parsed: modelref.ModelRef) -> Path:
         raise modelref.hf_missing_error(parsed.target, str(exc)) from exc
     if modelref.offline():
         raise modelref.hf_missing_error(parsed.target, "offline mode is on (HF_HUB_OFFLINE or TUNETERM_OFFLINE)")
-    try:
-        return Path(snapshot_download(parsed.target, revision=parsed.revision))
+    try:  # one download at a time per model: a second process waits, then finds it in the cache
+        from filelock import FileLock
+
+        lock = lock_path(workspace().models_dir / ("hf-" + parsed.target.replace("/", "--")))
+        with FileLock(str(lock)):
+            return Path(snapshot_download(parsed.target, revision=parsed.revision))
     except Exception as exc:
         raise modelref.hf_missing_error(parsed.target, f"download failed: {type(exc).__name__}") from exc
 

@@ -1,6 +1,7 @@
 """The job child: ``python -m tuneterm.workers.run JOB_DIR [--resume]``.
 
-Reads ``spec.toml``, waits for the devices the job needs (state stays ``queued`` meanwhile),
+Reads ``spec.toml``, waits for its device slots (``tuneterm.core.jobs.slots``; state stays ``queued``
+meanwhile, with a note naming what it waits for),
 then calls the kind's ``run(ctx)`` (``tuneterm.workers.kinds``). Ends the status as ``succeeded``,
 ``cancelled`` (after SIGTERM) or ``failed`` (with the error summary; the traceback goes to
 log.txt, which is this process's stderr).
@@ -13,7 +14,7 @@ import sys
 import time
 import traceback
 
-from tuneterm.core.jobs import store
+from tuneterm.core.jobs import disk, slots, store
 from tuneterm.workers.jobctx import JobCancelled, JobContext
 from tuneterm.workers.kinds import kind_module
 
@@ -38,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     status = store.read_status(ctx.job_dir)
     ctx.update_status(note=None, cancel_requested=None, pid=os.getpid())
     try:
-        for device in ctx.job.get("devices", []) or []:
-            ctx.wait_for_device(device)
+        ctx.take_slots(slots.request_for(ctx.kind, ctx.job.get("devices"), int(ctx.job.get("nproc", 1) or 1)))
         if ctx.should_stop:
             raise JobCancelled("cancelled before it started")
         ctx.update_status(state="running", started_at=status.get("started_at") or store.now_iso(),
@@ -57,9 +57,21 @@ def main(argv: list[str] | None = None) -> int:
         ctx.set_state("cancelled", finished_at=store.now_iso(), exit_code=0, error=None)
         return 0
     except BaseException as exc:  # noqa: BLE001 - every crash ends as a recorded failure
-        traceback.print_exc()
-        sys.stderr.flush()
-        ctx.set_state("failed", finished_at=store.now_iso(), exit_code=1, error=_summary(exc))
+        full = disk.disk_full(exc)
+        if full is not None:  # one sentence, the half-written checkpoint gone, the last good one kept
+            removed = disk.prune_incomplete_checkpoints(ctx.checkpoints_dir)
+            error = disk.full_disk_sentence(ctx.id, ctx.job_dir, ctx.kind, ctx.config, full)
+            try:
+                for folder in removed:
+                    ctx.log(f"removed the incomplete checkpoint {folder.name}")
+                ctx.log(error)
+            except OSError:  # the log cannot grow either; the status below says it
+                pass
+        else:
+            traceback.print_exc()
+            sys.stderr.flush()
+            error = _summary(exc)
+        ctx.set_state("failed", finished_at=store.now_iso(), exit_code=1, error=error)
         return 1
     finally:
         ctx.stop_heartbeat()

@@ -30,6 +30,7 @@ from tuneterm.core.datasets.labels import LabelTally
 from tuneterm.core.datasets.rules import ERROR
 from tuneterm.core.datasets.validate import Validator
 from tuneterm.core.errors import DatasetError, NotFoundError, UsageError  # noqa: F401 (NotFoundError re-exported)
+from tuneterm.core.fsutil import lock_path
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SPLITS = ("train", "val", "test")
@@ -334,9 +335,18 @@ def _build(tmp: Path, name: str, src: Path, sources, fmt, mapping, skip_invalid)
 
 
 def _install(tmp: Path, rec: DatasetRecord, replace: bool) -> None:
+    """Rename the built folder into place and record it, under a lock on the name: of several imports
+    of one name at once, one wins and the others get the clean "already exists" error."""
+    from filelock import FileLock
+
+    with FileLock(str(lock_path(rec.path))):
+        _install_locked(tmp, rec, replace)
+
+
+def _install_locked(tmp: Path, rec: DatasetRecord, replace: bool) -> None:
     target = rec.path
     old = None
-    if target.exists():
+    if target.exists() or (not replace and exists(rec.name)):
         if not replace:
             raise UsageError(f"the folder for dataset {rec.name!r} already exists", [("path", str(target))],
                              "choose another --name")

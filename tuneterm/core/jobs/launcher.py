@@ -24,8 +24,10 @@ from tuneterm.core.jobs.store import JobInfo
 
 
 def locks_dir() -> Path:
-    """Per-device lock files (``jobs/.locks/cuda0.lock``) held by the child that uses the device."""
-    return store.jobs_root() / ".locks"
+    """The device slot files (``jobs/.slots/cuda0.0.lock``) held by the children using the devices."""
+    from tuneterm.core.jobs.slots import slots_dir
+
+    return slots_dir()
 
 
 def child_command(folder: Path, resume: bool = False) -> list[str]:
@@ -34,16 +36,18 @@ def child_command(folder: Path, resume: bool = False) -> list[str]:
     nproc = int(job.get("nproc", 1) or 1)
     tail = ["-m", "tuneterm.workers.run", str(folder)] + (["--resume"] if resume else [])
     if nproc <= 1:
-        return [sys.executable, *tail]
+        return [sys.executable, *tail]  # the child takes its device slots itself
+    # Several ranks: one process takes the slots for all of them, then starts the launcher below.
+    hold = [sys.executable, "-m", "tuneterm.core.jobs.hold", str(folder)]
     accel_cfg = (spec.get("config", {}).get("launch", {}) or {}).get("accelerate_config")
     if accel_cfg:  # FSDP or DeepSpeed come from an accelerate config file
-        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accel_cfg),
+        return [*hold, sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accel_cfg),
                 "--num_processes", str(nproc), *tail]
     # torchrun would turn the SIGTERM of `jobs cancel` into its own shutdown (workers killed after a grace
     # period, a SignalException traceback, a non-zero exit). It starts with SIGTERM ignored and not in
     # its handled signals instead: the ranks (which handle it) stop at the same step, save a checkpoint and
     # exit 0, and torchrun then exits 0 after them. SIGKILL still ends everything.
-    return [sys.executable, "-c", _IGNORE_SIGTERM_AND_EXEC, "-m", "torch.distributed.run",
+    return [*hold, sys.executable, "-c", _IGNORE_SIGTERM_AND_EXEC, "-m", "torch.distributed.run",
             "--signals-to-handle=SIGINT,SIGHUP,SIGQUIT", "--standalone", f"--nproc-per-node={nproc}", *tail]
 
 
@@ -93,7 +97,7 @@ def launch(job_id: str, resume: bool = False, *, foreground: bool = False) -> Jo
         log.close()
     pgid = proc.pid if not foreground else os.getpgid(proc.pid)
     atomic_write_json(folder / "pid", {"pid": proc.pid, "pgid": pgid,
-                                       "start_tick": store.process_start_tick(proc.pid),
+                                       "create_time": store.process_create_time(proc.pid),
                                        "started": store.now_iso(), "command": cmd})
     if foreground:
         return proc
@@ -113,7 +117,7 @@ def cancel(job_id: str, wait: float = 0.0) -> JobInfo:
     if info.state in store.FINISHED:
         raise JobStateError(f"job {info.id} is already {info.state}", hint="nothing to cancel")
     pid_info = store.read_pid(info.dir)
-    if not pid_info or not store.pid_alive(pid_info.get("pid"), pid_info.get("start_tick")):
+    if not pid_info or not store.pid_alive(pid_info.get("pid"), pid_info.get("create_time")):
         store.update_status(info.dir, state="cancelled", finished_at=store.now_iso(), note=None)
         return store.get_job(info.id)
     store.update_status(info.dir, cancel_requested=store.now_iso())
@@ -132,27 +136,28 @@ def cancel(job_id: str, wait: float = 0.0) -> JobInfo:
             pass
     deadline = time.monotonic() + wait
     while wait and time.monotonic() < deadline:
-        if not store.pid_alive(pid_info["pid"], pid_info.get("start_tick")):
+        if not store.pid_alive(pid_info["pid"], pid_info.get("create_time")):
             break
         time.sleep(0.1)
     return store.get_job(info.id)
 
 
 def _descendant_groups(pid: int, own_group: int) -> list[int]:
-    """Process groups, other than ``own_group``, of ``pid``'s descendants (read from /proc; [] elsewhere)."""
-    parents: dict[int, list[tuple[int, int]]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    """Process groups, other than ``own_group``, of ``pid``'s descendants (psutil)."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    groups: list[int] = []
+    for child in children:
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            group = os.getpgid(child.pid)
+        except OSError:
             continue
-        parents.setdefault(int(fields[1]), []).append((int(stat.parent.name), int(fields[2])))
-    groups, todo = [], [pid]
-    while todo:
-        for child, group in parents.get(todo.pop(), []):
-            todo.append(child)
-            if group != own_group and group not in groups:
-                groups.append(group)
+        if group != own_group and group not in groups:
+            groups.append(group)
     return groups
 
 

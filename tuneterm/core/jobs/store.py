@@ -1,7 +1,7 @@
 """The job store: one folder per job under ``<workspace>/jobs/<id>/`` (torch-free).
 
     spec.toml       the resolved config, written before the child starts; frozen
-    pid             JSON: pid, pgid and start tick of the child
+    pid             JSON: pid, pgid and start time (psutil's create_time) of the child
     status.json     state, exit code, error summary, heartbeat; replaced atomically
     events.jsonl    one JSON object per logged step
     log.txt         human log (the child's stdout and stderr)
@@ -207,48 +207,42 @@ def read_pid(folder: Path) -> dict | None:
 # --- process liveness ---------------------------------------------------------------------------
 
 
-def process_start_tick(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+def process_create_time(pid: int) -> float | None:
+    """When the process started (seconds since the epoch, from psutil), to tell a reused pid apart."""
+    import psutil
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
 
 
-def pid_alive(pid: int | None, start_tick: int | None = None) -> bool:
+def pid_alive(pid: int | None, create_time: float | None = None) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone) and, given ``create_time``, is the same process."""
+    import psutil
+
     if not pid:
         return False
-    try:  # reap it if it is our own finished child (a zombie counts as gone)
+    try:  # reap it if it is our own finished child
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
-    except ChildProcessError:
-        pass
     except OSError:
         pass
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return create_time is None or abs(proc.create_time() - float(create_time)) < 0.5
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:  # not ours to inspect: it exists
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    except (OSError, IndexError):
-        return True
-    if start_tick is not None:
-        tick = process_start_tick(pid)
-        if tick is not None and tick != start_tick:
-            return False
-    return True
 
 
 def job_alive(folder: Path) -> bool:
     info = read_pid(folder)
-    return bool(info) and pid_alive(info.get("pid"), info.get("start_tick"))
+    return bool(info) and pid_alive(info.get("pid"), info.get("create_time"))
 
 
 # --- listing ------------------------------------------------------------------------------------
@@ -297,7 +291,7 @@ def _rediscover(folder: Path, status: dict) -> dict:
     pid_info = read_pid(folder)
     if pid_info is None:  # created, never launched (or the launcher is starting it right now)
         return status
-    if pid_alive(pid_info.get("pid"), pid_info.get("start_tick")):
+    if pid_alive(pid_info.get("pid"), pid_info.get("create_time")):
         beat = status.get("heartbeat")
         if beat is not None and time.time() - float(beat) > stale_seconds():
             shown = dict(status)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuneterm.core.jobs.describe import artifact_ready_sentence, quantize_sentence
 from tuneterm.workers.jobctx import finite
 from tuneterm.workers.quantize import quantize
 
@@ -17,10 +18,8 @@ def run(ctx: Any) -> None:
 
     def emit(**fields) -> None:
         ctx.event(**fields)
-        phase = fields.get("phase")
-        if phase:
-            extras = {k: v for k, v in fields.items() if k not in ("type", "phase", "parent", "quantized", "samples")}
-            ctx.log(f"{fields.get('type', 'quantize')}: {phase} {extras if extras else ''}".rstrip())
+        if fields.get("phase"):
+            ctx.log(quantize_sentence(fields))
         ctx.heartbeat()
 
     ctx.log(f"quantizing {config['model']} with {config['method']}")
@@ -35,4 +34,4 @@ def run(ctx: Any) -> None:
         quality={k: finite(quality.get(k)) for k in ("ppl_increase", "mean_kl", "top1_agreement", "exact_match",
                                                        "size_ratio", "speedup")} if quality else None,
     )
-    ctx.log(f"artifact ready: job:{ctx.id}")
+    ctx.log(artifact_ready_sentence(ctx.id, ctx.output_dir, ctx.output_dir / result["path"]))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tomli_w
 
-from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
+from tuneterm.core.fsutil import atomic_write_json, atomic_write_text, building_dir
 from tuneterm.workers.adapters import merge_adapter
 
 
@@ -26,21 +26,27 @@ def write(ctx, model, tokenizer, config: dict, base_path: Path, metrics: dict) -
     base = _base_ref(config)
     if method in ("lora", "qlora"):
         adapter = out / "adapter"
-        model.save_pretrained(adapter)
-        tokenizer.save_pretrained(adapter)
+        _save(adapter, model, tokenizer)
         if config.get("lora", {}).get("merge"):
             merge_adapter(adapter, base_path, out / "model", tokenizer)
             ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter")
         else:
             ctx.write_artifact("adapter", "adapter", base=base, method=method)
     else:
-        model.save_pretrained(out / "model")
-        tokenizer.save_pretrained(out / "model")
+        _save(out / "model", model, tokenizer)
         ctx.write_artifact("model", "model", base=base, method=method)
     atomic_write_text(out / "config.toml", tomli_w.dumps(config))
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "README.md", model_card(ctx.id, config, metrics))
     ctx.log(f"output written to {out}")
+
+
+def _save(target: Path, *parts) -> None:
+    """``save_pretrained`` of each part into a temporary folder renamed to ``target``: a full disk
+    or a crash leaves no half-written artifact behind."""
+    with building_dir(target, lambda _: False) as tmp:
+        for part in parts:
+            part.save_pretrained(tmp)
 
 
 def model_card(job_id: str, config: dict, metrics: dict) -> str:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from tuneterm.core.jobs.eta import format_duration
 from tuneterm.workers.train.data import IGNORE, LengthGroupedEpochSampler
 
 
@@ -237,8 +238,9 @@ class JobEventsCallback(TrainerCallback):
             return
         self.ctx.event(**fields)
         if fields.get("type") == "train":
+            eta = f", ETA {format_duration(fields['eta_s'])}" if fields.get("eta_s") is not None else ""
             self.ctx.log(f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
-                         f"lr {logs.get('learning_rate', 0):.2e} {fields['tokens_per_s']} tok/s")
+                         f"lr {logs.get('learning_rate', 0):.2e} {fields['tokens_per_s']} tok/s{eta}")
         elif fields.get("type") == "eval":
             self.ctx.log(f"step {state.global_step} eval_loss {logs['eval_loss']:.4f}")
 
