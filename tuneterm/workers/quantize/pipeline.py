@@ -99,7 +99,7 @@ def quantize_int8(parent: Parent, method: str, q: dict, art: Path, emit: Emit = 
         stats = smooth.calibrate(model, parent.tokenizer, texts)
         kept = smooth.outlier_layers(stats, q["outlier_ratio"]) if q["outlier_ratio"] > 0 else []
         skip += kept
-        groups = smooth.smooth_llama(model, stats, q["smooth_alpha"]) if q["smooth_alpha"] > 0 else 0
+        groups = smooth.smooth_model(model, stats, q["smooth_alpha"]) if q["smooth_alpha"] > 0 else 0
         smoothing = {"smooth_alpha": q["smooth_alpha"], "smoothed_groups": groups, "kept_float": kept}
     if q["keep_sensitive"] > 0:
         sensitive = _most_sensitive(model, parent.tokenizer, texts or calibration_texts(parent.tokenizer), method,
