@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 
 _NOTICED: set[int] = set()
+_REJECTS: dict[str, bool] = {}
 
 
 class TemplateRenderError(ValueError):
@@ -51,7 +52,14 @@ def _apply(tokenizer, messages, add_generation_prompt, tools):
 
 
 def rejects_system(tokenizer) -> bool:
-    """Whether the tokenizer's template refuses a system message."""
+    """Whether the tokenizer's template refuses a system message (probed once per template)."""
+    key = str(getattr(tokenizer, "chat_template", None))
+    if key not in _REJECTS:
+        _REJECTS[key] = _probe_system(tokenizer)
+    return _REJECTS[key]
+
+
+def _probe_system(tokenizer) -> bool:
     probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     try:
         _apply(tokenizer, probe, True, None)
