@@ -194,8 +194,7 @@ def quantize_gguf(parent: Parent, q: dict, art: Path) -> dict:
     parent.tokenizer.save_pretrained(art)
     parent.model.config.save_pretrained(art)  # lets tuneterm read the tensors back without transformers' GGUF path
     back = gguf_export.read_back(art / name)
-    expected = {gguf_export.gguf_name(k) for k in parent.model.state_dict()
-                if gguf_export.gguf_name(k) and not (k == "lm_head.weight" and parent.model.config.tie_word_embeddings)}
+    expected = gguf_export.expected_tensors(parent.model)
     if set(back["tensors"]) != expected:
         raise RuntimeFailure("the GGUF file does not read back with the expected tensors",
                              [("missing", ", ".join(sorted(expected - set(back["tensors"]))[:5])),
