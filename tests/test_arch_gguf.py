@@ -64,3 +64,28 @@ def test_llama_cpp_computes_what_transformers_computes(tiny_arch, arch, tmp_path
     text = "Hello world, how are you? 12345 <|im_end|>"
     assert llm.tokenize(text.encode(), add_bos=False, special=True) == tokenizer(text, add_special_tokens=False)["input_ids"]
     llm.close()
+
+
+def test_llama3_vocabulary_gets_its_own_pre_tokenizer_and_special_ids(tiny_arch, tmp_path):
+    """The real Llama 3 tokenizer (llama-models): pre-tokenizer ``llama-bpe`` (not gpt2), its BOS/EOS/pad
+    ids and all 128,256 tokens in the file; llama.cpp (when installed) encodes text as transformers does."""
+    pytest.importorskip("llama_models")
+    import gguf
+
+    from tuneterm.workers.quantize import gguf as gguf_export
+
+    model, tokenizer = _export(tiny_arch, "llama3", tmp_path)
+    back = gguf_export.read_back(tmp_path / "m.gguf")
+    assert back["tokenizer_pre"] == "llama-bpe" and back["vocab_size"] == 128256
+    reader = gguf.GGUFReader(str(tmp_path / "m.gguf"))
+    ids = {k: reader.fields[f"tokenizer.ggml.{k}_token_id"].contents() for k in ("bos", "eos", "padding")}
+    assert ids == {"bos": 128000, "eos": 128009, "padding": 128004}
+    if importlib.util.find_spec("llama_cpp") is None:
+        return
+    from llama_cpp import Llama
+
+    llm = Llama(str(tmp_path / "m.gguf"), n_ctx=64, verbose=False, n_threads=1, vocab_only=True)
+    for text in ("Hello world, how are you? 12345", "naïve café 😀  spaces\n\nnew lines", "<|eot_id|>x"):
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == \
+            tokenizer(text, add_special_tokens=False)["input_ids"], text
+    llm.close()

@@ -12,6 +12,11 @@ TRL package (``trl/chat_templates``); Mistral keeps the embedded template (TRL s
     gemma2   Gemma2ForCausalLM: sliding window 64 on every other layer, soft caps, Gemma template (no system role)
     gemma3   Gemma3ForCausalLM (text): window 64 on layer 0, Gemma 3 template
     phi3     Phi3ForCausalLM (fused qkv_proj / gate_up_proj), Phi-3 template
+
+Not in ``ARCHS`` (a real vocabulary, for tokenizer checks):
+
+    llama3   LlamaForCausalLM with the real Llama 3 tokenizer (``llama-models``' tiktoken ranks, 128,256
+             tokens), Llama 3.1 template
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ _FAMILY = {
     "gemma2": ("gemma.jinja", ["<bos>", "<start_of_turn>", "<end_of_turn>"], "<end_of_turn>"),
     "gemma3": ("gemma3.jinja", ["<bos>", "<start_of_turn>", "<end_of_turn>"], "<end_of_turn>"),
     "phi3": ("phi3.jinja", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<|end|>"),
+    "llama3": ("llama3_1.jinja", [], "<|eot_id|>"),
 }
 _BOS = {"llama": "<|begin_of_text|>", "gemma2": "<bos>", "gemma3": "<bos>"}
 
@@ -61,7 +67,7 @@ def _config(arch: str, vocab: int, bos: int, eos: int, pad: int):
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                   bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
-    if arch == "llama":
+    if arch in ("llama", "llama3"):
         return tf.LlamaConfig(**common, tie_word_embeddings=True)
     if arch == "mistral":
         return tf.MistralConfig(**common, sliding_window=None, tie_word_embeddings=False)
@@ -84,7 +90,7 @@ def _config(arch: str, vocab: int, bos: int, eos: int, pad: int):
 def _model_class(arch: str):
     import transformers as tf
 
-    return {"llama": tf.LlamaForCausalLM, "mistral": tf.MistralForCausalLM, "qwen2": tf.Qwen2ForCausalLM,
+    return {"llama": tf.LlamaForCausalLM, "llama3": tf.LlamaForCausalLM, "mistral": tf.MistralForCausalLM, "qwen2": tf.Qwen2ForCausalLM,
             "qwen3": tf.Qwen3ForCausalLM, "gemma2": tf.Gemma2ForCausalLM, "gemma3": tf.Gemma3ForCausalLM,
             "phi3": tf.Phi3ForCausalLM}[arch]
 
@@ -102,7 +108,7 @@ def build(arch: str, out: Path, tokenizer_dir: Path) -> Path:
     from transformers import AutoTokenizer
 
     template, specials, eot = _FAMILY[arch]
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = llama3_tokenizer() if arch == "llama3" else AutoTokenizer.from_pretrained(tokenizer_dir)
     if specials:
         tokenizer.add_tokens(specials, special_tokens=True)
     if arch in _BOS:
@@ -123,6 +129,27 @@ def build(arch: str, out: Path, tokenizer_dir: Path) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def llama3_tokenizer():
+    """The real Llama 3 tokenizer as a transformers fast tokenizer, from ``llama-models``' tiktoken file
+    (the special tokens in Meta's order: 128,000 ranks + 256 specials)."""
+    import importlib.util
+
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    spec = importlib.util.find_spec("llama_models")
+    if spec is None:
+        raise ImportError("the llama3 fixture needs the llama-models package (pip install llama-models)")
+    path = Path(spec.submodule_search_locations[0]) / "llama3" / "tokenizer.model"
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+                "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>",
+                "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"]
+    specials += [f"<|reserved_special_token_{2 + i}|>" for i in range(256 - len(specials))]
+    backend = TikTokenConverter(vocab_file=str(path), extra_special_tokens=specials).converted()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>",
+                                   eos_token="<|eot_id|>", pad_token="<|finetune_right_pad_id|>")
 
 
 def _key(arch: str) -> str:
