@@ -68,7 +68,7 @@ def test_chat_lora_serve_and_eval(tiny_arch, arch, tickets, tasks):  # noqa: F81
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
-def test_freeze_and_full_train_the_intended_weights(tiny_arch, arch, tickets):  # noqa: F811
+def test_freeze_full_and_qlora_train(tiny_arch, arch, tickets):  # noqa: F811
     path = tiny_arch(arch)
     base = _base_state(path)
     _, trainer = train(path, tickets, "freeze", "train.max_steps=1", "train.batch_size=4", "train.lr=1e-2",
@@ -83,20 +83,29 @@ def test_freeze_and_full_train_the_intended_weights(tiny_arch, arch, tickets):  
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(job.dir / "output" / "model")
+    job, trainer = train(path, tickets, "qlora", "train.max_steps=1", "train.batch_size=4", "train.lr=1e-2",
+                         "train.max_length=128", "lora.r=4")
+    assert "Linear4bit" in {type(m).__name__ for m in trainer.model.modules()}
+    assert all(x == x for x in _losses(job))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
-def test_int8_dynamic_and_gguf_jobs_quantize_gate_and_reload(tiny_arch, arch):
-    """Smoothing folds into each norm layout (Gemma's (1 + w), Phi-3's fused projections), so the gate's
+def test_quantize_jobs_make_artifacts_that_reload(tiny_arch, arch):
+    """int8-weight-only and bnb-nf4 make artifacts that load and generate. Smoothing folds into each norm layout (Gemma's (1 + w), Phi-3's fused projections), so the gate's
     KL and top-1 figures hold; the artifact reloads (Gemma's scaled embedding) and generates. The GGUF
     job writes the architecture's own layout and passes the gate."""
+    for method, extra in (("int8-weight-only", ["gate.enabled=false"]), ("bnb-nf4", ["gate.enabled=false"])):
+        info = run_job(tiny_arch(arch), method, *extra)
+        loaded, _ = generate(f"job:{info.id}")
+        assert loaded.model.config.model_type.startswith(arch[:5])
     for method, extra in (("int8-dynamic", []), ("gguf", ["quant.outtype=f16"])):
         info = run_job(tiny_arch(arch), method, *extra)
         manifest = json.loads((info.dir / "output" / "artifact.json").read_text())
         assert manifest["quant"]["method"] == method and manifest["gate_passed"] is True, method
         report = json.loads((info.dir / "output" / "quality.json").read_text())
         assert report["top1_agreement"] > 0.9 and report["mean_kl"] < 0.01, method
+        assert report["tokenizer_check"] == {"passed": True, "failures": []}, method
         if method == "int8-dynamic":
             assert manifest["quant"]["smoothed_groups"] == 2 * 3 + 1
         loaded, _ = generate(f"job:{info.id}")

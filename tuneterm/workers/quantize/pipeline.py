@@ -260,7 +260,15 @@ def quantize(parent_ref: str, method: str, config: dict, out_dir: Path, emit: Em
                                   label=parent_ref + (" (adapter merged)" if parent.merged else ""))
     quant_side = quant_gate.Side(qmodel, qtok, qload, size, label=f"{method}",
                                  info={"runtime": "transformers (de-quantized GGUF)"} if method == "gguf" else {})
+    from tuneterm.workers.quantize import tokcheck
+
+    emit(type="gate", phase="tokenizer")
+    tok_failures = (tokcheck.compare_gguf(parent.tokenizer, art / facts["file"]) if method == "gguf"
+                    else tokcheck.compare(parent.tokenizer, qtok))
     report = quant_gate.measure(parent_side, quant_side, gate, emit)
+    report["tokenizer_check"] = {"passed": not tok_failures, "failures": tok_failures}
+    report["failures"] = tok_failures + report["failures"]
+    report["passed"] = not report["failures"]
     report.update(method=method, quant=facts, quantize_s=result["quantize_s"])
     atomic_write_json(out_dir / "quality.json", report)
     atomic_write_text(out_dir / "quality.md", quant_gate.markdown(report, f"Quantization report: {parent_ref} -> {method}"))
