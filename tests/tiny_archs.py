@@ -40,7 +40,8 @@ _FAMILY = {
     "qwen3": ("qwen3.jinja", ["<think>", "</think>"], "<|im_end|>"),
     "gemma2": ("gemma.jinja", ["<bos>", "<start_of_turn>", "<end_of_turn>"], "<end_of_turn>"),
     "gemma3": ("gemma3.jinja", ["<bos>", "<start_of_turn>", "<end_of_turn>"], "<end_of_turn>"),
-    "phi3": ("phi3.jinja", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<|end|>"),
+    # <s>, </s>, <unk>: Phi-3's (Llama) vocabulary has them, and llama.cpp looks them up for models named phi3
+    "phi3": ("phi3.jinja", ["<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<|end|>"),
     "llama3": ("llama3_1.jinja", [], "<|eot_id|>"),
 }
 _BOS = {"llama": "<|begin_of_text|>", "gemma2": "<bos>", "gemma3": "<bos>"}
