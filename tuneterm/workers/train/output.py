@@ -27,6 +27,7 @@ def write(ctx, model, tokenizer, config: dict, base_path: Path, metrics: dict) -
         adapter = out / "adapter"
         model.save_pretrained(adapter)
         tokenizer.save_pretrained(adapter)
+        _portable_base(adapter, base)
         if config.get("lora", {}).get("merge"):
             _merge(adapter, base_path, out / "model", tokenizer)
             ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter")
@@ -40,6 +41,21 @@ def write(ctx, model, tokenizer, config: dict, base_path: Path, metrics: dict) -
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "README.md", model_card(ctx.id, config, metrics))
     ctx.log(f"output written to {out}")
+
+
+def _portable_base(adapter: Path, base: str) -> None:
+    """A Hub base is named by its repo id in adapter_config.json (PEFT writes the cache snapshot's path,
+    which breaks when the cache moves); tuneterm and PEFT both resolve ``ORG/NAME`` from the cache."""
+    import json
+
+    if not base.startswith("hf:"):
+        return
+    cfg_path = adapter / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = base[3:].split("@")[0]
+    if "@" in base:
+        cfg["revision"] = base.split("@", 1)[1]
+    atomic_write_text(cfg_path, json.dumps(cfg, indent=2))
 
 
 def _merge(adapter: Path, base_path: Path, target: Path, tokenizer) -> None:
