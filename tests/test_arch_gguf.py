@@ -89,3 +89,22 @@ def test_llama3_vocabulary_gets_its_own_pre_tokenizer_and_special_ids(tiny_arch,
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == \
             tokenizer(text, add_special_tokens=False)["input_ids"], text
     llm.close()
+
+
+def test_a_sentencepiece_style_tokenizer_is_refused_before_anything_is_written(tiny_arch, tmp_path):
+    """Llama 2 / Mistral vocabularies (BPE with byte fallback and ▁ for spaces) are not written as gpt2."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from tuneterm.core.errors import InputError
+    from tuneterm.workers.quantize import gguf as gguf_export
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3, "a": 4, "b": 5, "▁a": 6}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[("▁", "a")], unk_token="<unk>", byte_fallback=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>")
+    model = AutoModelForCausalLM.from_pretrained(tiny_arch("mistral"))
+    with pytest.raises(InputError, match="SentencePiece-style"):
+        gguf_export.export(model, tokenizer, tmp_path / "m.gguf", "f16")
+    assert not list(tmp_path.iterdir())

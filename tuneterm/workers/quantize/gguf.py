@@ -109,17 +109,29 @@ def _tokenizer_pre(tokenizer: Any, wanted: str) -> str:
     return "gpt-2"
 
 
+def byte_level_bpe(tokenizer: Any) -> tuple[dict, dict]:
+    """The tokenizer's spec and BPE model; an InputError, before anything is written, for what this
+    exporter cannot describe: SentencePiece vocabularies (Llama 2, Mistral, Gemma, Phi-3: a BPE model
+    with byte fallback and ``▁`` spaces in transformers, ``tokenizer.ggml.model=llama`` with scores
+    in GGUF) and any other non-byte-level model."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    spec = json.loads(backend.to_str()) if backend is not None else {}
+    model = spec.get("model", {})
+    byte_level = "ByteLevel" in json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")])
+    if model.get("type") != "BPE" or model.get("byte_fallback") or not byte_level:
+        kind = "SentencePiece-style" if model.get("byte_fallback") or "Metaspace" in json.dumps(spec) else "non byte-level"
+        raise InputError(
+            f"GGUF export supports byte-level BPE tokenizers only; this one is {kind}",
+            [("tokenizer model", str(model.get("type"))), ("byte fallback", str(bool(model.get("byte_fallback"))))],
+            "quantize with int8-dynamic or bnb-* instead, or use llama.cpp's convert_hf_to_gguf.py for this model",
+        )
+    return spec, model
+
+
 def _tokenizer_metadata(writer: Any, tokenizer: Any, pre: str) -> None:
     import gguf
 
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    model = spec.get("model", {})
-    if model.get("type") != "BPE":
-        raise InputError(
-            "GGUF export supports byte-level BPE tokenizers only",
-            [("tokenizer model", str(model.get("type")))],
-            "use llama.cpp's convert_hf_to_gguf.py for SentencePiece tokenizers",
-        )
+    spec, model = byte_level_bpe(tokenizer)
     vocab: dict[str, int] = model["vocab"]
     added = {t["content"]: t for t in spec.get("added_tokens", [])}
     for content, tok in added.items():
@@ -178,6 +190,7 @@ def export(model: Any, tokenizer: Any, out_file: Path, outtype: str = "q8_0", na
     if isinstance(rope, dict) and rope.get("rope_type", "default") not in ("default", None):
         raise InputError("GGUF export supports plain RoPE only", [("rope_type", str(rope.get("rope_type")))])
 
+    byte_level_bpe(tokenizer)  # refuse before writing anything
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(f".{out_file.name}.tmp")
     writer = gguf.GGUFWriter(str(tmp), arch)
