@@ -166,6 +166,14 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_arch(embedded_model_dir):
+    """``tiny_arch(arch) -> Path``: the tiny checkpoint of one of ``tiny_archs.ARCHS`` (built once, cached)."""
+    from tiny_archs import tiny_model
+
+    return lambda arch: tiny_model(arch, SHARED_MODELS)
+
+
 @pytest.fixture
 def copy_tree():
     def copy(src: Path, dst: Path) -> Path:

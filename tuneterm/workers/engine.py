@@ -47,8 +47,10 @@ def encode_chat(tokenizer: Any, messages: list[dict], add_generation_prompt: boo
             [("tokenizer", type(tokenizer).__name__)],
             "use an instruct/chat model, or give the model folder a chat_template.jinja",
         )
+    from tuneterm.core.chat_templates import prepare
+
     enc = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=add_generation_prompt, return_tensors="pt", return_dict=True
+        prepare(tokenizer, messages), add_generation_prompt=add_generation_prompt, return_tensors="pt", return_dict=True
     )
     return enc["input_ids"]
 

@@ -98,7 +98,10 @@ def local_path(ref: str | modelref.ModelRef) -> tuple[Path, dict]:
         folder = Path(parsed.target)
         adapter_cfg = folder / "adapter_config.json"
         if adapter_cfg.is_file():
-            base = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+            cfg = json.loads(adapter_cfg.read_text())
+            base = cfg.get("base_model_name_or_path")
+            if base and not Path(base).expanduser().exists() and base.count("/") == 1 and base[0] not in "/.~":
+                base = f"hf:{base}" + (f"@{cfg['revision']}" if cfg.get("revision") else "")  # a Hub base
             return folder, {"adapter": True, "base": base}
         return folder, {}
     if parsed.kind == "hf":

@@ -32,34 +32,16 @@ def _clean(messages: list[dict]) -> list[dict]:
     return [{k: v for k, v in m.items() if k in keep} for m in messages]
 
 
-def trained_char_spans(tokenizer: Any, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered text and the character spans of the assistant turns that are trained."""
-    msgs = _clean(messages)
-    text = tokenizer.apply_chat_template(msgs, tokenize=False)
-    spans: list[tuple[int, int]] = []
-    for i, message in enumerate(messages):
-        if message.get("role") != "assistant" or message.get("weight", 1) == 0:
-            continue
-        before = tokenizer.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True) if i else ""
-        upto = tokenizer.apply_chat_template(msgs[: i + 1], tokenize=False)
-        if not text.startswith(upto) or not upto.startswith(before):
-            # A template that rewrites earlier turns (e.g. drops past reasoning): find the content.
-            content = message.get("content") or ""
-            start = text.find(content) if isinstance(content, str) and content else -1
-            if start >= 0:
-                spans.append((start, start + len(content)))
-            continue
-        spans.append((len(before), len(upto)))
-    return text, spans
-
-
 def spans_for(tokenizer: Any, messages: list[dict], tools=None) -> tuple[str, list[tuple[int, int]]]:
-    """The training code's own spans when it is installed (so the view is what training does)."""
+    """The training code's own spans (:mod:`tuneterm.core.chat_templates`), so the view is what training does."""
+    from tuneterm.core import chat_templates
+    from tuneterm.core.errors import DatasetError
+
     try:
-        from tuneterm.workers.train.data import assistant_spans
-    except ImportError:
-        return trained_char_spans(tokenizer, messages)
-    return assistant_spans(tokenizer, messages, tools)
+        return chat_templates.assistant_spans(tokenizer, messages, tools)
+    except chat_templates.TemplateRenderError as exc:
+        raise DatasetError("the model's chat template cannot render this conversation", [("problem", str(exc))],
+                           "run `tuneterm data validate --model MODEL` to see which rows") from exc
 
 
 def mask_tokens(tokenizer: Any, example: dict) -> dict:

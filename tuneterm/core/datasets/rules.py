@@ -40,6 +40,10 @@ RULES: dict[str, tuple[str, str]] = {
     "example_missing_assistant_message": (ERROR, "add the assistant reply the model should learn"),
     "missing_system_message": (WARNING, "optional; a system prompt used at inference time belongs in training too"),
     "missing_user_message": (WARNING, "an example usually has at least one user message"),
+    "template_folds_system": (WARNING, "this model's chat template has no system role: training and chat put the "
+                              "system text at the top of the first user turn"),
+    "template_error": (ERROR, "the model's chat template cannot render this conversation; fix the roles "
+                       "(e.g. alternate user/assistant) or train with train.loss=all on another template"),
     "over_token_limit": (ERROR, "the example is truncated from the end (its reply is lost); shorten or drop it"),
     # what else bites people
     "empty_assistant_message": (ERROR, "an empty reply teaches the model to say nothing"),

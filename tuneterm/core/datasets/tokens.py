@@ -60,6 +60,10 @@ class TokenCounter:
     def count_many(self, examples: list[dict]) -> list[int]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def template_problems(self, examples: list[dict]) -> list[tuple[str, str] | None]:
+        """Per example, what the model's chat template does to it (None: nothing); see HFCounter."""
+        return [None] * len(examples)
+
 
 class OpenAICounter(TokenCounter):
     is_openai = True
@@ -124,8 +128,33 @@ class HFCounter(TokenCounter):
         self._cache: dict[str, int] = {}
         self._has_template = bool(getattr(self.tok, "chat_template", None))
 
+    def template_problems(self, examples: list[dict]) -> list[tuple[str, str] | None]:
+        """Per example: (kind, message) when the model's chat template changes it (a system role it
+        lacks, folded into the first user turn) or cannot render it; None when it renders as is."""
+        from tuneterm.core import chat_templates
+
+        out: list[tuple[str, str] | None] = []
+        for ex in examples:
+            msgs = _chat_messages(ex) if isinstance(ex, dict) else []
+            if not self._has_template or not msgs:
+                out.append(None)
+                continue
+            try:
+                chat_templates.render(self.tok, msgs)
+            except chat_templates.TemplateRenderError as exc:
+                out.append(("template_error", f"the chat template of {self.model} cannot render it: {exc}"))
+                continue
+            if any(m.get("role") == "system" for m in msgs) and chat_templates.rejects_system(self.tok):
+                out.append(("template_folds_system", f"{self.model}'s template has no system role; the system "
+                                                     "text is folded into the first user turn"))
+            else:
+                out.append(None)
+        return out
+
     def _render_len(self, messages: list[dict]) -> int:
-        text = self.tok.apply_chat_template(messages, tokenize=False)
+        from tuneterm.core.chat_templates import prepare
+
+        text = self.tok.apply_chat_template(prepare(self.tok, messages, notice=False), tokenize=False)
         return len(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def _overhead_for(self, roles: tuple) -> int:

@@ -368,8 +368,15 @@ class Validator:
     def _flush_tokens(self) -> None:
         if not self._pending:
             return
-        counts = self.counter.count_many([ex for _r, ex in self._pending])
-        for (rec, _ex), n in zip(self._pending, counts):
+        examples = [ex for _r, ex in self._pending]
+        counts = self.counter.count_many(examples)
+        notes = self.counter.template_problems(examples)
+        for (rec, _ex), n, note in zip(self._pending, counts, notes):
+            if note is not None:
+                self._record(problem(self.report.file, rec.line, note[0], note[1], unit=rec.unit))
+                if note[0] == "template_error":
+                    self.report.n_valid -= 1
+                    continue
             if n > self.counter.limit:
                 self._record(problem(self.report.file, rec.line, "over_token_limit",
                                      f"{n:,} tokens, the limit for {self.counter.model} is {self.counter.limit:,}",

@@ -187,7 +187,10 @@ class LocalGroup:
     def render_prompt(self, prompt: Any) -> str:
         """A chat (list of messages) through the chat template, or plain context text as is."""
         if isinstance(prompt, list):
-            return self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+            from tuneterm.core.chat_templates import prepare
+
+            return self.tokenizer.apply_chat_template(prepare(self.tokenizer, prompt), add_generation_prompt=True,
+                                                      tokenize=False)
         return prompt
 
     def encode(self, text: str) -> list[int]:

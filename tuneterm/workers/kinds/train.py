@@ -14,7 +14,7 @@ import inspect
 from transformers import AutoTokenizer
 
 from tuneterm.workers.train import methods, output
-from tuneterm.workers.train.data import ChatDataset, PackedBatch, PadToLongest, read_examples
+from tuneterm.workers.train.data import ChatDataset, PackedBatch, PadToLongest, exact_prefix_sharing, read_examples
 from tuneterm.workers.train.trainer import JobEventsCallback, TunetermTrainer, build_args, train_or_resume
 
 
@@ -86,14 +86,17 @@ def run(ctx):
 
 
 def _collator(t: dict, tokenizer, model):
-    """Padding-free packed batches (shared prefix computed once) unless ``train.packing=false``, the
-    attention kernel cannot take an explicit mask or the model cannot project only chosen positions
-    (``logits_to_keep``); then rows padded to the batch's longest."""
-    attn = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
+    """Padding-free packed batches unless ``train.packing=false``, the attention kernel does not
+    build packed masks from position ids, or the model cannot project only chosen positions
+    (``logits_to_keep``); then rows padded to the batch's longest. A shared prefix is computed once
+    only where that is exact for the model (:func:`~tuneterm.workers.train.data.exact_prefix_sharing`)."""
+    config = getattr(model, "config", None)
+    attn = getattr(config, "_attn_implementation", None) or "sdpa"
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
     slices_logits = "logits_to_keep" in inspect.signature(causal.forward).parameters
-    if t.get("packing", True) and attn in ("sdpa", "eager") and slices_logits:
-        return PackedBatch(tokenizer.pad_token_id, share_prefix=bool(t.get("share_prefix", True)),
+    if t.get("packing", True) and (attn in ("sdpa", "eager") or attn.startswith("flash")) and slices_logits:
+        share = bool(t.get("share_prefix", True)) and exact_prefix_sharing(config, attn)
+        return PackedBatch(tokenizer.pad_token_id, share_prefix=share,
                            row_tokens=max(512, int(t.get("max_length", 512))))
     return PadToLongest(tokenizer.pad_token_id)
 

@@ -87,7 +87,9 @@ def heldout_texts(source: str, tokenizer: Any, limit: int) -> tuple[list[str], s
 
         for _, row in iter_jsonl(path, what="held-out data"):
             if "messages" in row and getattr(tokenizer, "chat_template", None):
-                texts.append(tokenizer.apply_chat_template(row["messages"], tokenize=False))
+                from tuneterm.core.chat_templates import render
+
+                texts.append(render(tokenizer, row["messages"]))
             elif "text" in row:
                 texts.append(str(row["text"]))
             if len(texts) >= limit:

@@ -275,12 +275,39 @@ def load_int8(folder: Path, mode: str | None = None, compute_dtype: torch.dtype 
 
 
 def _rebuild_meta_buffers(model: nn.Module) -> None:
-    """Non-persistent buffers (rotary inv_freq) are computed at init: build those modules again."""
+    """Non-persistent buffers (rotary ``inv_freq``, Gemma's ``embed_scale``) are computed at init, so the
+    meta skeleton lacks them. Rotary modules are built again from the config; any other module's
+    meta buffers are allocated and filled by the model's own ``_init_weights``, with every loaded
+    tensor marked initialised so nothing else is touched."""
     for name, module in list(model.named_modules()):
         if not any(b.device.type == "meta" for b in module.buffers(recurse=False)):
             continue
         try:
             fresh = type(module)(config=model.config)
-        except TypeError as exc:
-            raise ValueError(f"cannot rebuild {name} ({type(module).__name__}) outside the meta device") from exc
-        model.set_submodule(name, fresh)
+        except TypeError:
+            fresh = None
+        if fresh is not None and not any(b.device.type == "meta" for b in fresh.buffers()):
+            model.set_submodule(name, fresh)
+            continue
+        _init_buffers(model, name, module)
+
+
+def _init_buffers(model: nn.Module, name: str, module: nn.Module) -> None:
+    init = getattr(model, "_init_weights", None)
+    for key, buffer in list(module.named_buffers(recurse=False)):
+        if buffer.device.type == "meta":
+            module.register_buffer(key, torch.empty_like(buffer, device="cpu"),
+                                   persistent=key not in module._non_persistent_buffers_set)
+    flagged = [t for t in list(module.parameters(recurse=False)) + [b for k, b in module.named_buffers(recurse=False)
+               if k not in module._non_persistent_buffers_set]]
+    for t in flagged:
+        t._is_hf_initialized = True
+    try:
+        if init is None:
+            raise TypeError("the model has no _init_weights")
+        init(module)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the module cannot be rebuilt
+        raise ValueError(f"cannot rebuild {name} ({type(module).__name__}) outside the meta device") from exc
+    finally:
+        for t in flagged:
+            del t._is_hf_initialized

@@ -99,7 +99,7 @@ def quantize_int8(parent: Parent, method: str, q: dict, art: Path, emit: Emit = 
         stats = smooth.calibrate(model, parent.tokenizer, texts)
         kept = smooth.outlier_layers(stats, q["outlier_ratio"]) if q["outlier_ratio"] > 0 else []
         skip += kept
-        groups = smooth.smooth_llama(model, stats, q["smooth_alpha"]) if q["smooth_alpha"] > 0 else 0
+        groups = smooth.smooth_model(model, stats, q["smooth_alpha"]) if q["smooth_alpha"] > 0 else 0
         smoothing = {"smooth_alpha": q["smooth_alpha"], "smoothed_groups": groups, "kept_float": kept}
     if q["keep_sensitive"] > 0:
         sensitive = _most_sensitive(model, parent.tokenizer, texts or calibration_texts(parent.tokenizer), method,
@@ -194,8 +194,7 @@ def quantize_gguf(parent: Parent, q: dict, art: Path) -> dict:
     parent.tokenizer.save_pretrained(art)
     parent.model.config.save_pretrained(art)  # lets tuneterm read the tensors back without transformers' GGUF path
     back = gguf_export.read_back(art / name)
-    expected = {gguf_export.gguf_name(k) for k in parent.model.state_dict()
-                if gguf_export.gguf_name(k) and not (k == "lm_head.weight" and parent.model.config.tie_word_embeddings)}
+    expected = gguf_export.expected_tensors(parent.model)
     if set(back["tensors"]) != expected:
         raise RuntimeFailure("the GGUF file does not read back with the expected tensors",
                              [("missing", ", ".join(sorted(expected - set(back["tensors"]))[:5])),
@@ -261,7 +260,15 @@ def quantize(parent_ref: str, method: str, config: dict, out_dir: Path, emit: Em
                                   label=parent_ref + (" (adapter merged)" if parent.merged else ""))
     quant_side = quant_gate.Side(qmodel, qtok, qload, size, label=f"{method}",
                                  info={"runtime": "transformers (de-quantized GGUF)"} if method == "gguf" else {})
+    from tuneterm.workers.quantize import tokcheck
+
+    emit(type="gate", phase="tokenizer")
+    tok_failures = (tokcheck.compare_gguf(parent.tokenizer, art / facts["file"]) if method == "gguf"
+                    else tokcheck.compare(parent.tokenizer, qtok))
     report = quant_gate.measure(parent_side, quant_side, gate, emit)
+    report["tokenizer_check"] = {"passed": not tok_failures, "failures": tok_failures}
+    report["failures"] = tok_failures + report["failures"]
+    report["passed"] = not report["failures"]
     report.update(method=method, quant=facts, quantize_s=result["quantize_s"])
     atomic_write_json(out_dir / "quality.json", report)
     atomic_write_text(out_dir / "quality.md", quant_gate.markdown(report, f"Quantization report: {parent_ref} -> {method}"))

@@ -1,4 +1,5 @@
-"""SmoothQuant-style scaling for int8 activations (Xiao et al., 2022), for Llama-family blocks.
+"""SmoothQuant-style scaling for int8 activations (Xiao et al., 2022), for the decoder blocks of
+Llama, Mistral, Qwen, Phi-3 (fused projections) and Gemma ((1 + w) norms) models.
 
 Small Llama models have a few input channels with activations tens of times larger than the
 rest; quantizing a whole activation row to int8 with one scale then rounds everything else to
@@ -65,7 +66,62 @@ def _fold(prev_weight: torch.Tensor, linears: list[nn.Linear], s: torch.Tensor, 
         m.weight.mul_(s.view(1, -1).to(m.weight.dtype))
 
 
-def smooth_llama(model: nn.Module, act_max: dict[str, torch.Tensor], alpha: float = 0.5,
+@torch.inference_mode()
+def _offset_norm(norm: nn.Module) -> bool:
+    """Whether the norm scales by (1 + weight) (Gemma) rather than by weight (Llama, Qwen, Phi-3, Mistral):
+    probed, with the weight zeroed for one call."""
+    saved = norm.weight.data.clone()
+    try:
+        norm.weight.data.zero_()
+        out = norm(torch.ones(1, saved.shape[0], dtype=saved.dtype, device=saved.device))
+    finally:
+        norm.weight.data.copy_(saved)
+    return bool(out.abs().amax() > 0)
+
+
+@torch.inference_mode()
+def _fold_norm(norm: nn.Module, linears: list[nn.Linear], s: torch.Tensor) -> None:
+    if _offset_norm(norm):  # (1 + w') = (1 + w) / s
+        w = norm.weight.data
+        w.copy_(((1 + w.float()) / s.to(w.device) - 1).to(w.dtype))
+        for m in linears:
+            m.weight.mul_(s.view(1, -1).to(m.weight.dtype))
+    else:
+        _fold(norm.weight.data, linears, s)
+
+
+def _layer_groups(layer) -> list[tuple]:
+    """(what produces the activation, the linears reading it) for one decoder block, for the layouts
+    of Llama/Mistral/Qwen (separate projections), Phi-3 (fused ``qkv_proj``/``gate_up_proj``) and
+    Gemma 2/3 (the norm before the MLP is ``pre_feedforward_layernorm``; ``post_attention_layernorm``
+    normalises the attention output there, so nothing folds into it)."""
+    attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+    groups = []
+    norm_in = getattr(layer, "input_layernorm", None)
+    norm_mlp = getattr(layer, "pre_feedforward_layernorm", None)
+    if norm_mlp is None and not hasattr(layer, "post_feedforward_layernorm"):
+        norm_mlp = getattr(layer, "post_attention_layernorm", None)
+    if attn is not None and norm_in is not None:
+        fused = getattr(attn, "qkv_proj", None)
+        linears = [fused] if fused is not None else [getattr(attn, n, None) for n in ("q_proj", "k_proj", "v_proj")]
+        groups.append(("norm", norm_in, linears))
+    if mlp is not None and norm_mlp is not None:
+        fused = getattr(mlp, "gate_up_proj", None)
+        if fused is not None:
+            groups.append(("norm", norm_mlp, [fused]))
+            half = fused.weight.shape[0] // 2  # rows [gate; up]: down_proj reads act(gate) * up
+            up_bias = None if fused.bias is None else fused.bias.data[half:]
+            groups.append(("rows", (fused.weight.data[half:], up_bias), [getattr(mlp, "down_proj", None)]))
+        else:
+            groups.append(("norm", norm_mlp, [getattr(mlp, "gate_proj", None), getattr(mlp, "up_proj", None)]))
+            up = getattr(mlp, "up_proj", None)
+            if up is not None:
+                groups.append(("rows", (up.weight.data, None if up.bias is None else up.bias.data),
+                               [getattr(mlp, "down_proj", None)]))
+    return groups
+
+
+def smooth_model(model: nn.Module, act_max: dict[str, torch.Tensor], alpha: float = 0.5,
                  lm_head: bool = True) -> int:
     """Apply the scaling in place (the float outputs stay the same); returns the groups scaled."""
     core = getattr(model, "model", None)
@@ -74,21 +130,19 @@ def smooth_llama(model: nn.Module, act_max: dict[str, torch.Tensor], alpha: floa
     names = {m: n for n, m in model.named_modules()}
     done = 0
     for layer in core.layers:
-        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
-        groups = []
-        if attn is not None and hasattr(layer, "input_layernorm"):
-            groups.append((layer.input_layernorm.weight, None, [attn.q_proj, attn.k_proj, attn.v_proj]))
-        if mlp is not None and hasattr(layer, "post_attention_layernorm"):
-            groups.append((layer.post_attention_layernorm.weight, None, [mlp.gate_proj, mlp.up_proj]))
-            groups.append((mlp.up_proj.weight, mlp.up_proj.bias, [mlp.down_proj]))
-        for prev_w, prev_b, linears in groups:
+        for kind, prev, linears in _layer_groups(layer):
+            if not linears or not all(isinstance(m, nn.Linear) for m in linears):
+                continue
             key = names.get(linears[0])
-            if key not in act_max or not all(isinstance(m, nn.Linear) for m in linears):
+            if key not in act_max:
                 continue
             s = _scales(act_max[key], linears, alpha)
-            if prev_w.dim() == 1 and prev_w.shape[0] != s.shape[0]:
-                continue
-            _fold(prev_w.data, linears, s, None if prev_b is None else prev_b.data)
+            if kind == "norm":
+                if prev.weight.dim() != 1 or prev.weight.shape[0] != s.shape[0]:
+                    continue
+                _fold_norm(prev, linears, s)
+            else:
+                _fold(prev[0], linears, s, prev[1])
             done += 1
     head = getattr(model, "lm_head", None)
     if lm_head and isinstance(head, nn.Linear) and "lm_head" in act_max and hasattr(core, "norm"):
@@ -96,6 +150,6 @@ def smooth_llama(model: nn.Module, act_max: dict[str, torch.Tensor], alpha: floa
             head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
             model.config.tie_word_embeddings = False
         s = _scales(act_max["lm_head"], [head], alpha)
-        _fold(core.norm.weight.data, [head], s)
+        _fold_norm(core.norm, [head], s)
         done += 1
     return done

@@ -1,15 +1,18 @@
 """Training data: canonical chat JSONL -> token ids and labels, batches with little padding.
 
-Instruction tuning masks everything but the assistant's replies by default: the chat template
-is rendered once per assistant turn to find where each reply starts and ends (character
-spans), and the tokenizer's offsets turn those spans into a label mask. Assistant messages
+Instruction tuning masks everything but the assistant's replies by default: the character spans of
+the replies in the rendered conversation (:mod:`tuneterm.core.chat_templates`) and the tokenizer's
+offsets give the label mask. Assistant messages
 with ``weight: 0`` stay masked. ``loss = "all"`` trains on every token instead.
 
 Two ways to batch. :class:`PackedBatch` (the default) is padding-free: the examples of a batch are
-laid end to end in one row, each attending only to itself (an explicit block-diagonal causal mask,
-position ids restarting per example), and a prefix that every example of the batch shares (a
-system prompt) is laid down and computed once, the examples attending to it as if it were their
-own. The loss is exactly the unpacked one. :class:`PadToLongest` pads each row to the batch's
+laid end to end in one row with position ids restarting per example and no attention mask, so the
+model builds its own mask from the position ids (each layer's causal, sliding-window or chunked
+pattern, confined to each example; flash attention's variable-length path on CUDA). On models whose
+every layer attends to the full causal past (:func:`exact_prefix_sharing`), a prefix that every
+example of the batch shares (a system prompt) is laid down and computed once instead, with an
+explicit block-diagonal mask, the examples attending to it as if it were their own. Either way the
+loss is exactly the unpacked one. :class:`PadToLongest` pads each row to the batch's
 longest. Either way rows of similar length are grouped (seeded per epoch, so a resumed run sees
 the same order).
 """
@@ -51,28 +54,16 @@ def read_examples(path: str | Path) -> list[dict]:
     return rows
 
 
-def _render(tokenizer, messages: list[dict], add_generation_prompt: bool = False, tools=None) -> str:
-    clean = [{k: v for k, v in m.items() if k != "weight"} for m in messages]
-    kwargs = {"tools": tools} if tools else {}
-    return tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         **kwargs)
-
-
 def assistant_spans(tokenizer, messages: list[dict], tools=None) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of the assistant replies that carry loss."""
-    full = _render(tokenizer, messages, tools=tools)
-    spans = []
-    for i, message in enumerate(messages):
-        if message.get("role") != "assistant" or message.get("weight", 1) == 0:
-            continue
-        prefix = _render(tokenizer, messages[:i], add_generation_prompt=True, tools=tools) if i else ""
-        upto = _render(tokenizer, messages[: i + 1], tools=tools)
-        if not full.startswith(upto) or not upto.startswith(prefix):
-            raise DatasetError("the chat template does not render conversations prefix by prefix",
-                               hint="use train.loss=all with this model")
-        end = len(upto.rstrip("\n"))  # the reply and its end-of-turn token, not the newline after it
-        spans.append((len(prefix), end))
-    return full, spans
+    """The rendered conversation and the character spans of the assistant replies that carry loss
+    (:func:`tuneterm.core.chat_templates.assistant_spans`); a template error becomes a DatasetError."""
+    from tuneterm.core import chat_templates
+
+    try:
+        return chat_templates.assistant_spans(tokenizer, messages, tools)
+    except chat_templates.TemplateRenderError as exc:
+        raise DatasetError("the model's chat template cannot render this conversation", [("problem", str(exc))],
+                           "run `tuneterm data validate --model MODEL` to see which rows, or use train.loss=all") from exc
 
 
 def tokenize_example(tokenizer, row: dict, max_length: int, loss: str = "assistant") -> dict | None:
@@ -174,8 +165,9 @@ def _balanced_rows(sizes: list[int], capacity: int) -> list[list[int]]:
 class PackedBatch:
     """Padding-free batches: one row holding ``[shared prefix][example 1 rest][example 2 rest]...``.
 
-    Returns ``input_ids``/``position_ids`` of shape (rows, T), a boolean ``attention_mask`` of shape
-    (rows, 1, T, T) (True = may attend), ``keep`` (rows, T): the positions whose hidden state
+    Returns ``input_ids``/``position_ids`` of shape (rows, T); with a shared prefix a boolean
+    ``attention_mask`` of shape (rows, 1, T, T) (True = may attend), without one no mask (the model
+    derives it from the restarting position ids); ``keep`` (rows, T): the positions whose hidden state
     predicts a trained token, ``take`` (K,): for each trained token, its index among the kept
     positions (a shared prefix position can predict for several examples), ``labels``/``shift_labels``
     (K,): the trained tokens, and ``n_tokens``: the examples' tokens (prefix counted per example).
@@ -221,14 +213,32 @@ class PackedBatch:
             keep[r, src] = True
         flat = keep.flatten().cumsum(0) - 1  # index of each kept position in row-major order
         take = torch.tensor([int(flat[r * width + src]) for r, src in sources], dtype=torch.long)
-        q, k = segment[:, :, None], segment[:, None, :]
-        causal = torch.ones((width, width), dtype=torch.bool).tril()
-        mask = causal & ((q == k) & (q != -2) | (k == -1))
-        mask |= torch.eye(width, dtype=torch.bool) & (q == -2)  # pads attend to themselves (no NaN rows)
+        mask = None
+        if shared:
+            q, k = segment[:, :, None], segment[:, None, :]
+            causal = torch.ones((width, width), dtype=torch.bool).tril()
+            mask = causal & ((q == k) & (q != -2) | (k == -1))
+            mask |= torch.eye(width, dtype=torch.bool) & (q == -2)  # pads attend to themselves (no NaN rows)
         target = torch.tensor(targets, dtype=torch.long)
-        return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask[:, None],
-                "keep": keep, "take": take, "labels": target, "shift_labels": target,
-                "n_tokens": torch.tensor(sum(len(ids) for ids in ids_list))}
+        batch = {"input_ids": input_ids, "position_ids": position_ids,
+                 "keep": keep, "take": take, "labels": target, "shift_labels": target,
+                 "n_tokens": torch.tensor(sum(len(ids) for ids in ids_list))}
+        if shared:
+            batch["attention_mask"] = mask[:, None]
+        return batch
+
+
+def exact_prefix_sharing(config, attn_implementation: str | None = None) -> bool:
+    """Whether a shared prefix laid down once with an explicit causal mask is exactly what the model
+    computes: every layer attends to the full causal past (no sliding window, no chunked attention)
+    and the attention kernel takes an explicit mask."""
+    attn = attn_implementation or getattr(config, "_attn_implementation", None) or "sdpa"
+    if attn not in ("sdpa", "eager") or getattr(config, "attention_chunk_size", None):
+        return False
+    types = getattr(config, "layer_types", None)
+    if types:
+        return all(t == "full_attention" for t in types)
+    return getattr(config, "sliding_window", None) is None
 
 
 class LengthGroupedEpochSampler(Sampler):

@@ -27,6 +27,7 @@ def write(ctx, model, tokenizer, config: dict, base_path: Path, metrics: dict) -
     if method in ("lora", "qlora"):
         adapter = out / "adapter"
         _save(adapter, model, tokenizer)
+        _portable_base(adapter, base)
         if config.get("lora", {}).get("merge"):
             merge_adapter(adapter, base_path, out / "model", tokenizer)
             ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter")
@@ -47,6 +48,21 @@ def _save(target: Path, *parts) -> None:
     with building_dir(target, lambda _: False) as tmp:
         for part in parts:
             part.save_pretrained(tmp)
+
+
+def _portable_base(adapter: Path, base: str) -> None:
+    """A Hub base is named by its repo id in adapter_config.json (PEFT writes the cache snapshot's path,
+    which breaks when the cache moves); tuneterm and PEFT both resolve ``ORG/NAME`` from the cache."""
+    import json
+
+    if not base.startswith("hf:"):
+        return
+    cfg_path = adapter / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = base[3:].split("@")[0]
+    if "@" in base:
+        cfg["revision"] = base.split("@", 1)[1]
+    atomic_write_text(cfg_path, json.dumps(cfg, indent=2))
 
 
 def model_card(job_id: str, config: dict, metrics: dict) -> str:

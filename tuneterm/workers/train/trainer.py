@@ -73,8 +73,8 @@ class TunetermTrainer(Trainer):
         PEFT hooks run), projecting onto the vocabulary only the positions that predict a trained token."""
         if model.training:
             self.tokens_seen += int(inputs["n_tokens"])
-        mask = inputs["attention_mask"]
-        if _attn_implementation(model) != "sdpa":  # eager & co. add the mask: make it additive
+        mask = inputs.get("attention_mask")  # None: the model builds its own from the position ids
+        if mask is not None and _attn_implementation(model) != "sdpa":  # eager & co. add the mask: make it additive
             dtype = next(p for p in model.parameters()).dtype
             mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
         out = model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"], attention_mask=mask,
