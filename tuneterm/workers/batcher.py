@@ -31,6 +31,7 @@ from tuneterm.workers.engine import encode_chat, eos_ids, text_pieces
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 _UNSET = object()
+DEFAULT_MAX_BATCH = 16  # rows one decode step carries; `serve --max-running` defaults to it
 _LIVE: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
 
 
@@ -61,7 +62,7 @@ class _Request:
 class Batcher:
     """The decode loop of one model; thread-safe :meth:`stream` for any number of callers."""
 
-    def __init__(self, model: Any, tokenizer: Any, mixed_adapters: bool = False, max_batch: int = 16) -> None:
+    def __init__(self, model: Any, tokenizer: Any, mixed_adapters: bool = False, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.mixed_adapters = mixed_adapters  # a PEFT model: pass adapter_names per row
@@ -78,6 +79,7 @@ class Batcher:
         self._pos: torch.Tensor | None = None
         self.steps = 0  # decode steps taken, and how many rows they carried (tests read these)
         self.max_rows_seen = 0
+        self.decoded = 0  # tokens decoded, every request together
         self._mode: Any = _UNSET  # adapters: BASE (off), a name (that one active), None (mixed)
         self._closing = False
         _LIVE.add(self)
@@ -247,6 +249,7 @@ class Batcher:
         return out
 
     def _emit(self, req: _Request, token: int) -> None:
+        self.decoded += 1
         req.generated += 1
         req.out.put(token)
         if token in self.eos or req.generated >= req.params.max_new_tokens:
