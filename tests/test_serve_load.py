@@ -314,3 +314,31 @@ def test_sigterm_ends_an_open_stream_with_a_final_event_and_exits_0(embedded_mod
     assert json.loads(events[-1])["error"]["code"] == "server_shutdown", events[-3:]
     assert code == 0, err
     assert "Traceback" not in err
+
+
+def test_a_stream_cut_inside_a_multibyte_character_never_emits_half_of_it(variants):
+    """Issue 15: an answer cut by max_tokens after the first bytes of 😀 (three tokens) ends before it."""
+    import queue
+
+    from tuneterm.core.generation import GenerationParams, GenerationStats
+    from tuneterm.workers.engine import text_pieces
+
+    tokenizer = next(iter(variants.values())).group.tokenizer
+    emoji = tokenizer.encode("😀", add_special_tokens=False)
+    assert len(emoji) > 1 and "\ufffd" in tokenizer.decode(emoji[:-1])
+    prefix = tokenizer.encode("Hi ", add_special_tokens=False)
+    for cut in range(1, len(emoji)):
+        tokens: queue.Queue = queue.Queue()
+        for tok in [*prefix, *emoji[:cut]]:
+            tokens.put(tok)
+        tokens.put(None)
+        params = GenerationParams(max_new_tokens=len(prefix) + cut)
+        pieces = list(text_pieces(tokens, tokenizer, params, GenerationStats(), threading.Event(), None,
+                                  time.perf_counter(), set()))
+        assert "".join(pieces) == "Hi " and not any("\ufffd" in p for p in pieces), pieces
+    tokens = queue.Queue()
+    for tok in [*prefix, *emoji, None]:
+        tokens.put(tok)
+    whole = text_pieces(tokens, tokenizer, GenerationParams(max_new_tokens=10), GenerationStats(),
+                        threading.Event(), None, time.perf_counter(), set())
+    assert "".join(whole) == "Hi 😀"
