@@ -342,3 +342,38 @@ def test_a_stream_cut_inside_a_multibyte_character_never_emits_half_of_it(varian
     whole = text_pieces(tokens, tokenizer, GenerationParams(max_new_tokens=10), GenerationStats(),
                         threading.Event(), None, time.perf_counter(), set())
     assert "".join(whole) == "Hi 😀"
+
+
+def test_fields_the_server_does_not_apply_are_refused_by_name(variants):
+    """Issue 25 item 1: nothing silently ignored; no-ops OpenAI itself accepts stay accepted."""
+    import openai
+    from openai import OpenAI
+
+    srv = _serve(variants)
+    model = next(iter(variants))
+    client = OpenAI(base_url=srv.url, api_key="x", max_retries=0, timeout=60)
+    tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}}
+    refused = {
+        "frobnicate": {"extra_body": {"frobnicate": 3}},
+        "response_format": {"response_format": {"type": "json_object"}},
+        "tools": {"tools": [tool]},
+        "logprobs": {"logprobs": True},
+        "top_logprobs": {"top_logprobs": 2},
+        "frequency_penalty": {"frequency_penalty": 0.5},
+        "n": {"n": 2},
+    }
+    try:
+        for param, kwargs in refused.items():
+            with pytest.raises(openai.BadRequestError) as err:
+                client.chat.completions.create(model=model, messages=PROMPT, max_tokens=2, **kwargs)
+            assert err.value.body["param"] == param, (param, err.value.body)
+            assert err.value.body["type"] == "invalid_request_error"
+        fine = client.chat.completions.create(model=model, messages=PROMPT, max_tokens=2, user="u1",
+                                              metadata={"run": "a"}, frequency_penalty=0, n=1,
+                                              response_format={"type": "text"}, logprobs=False)
+        assert fine.usage.completion_tokens == 2
+        with pytest.raises(openai.NotFoundError) as err:
+            client.responses.create(model=model, input="hi")
+        assert err.value.body["code"] == "unknown_url"
+    finally:
+        _stop(srv)
