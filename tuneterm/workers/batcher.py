@@ -59,6 +59,15 @@ class _Request:
         return self.halt.is_set() or (self.cancel is not None and self.cancel.is_set())
 
 
+@dataclass
+class _Score:
+    ids: torch.Tensor  # [1, L]
+    adapter: str | None
+    top: int
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+
+
 class Batcher:
     """The decode loop of one model; thread-safe :meth:`stream` for any number of callers."""
 
@@ -69,6 +78,7 @@ class Batcher:
         self.max_batch = max_batch
         self.eos = set(eos_ids(model, tokenizer))
         self._pending: list[_Request] = []
+        self._jobs: list[_Score] = []  # scoring passes, run between two steps
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         # the batch: rows, their KV cache [B, H, T, D] per layer, mask [B, T], next tokens and positions
@@ -95,12 +105,17 @@ class Batcher:
     # --- the caller's side ---------------------------------------------------------------------
 
     def stream(self, messages: list[dict], params: GenerationParams, stats: GenerationStats | None = None,
-               adapter: str | None = None, cancel: threading.Event | None = None) -> Iterator[str]:
-        """Yield the answer's text pieces; fills ``stats`` (as ``engine.stream_chat`` does)."""
+               adapter: str | None = None, cancel: threading.Event | None = None,
+               prompt_ids: list[int] | None = None) -> Iterator[str]:
+        """Yield the answer's text pieces; fills ``stats`` (as ``engine.stream_chat`` does).
+        ``prompt_ids``: a raw prompt (completions), instead of the chat template over ``messages``."""
         params.validate()
         stats = stats if stats is not None else GenerationStats()
         started = time.perf_counter()
-        prompt = encode_chat(self.tokenizer, messages).to(self.model.device)
+        if prompt_ids is not None:
+            prompt = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
+        else:
+            prompt = encode_chat(self.tokenizer, messages).to(self.model.device)
         stats.prompt_tokens = int(prompt.shape[1])
         req = _Request(prompt, adapter, params, threading.Event(), cancel)
         if params.temperature > 0:
@@ -110,10 +125,7 @@ class Batcher:
             if self._closing:
                 raise RuntimeFailure("the model server is shutting down")
             self._pending.append(req)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="tuneterm-decode", daemon=True)
-                self._thread.start()
-            self._wake.notify()
+            self._start_loop()
         try:
             yield from text_pieces(req.out, self.tokenizer, params, stats, req.halt, cancel, started, self.eos)
         finally:
@@ -121,21 +133,66 @@ class Batcher:
             with self._wake:
                 self._wake.notify()
 
+    def score(self, ids: list[int], adapter: str | None = None, top: int = 0) -> list[tuple[float | None, dict]]:
+        """The log-probability of each token of ``ids`` given the ones before it (None for the
+        first), with the ``top`` most likely tokens at each position ({id: logprob}); one forward
+        pass, run by the decode loop between two steps (the loop owns the model)."""
+        job = _Score(torch.tensor([ids], dtype=torch.long, device=self.model.device), adapter, top)
+        with self._wake:
+            if self._closing:
+                raise RuntimeFailure("the model server is shutting down")
+            self._jobs.append(job)
+            self._start_loop()
+        job.done.wait()
+        if isinstance(job.result, BaseException):
+            raise RuntimeFailure("scoring failed", [("problem", f"{type(job.result).__name__}: {job.result}")])
+        return job.result
+
+    def _start_loop(self) -> None:
+        """Under ``self._wake``: make sure the loop runs, and wake it."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="tuneterm-decode", daemon=True)
+            self._thread.start()
+        self._wake.notify()
+
+    def _run_score(self, job: "_Score") -> None:
+        try:
+            with torch.inference_mode():
+                out = self._forward([job], input_ids=job.ids, attention_mask=torch.ones_like(job.ids))
+                logprobs = torch.log_softmax(out.logits[0].float(), -1)
+                ids = job.ids[0]
+                result: list[tuple[float | None, dict]] = [(None, {})]
+                picked = logprobs[:-1].gather(1, ids[1:].unsqueeze(1)).squeeze(1).tolist()
+                tops = logprobs[:-1].topk(job.top, -1) if job.top else None
+                for i, lp in enumerate(picked):
+                    top = dict(zip(tops.indices[i].tolist(), tops.values[i].tolist())) if tops is not None else {}
+                    result.append((lp, top))
+            job.result = result
+        except Exception as exc:  # this request fails, the loop goes on
+            job.result = exc
+        job.done.set()
+
     # --- the loop ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._pending and not self._rows and not self._closing:
+                while not self._pending and not self._rows and not self._jobs and not self._closing:
                     self._wake.wait()
                 if self._closing:
                     for req in [*self._rows, *self._pending]:
                         req.out.put(None)
-                    self._pending = []
+                    for job in self._jobs:
+                        job.result = RuntimeError("the model server is shutting down")
+                        job.done.set()
+                    self._pending, self._jobs = [], []
                     self._reset()
                     return
                 room = max(0, self.max_batch - len(self._rows))
                 joining, self._pending = self._pending[:room], self._pending[room:]
+                jobs, self._jobs = self._jobs, []
+            for job in jobs:
+                self._run_score(job)
             try:
                 with torch.inference_mode():
                     for req in joining:

@@ -67,6 +67,24 @@ class VariantGroup:
                 self.batcher = Batcher(self.model, self.tokenizer, mixed_adapters=self.is_peft)
         return self.batcher.stream(messages, params, stats, adapter, cancel)
 
+    def stream_ids(self, adapter: str | None, prompt_ids: list[int], params: GenerationParams,
+                   stats: GenerationStats, cancel: threading.Event | None = None) -> Iterator[str]:
+        """Generate after a raw prompt (token ids, no chat template): ``/v1/completions``."""
+        return self._batcher().stream([], params, stats, adapter, cancel, prompt_ids=prompt_ids)
+
+    def score(self, adapter: str | None, ids: list[int], top: int = 0) -> list[tuple[float | None, dict]]:
+        """Per-token log-probabilities of ``ids`` (see :meth:`Batcher.score`)."""
+        return self._batcher().score(ids, adapter, top)
+
+    def _batcher(self) -> Batcher:
+        if self.lean_loop:
+            raise InputError("raw completions and scoring are not available for a model served by the lean "
+                             "decode loop", [("model", self.key)], "use /v1/chat/completions")
+        with self.lock:
+            if self.batcher is None:
+                self.batcher = Batcher(self.model, self.tokenizer, mixed_adapters=self.is_peft)
+        return self.batcher
+
     @property
     def lean_loop(self) -> bool:
         """A quantized artifact whose ``generate`` runs the quantization issue's lean decode loop
@@ -106,6 +124,13 @@ class Variant:
                cancel: threading.Event | None = None) -> Iterator[str]:
         stats = stats if stats is not None else GenerationStats()
         return self.group.stream(self.adapter, self.prepare(messages), params, stats, cancel)
+
+    def stream_ids(self, prompt_ids: list[int], params: GenerationParams, stats: GenerationStats,
+                   cancel: threading.Event | None = None) -> Iterator[str]:
+        return self.group.stream_ids(self.adapter, prompt_ids, params, stats, cancel)
+
+    def score(self, ids: list[int], top: int = 0) -> list[tuple[float | None, dict]]:
+        return self.group.score(self.adapter, ids, top)
 
 
 def load_variants(refs: list[str], dtype: str | None = None, device: str | None = None) -> dict[str, Variant]:

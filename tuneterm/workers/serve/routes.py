@@ -147,6 +147,19 @@ async def chat_completions(request: Request) -> Any:
                       stats, ChatRenderer(req.variant.model_id, req.include_usage), req.stream, arrived)
 
 
+@endpoint("completions")
+async def completions(request: Request) -> Any:
+    from tuneterm.core.generation import GenerationStats
+    from tuneterm.workers.serve.completions import CompletionRenderer, parse_completion
+
+    arrived = time.perf_counter()
+    state = _state(request)
+    stats = GenerationStats()
+    job, stream, include_usage = parse_completion(await read_json(request), state.variants, stats)
+    return Generation(state, "completions", job.run, stats, CompletionRenderer(job.variant.model_id, job, include_usage),
+                      stream, arrived)
+
+
 @endpoint("responses")
 async def responses(request: Request) -> Response:
     raise ApiError(404, "this server does not implement the Responses API (POST /v1/responses); use POST "
@@ -170,5 +183,6 @@ ROUTES = [
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/responses", responses, methods=["POST", "GET"]),
 ]

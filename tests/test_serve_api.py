@@ -1,0 +1,115 @@
+"""`tuneterm serve` speaks what its clients send (issue 25): /v1/completions as lm-evaluation-harness's
+`local-completions` uses it (echo, logprobs, max_tokens 0, token-id prompts), through the real
+`openai` client over HTTP, with log-probabilities checked against the model run directly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    out = tmp_path_factory.mktemp("api-adapter")
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, adapter_dir):
+    from tuneterm.workers.serve import make_server, serve_in_thread
+
+    srv = make_server([str(tiny_model_dir), str(adapter_dir)], port=0)
+    serve_in_thread(srv)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=60)
+
+
+def _direct_logprobs(model_dir: Path, adapter: Path | None, ids: list[int]) -> list[float]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+    lp = torch.log_softmax(logits, -1)
+    return [float(lp[i - 1, ids[i]]) for i in range(1, len(ids))]
+
+
+def test_completions_echo_logprobs_match_the_model(client, server, tiny_model_dir, adapter_dir):
+    tokenizer = server.variants[str(tiny_model_dir)].group.tokenizer
+    text = "The cat sat on the mat"
+    ids = tokenizer(text)["input_ids"]
+    for ref, adapter in ((str(tiny_model_dir), None), (str(adapter_dir), adapter_dir)):
+        r = client.completions.create(model=ref, prompt=text, max_tokens=0, echo=True, logprobs=2, temperature=0)
+        choice = r.choices[0]
+        assert r.object == "text_completion" and choice.text == tokenizer.decode(ids)
+        lp = choice.logprobs
+        assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+        assert len(lp.tokens) == len(ids) and all(len(t) <= 2 for t in lp.top_logprobs[1:])
+        expected = _direct_logprobs(tiny_model_dir, adapter, ids)
+        assert lp.token_logprobs[1:] == pytest.approx(expected, abs=1e-4)
+        for got, top in zip(lp.token_logprobs[1:], lp.top_logprobs[1:]):
+            assert max(top.values()) >= got - 1e-6
+        assert r.usage.prompt_tokens == len(ids) and r.usage.completion_tokens == 0
+
+
+def test_completions_token_id_prompts_as_lm_eval_sends_them(client, server, tiny_model_dir):
+    """lm-eval's local-completions: tokenized prompts, max_tokens 1, echo, logprobs 1, several per request."""
+    tokenizer = server.variants[str(tiny_model_dir)].group.tokenizer
+    batch = [tokenizer("Question: 2+2? Answer: 4")["input_ids"], tokenizer("Question: 2+2? Answer: 5")["input_ids"]]
+    r = client.completions.create(model=str(tiny_model_dir), prompt=batch, max_tokens=1, echo=True, logprobs=1,
+                                  temperature=0, seed=1234)
+    assert [c.index for c in r.choices] == [0, 1]
+    for choice, ids in zip(r.choices, batch):
+        lp = choice.logprobs
+        assert len(lp.token_logprobs) >= len(ids)  # the prompt, then the generated token
+        assert lp.token_logprobs[1:len(ids)] == pytest.approx(_direct_logprobs(tiny_model_dir, None, ids), abs=1e-4)
+
+
+def test_completions_generate_and_stream_the_same_text(client, server, adapter_dir):
+    ref = str(adapter_dir)
+    full = client.completions.create(model=ref, prompt="Once upon a time", max_tokens=8, temperature=0)
+    assert full.usage.completion_tokens == 8 and full.choices[0].finish_reason == "length"
+    chunks = list(client.completions.create(model=ref, prompt="Once upon a time", max_tokens=8, temperature=0,
+                                            stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == full.choices[0].text and chunks[-1].usage.completion_tokens == 8
+    echoed = client.completions.create(model=ref, prompt="Once upon a time", max_tokens=8, temperature=0, echo=True)
+    assert echoed.choices[0].text == "Once upon a time" + full.choices[0].text
+
+
+def test_completions_refuse_what_they_do_not_apply(client, server, tiny_model_dir):
+    import openai
+
+    for kwargs, param in (({"suffix": "x"}, "suffix"), ({"best_of": 3}, "best_of"),
+                          ({"extra_body": {"frobnicate": 1}}, "frobnicate"), ({"logprobs": 50}, "logprobs"),
+                          ({"max_tokens": -1}, "max_tokens"), ({"prompt": [[10**9]]}, "prompt")):
+        kwargs = {"prompt": "hi", "max_tokens": 1, **kwargs}
+        with pytest.raises(openai.BadRequestError) as err:
+            client.completions.create(model=str(tiny_model_dir), **kwargs)
+        assert err.value.body["param"] == param, (kwargs, err.value.body)
