@@ -113,3 +113,48 @@ def test_completions_refuse_what_they_do_not_apply(client, server, tiny_model_di
         with pytest.raises(openai.BadRequestError) as err:
             client.completions.create(model=str(tiny_model_dir), **kwargs)
         assert err.value.body["param"] == param, (kwargs, err.value.body)
+
+
+def test_chat_logprobs_come_from_the_logits_that_picked_each_token(client, server, tiny_model_dir, adapter_dir):
+    """Issue 25 item 2: logprobs/top_logprobs in OpenAI's shape, streamed and not, base and adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tuneterm.workers.engine import encode_chat
+
+    messages = [{"role": "user", "content": "hello there"}]
+    tokenizer = server.variants[str(tiny_model_dir)].group.tokenizer
+    for ref, adapter in ((str(tiny_model_dir), None), (str(adapter_dir), adapter_dir)):
+        r = client.chat.completions.create(model=ref, messages=messages, max_tokens=6, temperature=0, logprobs=True,
+                                           top_logprobs=3)
+        content = r.choices[0].logprobs.content
+        assert len(content) == r.usage.completion_tokens == 6
+        assert "".join(t.token for t in content) == r.choices[0].message.content
+        assert all(len(t.top_logprobs) == 3 and t.top_logprobs[0].logprob == t.logprob for t in content)  # greedy
+        assert all(bytes(t.bytes).decode(errors="replace") == t.token for t in content)
+        # the same numbers from the model run directly on the prompt and the answer's tokens
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        if adapter is not None:
+            model = PeftModel.from_pretrained(model, adapter)
+        model.eval()
+        prompt = encode_chat(tokenizer, messages)[0].tolist()
+        answer = [tokenizer.convert_tokens_to_ids(tokenizer.convert_ids_to_tokens(
+            tokenizer.convert_tokens_to_ids(_byte_token(tokenizer, t.bytes)))) for t in content]
+        ids = prompt + answer
+        with torch.inference_mode():
+            lp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+        direct = [float(lp[len(prompt) - 1 + i, tok]) for i, tok in enumerate(answer)]
+        assert [t.logprob for t in content] == pytest.approx(direct, abs=1e-4)
+        chunks = list(client.chat.completions.create(model=ref, messages=messages, max_tokens=6, temperature=0,
+                                                     logprobs=True, top_logprobs=3, stream=True))
+        streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+        assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
+
+
+def _byte_token(tokenizer, raw: list[int]) -> str:
+    """The vocabulary entry whose bytes are ``raw`` (byte-level BPE spelling)."""
+    from tuneterm.workers.serve.chat import byte_table
+
+    table = byte_table()
+    return "".join(table[b] for b in raw)

@@ -357,8 +357,7 @@ def test_fields_the_server_does_not_apply_are_refused_by_name(variants):
         "frobnicate": {"extra_body": {"frobnicate": 3}},
         "response_format": {"response_format": {"type": "json_object"}},
         "tools": {"tools": [tool]},
-        "logprobs": {"logprobs": True},
-        "top_logprobs": {"top_logprobs": 2},
+        "top_logprobs": {"top_logprobs": 2},  # without logprobs: true
         "frequency_penalty": {"frequency_penalty": 0.5},
         "n": {"n": 2},
     }

@@ -44,6 +44,15 @@ def _stop_all() -> None:
 
 
 @dataclass
+class TokenLog:
+    """A request's log-probabilities, filled by the decode loop from the logits that picked each
+    token: (token id, logprob, [(id, logprob) of the ``top`` most likely]) per token, EOS left out."""
+
+    top: int = 0
+    entries: list = field(default_factory=list)
+
+
+@dataclass
 class _Request:
     prompt: torch.Tensor  # [1, L]
     adapter: str | None
@@ -53,6 +62,7 @@ class _Request:
     out: queue.Queue = field(default_factory=queue.Queue)
     generator: torch.Generator | None = None
     generated: int = 0
+    log: "TokenLog | None" = None
 
     @property
     def gone(self) -> bool:
@@ -106,9 +116,10 @@ class Batcher:
 
     def stream(self, messages: list[dict], params: GenerationParams, stats: GenerationStats | None = None,
                adapter: str | None = None, cancel: threading.Event | None = None,
-               prompt_ids: list[int] | None = None) -> Iterator[str]:
+               prompt_ids: list[int] | None = None, logprobs: TokenLog | None = None) -> Iterator[str]:
         """Yield the answer's text pieces; fills ``stats`` (as ``engine.stream_chat`` does).
-        ``prompt_ids``: a raw prompt (completions), instead of the chat template over ``messages``."""
+        ``prompt_ids``: a raw prompt (completions), instead of the chat template over ``messages``;
+        ``logprobs``: filled with each token's log-probability as it is decoded."""
         params.validate()
         stats = stats if stats is not None else GenerationStats()
         started = time.perf_counter()
@@ -117,7 +128,7 @@ class Batcher:
         else:
             prompt = encode_chat(self.tokenizer, messages).to(self.model.device)
         stats.prompt_tokens = int(prompt.shape[1])
-        req = _Request(prompt, adapter, params, threading.Event(), cancel)
+        req = _Request(prompt, adapter, params, threading.Event(), cancel, log=logprobs)
         if params.temperature > 0:
             req.generator = torch.Generator(device=prompt.device)
             req.generator.manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
@@ -246,6 +257,7 @@ class Batcher:
         out = self._forward([req], input_ids=req.prompt, attention_mask=torch.ones_like(req.prompt), cache=cache,
                             use_cache=True, logits_to_keep=1)
         token = self._sample(out.logits[:, -1, :], [req])[0]
+        self._record(out.logits[:, -1, :], [req], [token])
         self._emit(req, token)
         mask = torch.ones(1, length, dtype=torch.long, device=req.prompt.device)
         nxt = torch.tensor([[token]], device=req.prompt.device)
@@ -283,6 +295,7 @@ class Batcher:
                             use_cache=True)
         self._mask = mask
         tokens = self._sample(out.logits[:, -1, :], rows)
+        self._record(out.logits[:, -1, :], rows, tokens)
         for req, token in zip(rows, tokens):
             self._emit(req, token)
         self._next = torch.tensor(tokens, device=mask.device).unsqueeze(1)
@@ -304,6 +317,16 @@ class Batcher:
                 probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
             out.append(int(torch.multinomial(probs, 1, generator=req.generator)))
         return out
+
+    def _record(self, logits: torch.Tensor, rows: list[_Request], tokens: list[int]) -> None:
+        """Log-probabilities for the rows that asked, from the logits that picked their tokens."""
+        for i, (req, token) in enumerate(zip(rows, tokens)):
+            if req.log is None or token in self.eos:
+                continue
+            lp = torch.log_softmax(logits[i].float(), -1)
+            top = lp.topk(req.log.top) if req.log.top else None
+            alts = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
+            req.log.entries.append((token, float(lp[token]), alts))
 
     def _emit(self, req: _Request, token: int) -> None:
         self.decoded += 1

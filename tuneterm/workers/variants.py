@@ -58,14 +58,19 @@ class VariantGroup:
         params: GenerationParams,
         stats: GenerationStats,
         cancel: threading.Event | None = None,
+        logprobs: Any = None,
     ) -> Iterator[str]:
-        """Generate for one variant; decoded in one batch with the group's other requests."""
+        """Generate for one variant; decoded in one batch with the group's other requests.
+        ``logprobs`` (a :class:`tuneterm.workers.batcher.TokenLog`) is filled as tokens are picked."""
         if self.lean_loop:
+            if logprobs is not None:
+                raise InputError("log-probabilities are not available from the lean decode loop",
+                                 [("model", self.key)])
             return self._stream_serial(messages, params, stats, cancel)
         with self.lock:
             if self.batcher is None:
                 self.batcher = Batcher(self.model, self.tokenizer, mixed_adapters=self.is_peft)
-        return self.batcher.stream(messages, params, stats, adapter, cancel)
+        return self.batcher.stream(messages, params, stats, adapter, cancel, logprobs=logprobs)
 
     def stream_ids(self, adapter: str | None, prompt_ids: list[int], params: GenerationParams,
                    stats: GenerationStats, cancel: threading.Event | None = None) -> Iterator[str]:
@@ -121,8 +126,10 @@ class Variant:
         return with_fewshot(self.fewshot, messages, self.pool)
 
     def stream(self, messages: list[dict], params: GenerationParams, stats: GenerationStats | None = None,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None, logprobs: Any = None) -> Iterator[str]:
         stats = stats if stats is not None else GenerationStats()
+        if logprobs is not None:
+            return self.group.stream(self.adapter, self.prepare(messages), params, stats, cancel, logprobs=logprobs)
         return self.group.stream(self.adapter, self.prepare(messages), params, stats, cancel)
 
     def stream_ids(self, prompt_ids: list[int], params: GenerationParams, stats: GenerationStats,

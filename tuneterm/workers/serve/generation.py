@@ -30,7 +30,7 @@ class Renderer(Protocol):
     """How an endpoint shapes its answer (chat.completions, completions)."""
 
     def opening(self) -> list[dict | str]: ...
-    def piece(self, text: str) -> dict: ...
+    def piece(self, text: Any) -> dict: ...  # a text piece, or (text, what the renderer adds to it)
     def closing(self, stats: GenerationStats) -> list[dict | str]: ...
     def body(self, text: str, stats: GenerationStats) -> dict: ...
 
@@ -155,16 +155,22 @@ class Generation:
                 if self.stream:
                     await self._event(send, self.renderer.piece(value))
                 else:
-                    pieces.append(value)
+                    pieces.append(value if isinstance(value, str) else value[0])
                 continue
             if kind == "end":
-                if self.stream:
-                    for event in self.renderer.closing(self.stats):
-                        await self._event(send, event)
-                    await send({"type": "http.response.body", "body": b""})
+                try:
+                    final = self.renderer.closing(self.stats) if self.stream else \
+                        self.renderer.body("".join(pieces), self.stats)
+                except Exception as exc:  # noqa: BLE001 - shaping the answer failed: a 500, not a traceback
+                    kind, value = "error", exc
                 else:
-                    await send_json(send, 200, self.renderer.body("".join(pieces), self.stats))
-                return 200
+                    if self.stream:
+                        for event in final:
+                            await self._event(send, event)
+                        await send({"type": "http.response.body", "body": b""})
+                    else:
+                        await send_json(send, 200, final)
+                    return 200
             cancel.set()  # the row leaves the batch at the decode loop's next step
             if kind == "gone":
                 self.state.metrics.cancelled.inc()

@@ -142,9 +142,23 @@ async def chat_completions(request: Request) -> Any:
     from tuneterm.core.generation import GenerationStats
 
     stats = GenerationStats()
-    return Generation(state, "chat.completions",
-                      lambda cancel: req.variant.stream(req.messages, req.params, stats, cancel),
-                      stats, ChatRenderer(req.variant.model_id, req.include_usage), req.stream, arrived)
+    if req.top_logprobs is None:
+        return Generation(state, "chat.completions",
+                          lambda cancel: req.variant.stream(req.messages, req.params, stats, cancel),
+                          stats, ChatRenderer(req.variant.model_id, req.include_usage), req.stream, arrived)
+    from tuneterm.workers.batcher import TokenLog
+
+    log = TokenLog(req.top_logprobs)
+
+    def with_logprobs(cancel: Any) -> Any:  # each piece with the log-probabilities of its tokens
+        sent = 0
+        for piece in req.variant.stream(req.messages, req.params, stats, cancel, logprobs=log):
+            upto = min(stats.completion_tokens, len(log.entries))
+            yield piece, log.entries[sent:upto]
+            sent = upto
+
+    renderer = ChatRenderer(req.variant.model_id, req.include_usage, log, req.variant.group.tokenizer)
+    return Generation(state, "chat.completions", with_logprobs, stats, renderer, req.stream, arrived)
 
 
 @endpoint("completions")

@@ -26,7 +26,7 @@ CHAT_FIELDS: dict[str, str] = {
     "user": "no-op", "metadata": "no-op", "store": "default-only", "service_tier": "no-op",
     "frequency_penalty": "default-only", "presence_penalty": "default-only", "logit_bias": "default-only",
     "response_format": "default-only", "tool_choice": "default-only", "parallel_tool_calls": "no-op",
-    "logprobs": "default-only", "top_logprobs": "refused", "tools": "refused", "functions": "refused",
+    "logprobs": "applied", "top_logprobs": "applied", "tools": "refused", "functions": "refused",
     "function_call": "refused", "modalities": "default-only", "audio": "refused", "prediction": "refused",
     "reasoning_effort": "refused", "web_search_options": "refused", "verbosity": "refused",
 }
@@ -34,7 +34,7 @@ CHAT_FIELDS: dict[str, str] = {
 _NEUTRAL: dict[str, tuple] = {
     "n": (1,), "store": (False,), "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0),
     "logit_bias": ({},), "response_format": ({"type": "text"},), "tool_choice": ("none",),
-    "logprobs": (False,), "modalities": (["text"],),
+    "modalities": (["text"],),
 }
 _WHY: dict[str, str] = {
     "n": "only n=1 is supported",
@@ -44,8 +44,6 @@ _WHY: dict[str, str] = {
     "tools": "tool calling is not supported by this server", "functions": "function calling is not supported",
     "function_call": "function calling is not supported", "tool_choice": "tool calling is not supported; "
                                                                           "tool_choice may only be \"none\"",
-    "logprobs": "log-probabilities are not supported by this server",
-    "top_logprobs": "log-probabilities are not supported by this server",
 }
 
 
@@ -73,6 +71,7 @@ class ChatRequest:
     params: GenerationParams
     stream: bool
     include_usage: bool
+    top_logprobs: int | None = None  # None: no log-probabilities; else how many alternatives per token
 
 
 def check_fields(body: dict, fields: dict[str, str], endpoint: str) -> None:
@@ -105,7 +104,24 @@ def parse_request(body: Any, variants: dict[str, Variant]) -> ChatRequest:
     opts = body.get("stream_options") or {}
     if not isinstance(opts, dict):
         raise ApiError(400, "stream_options must be an object", param="stream_options")
-    return ChatRequest(variants[model], messages, params, stream, bool(opts.get("include_usage")))
+    return ChatRequest(variants[model], messages, params, stream, bool(opts.get("include_usage")), _logprobs(body))
+
+
+MAX_TOP_LOGPROBS = 20
+
+
+def _logprobs(body: dict) -> int | None:
+    wanted = body.get("logprobs")
+    top = body.get("top_logprobs")
+    if wanted is not None and not isinstance(wanted, bool):
+        raise ApiError(400, f"logprobs must be a boolean, got {wanted!r}", param="logprobs")
+    if top is not None:
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS:
+            raise ApiError(400, f"top_logprobs must be an integer from 0 to {MAX_TOP_LOGPROBS}, got {top!r}",
+                           param="top_logprobs")
+        if not wanted:
+            raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+    return (top or 0) if wanted else None
 
 
 def check_model(body: dict, variants: dict[str, Variant]) -> str:
