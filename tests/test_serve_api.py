@@ -158,3 +158,29 @@ def _byte_token(tokenizer, raw: list[int]) -> str:
 
     table = byte_table()
     return "".join(table[b] for b in raw)
+
+
+def test_responses_api_text_instructions_and_stream(client, server, adapter_dir):
+    """Issue 25 item 6: /v1/responses through the openai client, streamed and not; others refused."""
+    import openai
+
+    ref = str(adapter_dir)
+    r = client.responses.create(model=ref, input="hello there", instructions="Be brief.", max_output_tokens=6,
+                                temperature=0)
+    assert r.object == "response" and r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+    assert r.usage.output_tokens == 6 and r.output_text
+    same = client.chat.completions.create(model=ref, max_tokens=6, temperature=0, messages=[
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"}])
+    assert r.output_text == same.choices[0].message.content
+    events = list(client.responses.create(model=ref, input=[{"role": "user", "content": "hello there"}],
+                                          instructions="Be brief.", max_output_tokens=6, temperature=0, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.incomplete"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == r.output_text
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    for kwargs, param in (({"previous_response_id": "resp_1"}, "previous_response_id"),
+                          ({"text": {"format": {"type": "json_object"}}}, "text"),
+                          ({"reasoning": {"effort": "low"}}, "reasoning")):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.responses.create(model=ref, input="hi", **kwargs)
+        assert err.value.body["param"] == param

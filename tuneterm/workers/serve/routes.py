@@ -175,9 +175,17 @@ async def completions(request: Request) -> Any:
 
 
 @endpoint("responses")
-async def responses(request: Request) -> Response:
-    raise ApiError(404, "this server does not implement the Responses API (POST /v1/responses); use POST "
-                        "/v1/chat/completions", code="unknown_url")
+async def responses(request: Request) -> Any:
+    from tuneterm.core.generation import GenerationStats
+    from tuneterm.workers.serve.responses import ResponsesRenderer, parse_response_request
+
+    arrived = time.perf_counter()
+    state = _state(request)
+    body = await read_json(request)
+    variant, messages, params, stream = parse_response_request(body, state.variants)
+    stats = GenerationStats()
+    return Generation(state, "responses", lambda cancel: variant.stream(messages, params, stats, cancel), stats,
+                      ResponsesRenderer(variant.model_id, params, body.get("instructions")), stream, arrived)
 
 
 async def not_found(request: Request, exc: HTTPException) -> Response:
@@ -198,5 +206,5 @@ ROUTES = [
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
-    Route("/v1/responses", responses, methods=["POST", "GET"]),
+    Route("/v1/responses", responses, methods=["POST"]),
 ]
