@@ -184,3 +184,40 @@ def test_responses_api_text_instructions_and_stream(client, server, adapter_dir)
         with pytest.raises(openai.BadRequestError) as err:
             client.responses.create(model=ref, input="hi", **kwargs)
         assert err.value.body["param"] == param
+
+
+SCHEMA = {"type": "object", "properties": {"queue": {"enum": ["billing", "tech", "other"]}, "urgent": {"type": "boolean"}},
+          "required": ["queue", "urgent"], "additionalProperties": False}
+
+
+def test_json_schema_and_json_object_constrain_decoding(client, server, tiny_model_dir, adapter_dir):
+    """Issue 25 item 4: every answer parses and validates, for the random tiny model that never
+    writes JSON by itself; streamed and not; a schema that cannot compile is a 400."""
+    import openai
+
+    pytest.importorskip("xgrammar", reason="structured output needs the 'structured' extra")
+    messages = [{"role": "user", "content": "Route: my card was charged twice"}]
+    fmt = {"type": "json_schema", "json_schema": {"name": "route", "schema": SCHEMA, "strict": True}}
+    for ref in (str(tiny_model_dir), str(adapter_dir)):
+        plain = client.chat.completions.create(model=ref, messages=messages, max_tokens=40, temperature=0)
+        with pytest.raises(ValueError):
+            json.loads(plain.choices[0].message.content)
+        for seed in (1, 2, 3):
+            r = client.chat.completions.create(model=ref, messages=messages, max_tokens=40, temperature=1.0, seed=seed,
+                                               response_format=fmt)
+            answer = json.loads(r.choices[0].message.content)
+            assert set(answer) == {"queue", "urgent"} and answer["queue"] in SCHEMA["properties"]["queue"]["enum"]
+            assert isinstance(answer["urgent"], bool) and r.choices[0].finish_reason == "stop"
+        chunks = list(client.chat.completions.create(model=ref, messages=messages, max_tokens=40, temperature=0,
+                                                     response_format=fmt, stream=True))
+        json.loads("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
+    r = client.chat.completions.create(model=str(adapter_dir), messages=messages, max_tokens=60, temperature=0,
+                                       response_format={"type": "json_object"})
+    if r.choices[0].finish_reason == "stop":  # an object closed within max_tokens parses
+        assert isinstance(json.loads(r.choices[0].message.content), dict)
+    else:
+        assert r.choices[0].message.content.startswith("{")
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=str(adapter_dir), messages=messages, max_tokens=4, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}})
+    assert err.value.body["param"] == "response_format" and "nonsense" in err.value.body["message"]

@@ -355,7 +355,7 @@ def test_fields_the_server_does_not_apply_are_refused_by_name(variants):
     tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {}}}}
     refused = {
         "frobnicate": {"extra_body": {"frobnicate": 3}},
-        "response_format": {"response_format": {"type": "json_object"}},
+        "response_format.type": {"response_format": {"type": "yaml"}},
         "tools": {"tools": [tool]},
         "top_logprobs": {"top_logprobs": 2},  # without logprobs: true
         "frequency_penalty": {"frequency_penalty": 0.5},

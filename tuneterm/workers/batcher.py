@@ -63,6 +63,7 @@ class _Request:
     generator: torch.Generator | None = None
     generated: int = 0
     log: "TokenLog | None" = None
+    constraint: Any = None  # structured output: .mask(logits_row) before picking, .accept(token) after
 
     @property
     def gone(self) -> bool:
@@ -116,10 +117,12 @@ class Batcher:
 
     def stream(self, messages: list[dict], params: GenerationParams, stats: GenerationStats | None = None,
                adapter: str | None = None, cancel: threading.Event | None = None,
-               prompt_ids: list[int] | None = None, logprobs: TokenLog | None = None) -> Iterator[str]:
+               prompt_ids: list[int] | None = None, logprobs: TokenLog | None = None,
+               constraint: Any = None) -> Iterator[str]:
         """Yield the answer's text pieces; fills ``stats`` (as ``engine.stream_chat`` does).
         ``prompt_ids``: a raw prompt (completions), instead of the chat template over ``messages``;
-        ``logprobs``: filled with each token's log-probability as it is decoded."""
+        ``logprobs``: filled with each token's log-probability as it is decoded; ``constraint``:
+        a grammar that masks each step's logits (``tuneterm.workers.serve.structured``)."""
         params.validate()
         stats = stats if stats is not None else GenerationStats()
         started = time.perf_counter()
@@ -128,7 +131,7 @@ class Batcher:
         else:
             prompt = encode_chat(self.tokenizer, messages).to(self.model.device)
         stats.prompt_tokens = int(prompt.shape[1])
-        req = _Request(prompt, adapter, params, threading.Event(), cancel, log=logprobs)
+        req = _Request(prompt, adapter, params, threading.Event(), cancel, log=logprobs, constraint=constraint)
         if params.temperature > 0:
             req.generator = torch.Generator(device=prompt.device)
             req.generator.manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
@@ -302,6 +305,18 @@ class Batcher:
         self._pos = self._pos + 1
 
     def _sample(self, logits: torch.Tensor, rows: list[_Request]) -> list[int]:
+        constrained = [i for i, r in enumerate(rows) if r.constraint is not None]
+        if constrained:
+            logits = logits.float().contiguous()
+            for i in constrained:
+                rows[i].constraint.mask(logits[i:i + 1])
+            tokens = self._pick(logits, rows)
+            for i in constrained:
+                rows[i].constraint.accept(tokens[i])
+            return tokens
+        return self._pick(logits, rows)
+
+    def _pick(self, logits: torch.Tensor, rows: list[_Request]) -> list[int]:
         if all(r.params.temperature == 0 for r in rows):
             return logits.argmax(-1).tolist()
         out = []

@@ -59,18 +59,20 @@ class VariantGroup:
         stats: GenerationStats,
         cancel: threading.Event | None = None,
         logprobs: Any = None,
+        constraint: Any = None,
     ) -> Iterator[str]:
         """Generate for one variant; decoded in one batch with the group's other requests.
-        ``logprobs`` (a :class:`tuneterm.workers.batcher.TokenLog`) is filled as tokens are picked."""
+        ``logprobs`` (a :class:`tuneterm.workers.batcher.TokenLog`) is filled as tokens are picked;
+        ``constraint`` masks each step's logits (structured output)."""
         if self.lean_loop:
-            if logprobs is not None:
-                raise InputError("log-probabilities are not available from the lean decode loop",
-                                 [("model", self.key)])
+            if logprobs is not None or constraint is not None:
+                raise InputError("log-probabilities and structured output are not available from the lean "
+                                 "decode loop", [("model", self.key)])
             return self._stream_serial(messages, params, stats, cancel)
         with self.lock:
             if self.batcher is None:
                 self.batcher = Batcher(self.model, self.tokenizer, mixed_adapters=self.is_peft)
-        return self.batcher.stream(messages, params, stats, adapter, cancel, logprobs=logprobs)
+        return self.batcher.stream(messages, params, stats, adapter, cancel, logprobs=logprobs, constraint=constraint)
 
     def stream_ids(self, adapter: str | None, prompt_ids: list[int], params: GenerationParams,
                    stats: GenerationStats, cancel: threading.Event | None = None) -> Iterator[str]:
@@ -126,10 +128,11 @@ class Variant:
         return with_fewshot(self.fewshot, messages, self.pool)
 
     def stream(self, messages: list[dict], params: GenerationParams, stats: GenerationStats | None = None,
-               cancel: threading.Event | None = None, logprobs: Any = None) -> Iterator[str]:
+               cancel: threading.Event | None = None, logprobs: Any = None, constraint: Any = None) -> Iterator[str]:
         stats = stats if stats is not None else GenerationStats()
-        if logprobs is not None:
-            return self.group.stream(self.adapter, self.prepare(messages), params, stats, cancel, logprobs=logprobs)
+        if logprobs is not None or constraint is not None:
+            return self.group.stream(self.adapter, self.prepare(messages), params, stats, cancel, logprobs=logprobs,
+                                     constraint=constraint)
         return self.group.stream(self.adapter, self.prepare(messages), params, stats, cancel)
 
     def stream_ids(self, prompt_ids: list[int], params: GenerationParams, stats: GenerationStats,

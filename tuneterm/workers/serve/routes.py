@@ -136,15 +136,22 @@ async def get_model(request: Request) -> Response:
 
 @endpoint("chat.completions")
 async def chat_completions(request: Request) -> Any:
+    from tuneterm.core.generation import GenerationStats
+
     arrived = time.perf_counter()
     state = _state(request)
     req = parse_request(await read_json(request), state.variants)
-    from tuneterm.core.generation import GenerationStats
-
     stats = GenerationStats()
+    extra: dict[str, Any] = {}
+    if req.schema is not None:
+        from tuneterm.workers.serve.structured import constraint_factory
+
+        group = req.variant.group
+        make = await asyncio.to_thread(constraint_factory, req.schema, group.tokenizer, group.model.config.vocab_size)
+        extra["constraint"] = make()
     if req.top_logprobs is None:
         return Generation(state, "chat.completions",
-                          lambda cancel: req.variant.stream(req.messages, req.params, stats, cancel),
+                          lambda cancel: req.variant.stream(req.messages, req.params, stats, cancel, **extra),
                           stats, ChatRenderer(req.variant.model_id, req.include_usage), req.stream, arrived)
     from tuneterm.workers.batcher import TokenLog
 
@@ -152,7 +159,7 @@ async def chat_completions(request: Request) -> Any:
 
     def with_logprobs(cancel: Any) -> Any:  # each piece with the log-probabilities of its tokens
         sent = 0
-        for piece in req.variant.stream(req.messages, req.params, stats, cancel, logprobs=log):
+        for piece in req.variant.stream(req.messages, req.params, stats, cancel, logprobs=log, **extra):
             upto = min(stats.completion_tokens, len(log.entries))
             yield piece, log.entries[sent:upto]
             sent = upto

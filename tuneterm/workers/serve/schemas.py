@@ -25,7 +25,7 @@ CHAT_FIELDS: dict[str, str] = {
     "stream_options": "applied", "n": "default-only",
     "user": "no-op", "metadata": "no-op", "store": "default-only", "service_tier": "no-op",
     "frequency_penalty": "default-only", "presence_penalty": "default-only", "logit_bias": "default-only",
-    "response_format": "default-only", "tool_choice": "default-only", "parallel_tool_calls": "no-op",
+    "response_format": "applied", "tool_choice": "default-only", "parallel_tool_calls": "no-op",
     "logprobs": "applied", "top_logprobs": "applied", "tools": "refused", "functions": "refused",
     "function_call": "refused", "modalities": "default-only", "audio": "refused", "prediction": "refused",
     "reasoning_effort": "refused", "web_search_options": "refused", "verbosity": "refused",
@@ -33,14 +33,12 @@ CHAT_FIELDS: dict[str, str] = {
 # the neutral value of each "default-only" field: sending it changes nothing
 _NEUTRAL: dict[str, tuple] = {
     "n": (1,), "store": (False,), "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0),
-    "logit_bias": ({},), "response_format": ({"type": "text"},), "tool_choice": ("none",),
+    "logit_bias": ({},), "tool_choice": ("none",),
     "modalities": (["text"],),
 }
 _WHY: dict[str, str] = {
     "n": "only n=1 is supported",
     "store": "this server stores no completions; store must be false",
-    "response_format": "structured output (json_object, json_schema) is not supported by this server; "
-                       "only {\"type\": \"text\"}",
     "tools": "tool calling is not supported by this server", "functions": "function calling is not supported",
     "function_call": "function calling is not supported", "tool_choice": "tool calling is not supported; "
                                                                           "tool_choice may only be \"none\"",
@@ -72,6 +70,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     top_logprobs: int | None = None  # None: no log-probabilities; else how many alternatives per token
+    schema: str | None = None  # response_format's JSON schema (json_object: {"type": "object"})
 
 
 def check_fields(body: dict, fields: dict[str, str], endpoint: str) -> None:
@@ -104,7 +103,10 @@ def parse_request(body: Any, variants: dict[str, Variant]) -> ChatRequest:
     opts = body.get("stream_options") or {}
     if not isinstance(opts, dict):
         raise ApiError(400, "stream_options must be an object", param="stream_options")
-    return ChatRequest(variants[model], messages, params, stream, bool(opts.get("include_usage")), _logprobs(body))
+    from tuneterm.workers.serve.structured import response_format_schema
+
+    return ChatRequest(variants[model], messages, params, stream, bool(opts.get("include_usage")), _logprobs(body),
+                       response_format_schema(body.get("response_format")))
 
 
 MAX_TOP_LOGPROBS = 20
