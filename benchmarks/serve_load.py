@@ -183,6 +183,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--adapter", default="random", help="random (a random LoRA), a model reference, or none")
     ap.add_argument("--serve-args", default="", help="more arguments for tuneterm serve")
+    ap.add_argument("--repo", default=str(REPO), help="the checkout whose tuneterm serve runs (A/B against another)")
     args = ap.parse_args()
     counts = [int(c) for c in args.clients.split(",") if c]
     sys.path.insert(0, str(REPO))
@@ -192,7 +193,7 @@ def main() -> None:
             refs.append(make_adapter(args.model, Path(tmp) / "adapter"))
         elif args.adapter != "none":
             refs.append(args.adapter)
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONPATH": args.repo, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "tuneterm", "serve", *refs, "--port", "0",
                                  *args.serve_args.split()], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True, env=env, cwd=tmp)
