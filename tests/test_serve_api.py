@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,99 @@ def test_json_schema_and_json_object_constrain_decoding(client, server, tiny_mod
         client.chat.completions.create(model=str(adapter_dir), messages=messages, max_tokens=4, response_format={
             "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}})
     assert err.value.body["param"] == "response_format" and "nonsense" in err.value.body["message"]
+
+
+HERMES_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\nYou may call these functions:\n{% for t in tools %}{{ t | tojson }}\n"
+    "{% endfor %}Call one as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call><|im_end|>\n{% endif %}"
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+TOOLS = [{"type": "function", "function": {"name": "add", "description": "Add two numbers", "parameters": {
+    "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"],
+    "additionalProperties": False}}},
+         {"type": "function", "function": {"name": "route", "parameters": {
+             "type": "object", "properties": {"queue": {"enum": ["billing", "tech"]}}, "required": ["queue"],
+             "additionalProperties": False}}}]
+
+
+@pytest.fixture(scope="module")
+def hermes_server(tiny_model_dir, tmp_path_factory):
+    """The tiny model with a Hermes-style template that takes tools (as Qwen's does)."""
+    from transformers import AutoTokenizer
+
+    from tuneterm.workers.serve import make_server, serve_in_thread
+
+    folder = tmp_path_factory.mktemp("hermes")
+    shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = HERMES_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    srv = make_server([str(folder)], port=0)
+    serve_in_thread(srv)
+    yield srv, str(folder)
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_tools_required_and_named_come_back_as_tool_calls(hermes_server):
+    """Issue 25 item 5: tool_choice required / a named function, enforced with the grammar engine,
+    parsed into message.tool_calls (and a streamed delta) with finish_reason tool_calls."""
+    from openai import OpenAI
+
+    pytest.importorskip("xgrammar", reason="forced tool choice needs the 'structured' extra")
+    srv, model = hermes_server
+    client = OpenAI(base_url=srv.url, api_key="x", max_retries=0, timeout=60)
+    messages = [{"role": "user", "content": "what is 2 plus 3?"}]
+    r = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, tool_choice="required",
+                                       max_tokens=60, temperature=0)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.id.startswith("call_") and call.function.name in ("add", "route")
+    args = json.loads(call.function.arguments)
+    if call.function.name == "add":
+        assert set(args) == {"a", "b"} and all(isinstance(v, int) for v in args.values())
+    else:
+        assert args["queue"] in ("billing", "tech")
+    named = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, max_tokens=60, temperature=0,
+                                           tool_choice={"type": "function", "function": {"name": "route"}})
+    assert named.choices[0].message.tool_calls[0].function.name == "route"
+    assert json.loads(named.choices[0].message.tool_calls[0].function.arguments)["queue"] in ("billing", "tech")
+    chunks = list(client.chat.completions.create(model=model, messages=messages, tools=TOOLS, max_tokens=60,
+                                                 temperature=0, stream=True,
+                                                 tool_choice={"type": "function", "function": {"name": "route"}}))
+    deltas = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert deltas and deltas[0][0].function.name == "route"
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    # the call goes back into the conversation through the template, with the tool's answer
+    follow = client.chat.completions.create(model=model, max_tokens=3, temperature=0, tools=TOOLS, messages=[
+        *messages, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "5"}])
+    assert follow.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_tools_refused_without_template_support_or_tools(client, server, tiny_model_dir):
+    import openai
+
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError) as err:  # SmolLM2's template takes no tools
+        client.chat.completions.create(model=str(tiny_model_dir), messages=messages, tools=TOOLS, max_tokens=2)
+    assert err.value.body["param"] == "tools" and "template" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=str(tiny_model_dir), messages=messages, tool_choice="required",
+                                       max_tokens=2)
+    assert err.value.body["param"] == "tool_choice"
+
+
+def test_tool_call_parsers_per_family():
+    from tuneterm.workers.serve.tools import ToolPlan, parse_calls
+
+    for family, text in (("hermes", 'Sure.<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'),
+                         ("mistral", '[TOOL_CALLS][{"name": "add", "arguments": {"a": 1, "b": 2}}]'),
+                         ("llama3", '<|python_tag|>{"name": "add", "parameters": {"a": 1, "b": 2}}')):
+        content, calls = parse_calls(ToolPlan(family, TOOLS, None), text)
+        assert [c["function"]["name"] for c in calls] == ["add"], family
+        assert json.loads(calls[0]["function"]["arguments"]) == {"a": 1, "b": 2}
+        assert content == ("Sure." if family == "hermes" else None)
+    content, calls = parse_calls(ToolPlan("hermes", TOOLS, None), '<tool_call>{"name": "nope"}</tool_call>')
+    assert calls == [] and content.startswith("<tool_call>")  # an unknown function stays text

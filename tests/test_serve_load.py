@@ -254,6 +254,7 @@ def test_health_is_503_while_loading_then_200_and_metrics_count(variants):
         client = OpenAI(base_url=srv.url, api_key="x", max_retries=0, timeout=60)
         client.chat.completions.create(model=model, messages=PROMPT, max_tokens=5)
         list(client.chat.completions.create(model=model, messages=PROMPT, max_tokens=5, stream=True))
+        assert _until(lambda: srv.admission.running == 0)  # the slot is freed once the decode loop let go
         status, body, headers = _get(f"{root}/metrics")
         text = body.decode()
         assert status == 200 and headers["content-type"].startswith("text/plain")

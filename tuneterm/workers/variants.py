@@ -75,9 +75,9 @@ class VariantGroup:
         return self.batcher.stream(messages, params, stats, adapter, cancel, logprobs=logprobs, constraint=constraint)
 
     def stream_ids(self, adapter: str | None, prompt_ids: list[int], params: GenerationParams,
-                   stats: GenerationStats, cancel: threading.Event | None = None) -> Iterator[str]:
-        """Generate after a raw prompt (token ids, no chat template): ``/v1/completions``."""
-        return self._batcher().stream([], params, stats, adapter, cancel, prompt_ids=prompt_ids)
+                   stats: GenerationStats, cancel: threading.Event | None = None, constraint: Any = None) -> Iterator[str]:
+        """Generate after a prompt given as token ids (``/v1/completions``, a template with tools)."""
+        return self._batcher().stream([], params, stats, adapter, cancel, prompt_ids=prompt_ids, constraint=constraint)
 
     def score(self, adapter: str | None, ids: list[int], top: int = 0) -> list[tuple[float | None, dict]]:
         """Per-token log-probabilities of ``ids`` (see :meth:`Batcher.score`)."""
@@ -136,8 +136,8 @@ class Variant:
         return self.group.stream(self.adapter, self.prepare(messages), params, stats, cancel)
 
     def stream_ids(self, prompt_ids: list[int], params: GenerationParams, stats: GenerationStats,
-                   cancel: threading.Event | None = None) -> Iterator[str]:
-        return self.group.stream_ids(self.adapter, prompt_ids, params, stats, cancel)
+                   cancel: threading.Event | None = None, constraint: Any = None) -> Iterator[str]:
+        return self.group.stream_ids(self.adapter, prompt_ids, params, stats, cancel, constraint=constraint)
 
     def score(self, ids: list[int], top: int = 0) -> list[tuple[float | None, dict]]:
         return self.group.score(self.adapter, ids, top)

@@ -9,7 +9,9 @@ from typing import Any
 from tuneterm.core.generation import GenerationStats
 
 
-def finish_reason(stats: GenerationStats) -> str:
+def finish_reason(stats: GenerationStats, tool_calls: list | None = None) -> str:
+    if tool_calls:
+        return "tool_calls"
     return "length" if stats.finish_reason == "length" else "stop"
 
 
@@ -61,6 +63,7 @@ class ChatRenderer:
         self.model_id = model_id
         self.include_usage = include_usage
         self.log, self.tokenizer = log, tokenizer  # a TokenLog when log-probabilities were asked for
+        self.tool_calls: list[dict] = []  # set by the generating thread before the end
 
     def _chunk(self, delta: dict, finish: str | None = None, usage_: Any = None, choices: bool = True,
                logprobs: Any = None) -> dict:
@@ -83,7 +86,10 @@ class ChatRenderer:
                                                          "refusal": None})
 
     def closing(self, stats: GenerationStats) -> list[dict | str]:
-        events: list[dict | str] = [self._chunk({}, finish_reason(stats))]
+        events: list[dict | str] = []
+        if self.tool_calls:
+            events.append(self._chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(self.tool_calls)]}))
+        events.append(self._chunk({}, finish_reason(stats, self.tool_calls)))
         if self.include_usage:
             events.append(self._chunk({}, usage_={**usage(stats), "tuneterm": stats.to_dict()}, choices=False))
         events.append("[DONE]")
@@ -93,8 +99,9 @@ class ChatRenderer:
         return {
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model_id,
             "system_fingerprint": "tuneterm",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text or (None if self.tool_calls else ""),
+                                                 "refusal": None, **({"tool_calls": self.tool_calls} if self.tool_calls else {})},
                          "logprobs": {"content": logprob_content(self.tokenizer, self.log.entries), "refusal": None}
-                         if self.log is not None else None, "finish_reason": finish_reason(stats)}],
+                         if self.log is not None else None, "finish_reason": finish_reason(stats, self.tool_calls)}],
             "usage": usage(stats), "tuneterm": stats.to_dict(),
         }

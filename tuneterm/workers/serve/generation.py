@@ -198,17 +198,21 @@ class Generation:
                 pass
 
         pieces = None
+        counted = False
         try:
             pieces = self.start(cancel)
             for piece in pieces:
                 put(("piece", piece))
+            self.state.metrics.tokens.inc(self.stats.completion_tokens)  # counted before the answer ends
+            counted = True
             put(("end", None))
         except Exception as exc:  # reported to the client by the event loop
             put(("error", exc))
         finally:
             if pieces is not None and hasattr(pieces, "close"):
                 pieces.close()
-            self.state.metrics.tokens.inc(self.stats.completion_tokens)
+            if not counted:
+                self.state.metrics.tokens.inc(self.stats.completion_tokens)
             try:
                 loop.call_soon_threadsafe(self.state.admission.release)
             except RuntimeError:

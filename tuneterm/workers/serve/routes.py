@@ -143,6 +143,11 @@ async def chat_completions(request: Request) -> Any:
     req = parse_request(await read_json(request), state.variants)
     stats = GenerationStats()
     extra: dict[str, Any] = {}
+    from tuneterm.workers.serve.tools import plan_tools
+
+    plan = plan_tools(req.body, req.variant.group.tokenizer)
+    if plan is not None:
+        return await _chat_with_tools(state, req, plan, stats, arrived)
     if req.schema is not None:
         from tuneterm.workers.serve.structured import constraint_factory
 
@@ -166,6 +171,34 @@ async def chat_completions(request: Request) -> Any:
 
     renderer = ChatRenderer(req.variant.model_id, req.include_usage, log, req.variant.group.tokenizer)
     return Generation(state, "chat.completions", with_logprobs, stats, renderer, req.stream, arrived)
+
+
+async def _chat_with_tools(state: "ServeState", req: Any, plan: Any, stats: Any, arrived: float) -> Generation:
+    """The conversation and tools through the model's template; the answer parsed into tool calls
+    (a stream sends the answer once it is complete: a call is known only at its end)."""
+    from tuneterm.workers.serve.structured import constraint_factory
+    from tuneterm.workers.serve.tools import call_grammar, parse_calls
+
+    if req.schema is not None or req.top_logprobs is not None:
+        raise ApiError(400, "tools cannot be combined with response_format or logprobs on this server",
+                       param="tools")
+    group = req.variant.group
+    ids = group.tokenizer.apply_chat_template(req.variant.prepare(req.messages), tools=plan.tools,
+                                              add_generation_prompt=True, return_dict=True)["input_ids"]
+    constraint = None
+    if plan.forced is not None:
+        make = await asyncio.to_thread(constraint_factory, call_grammar(plan), group.tokenizer,
+                                       group.model.config.vocab_size, "tool_choice")
+        constraint = make()
+    renderer = ChatRenderer(req.variant.model_id, req.include_usage)
+
+    def answer(cancel: Any) -> Any:
+        text = "".join(req.variant.stream_ids(list(ids), req.params, stats, cancel, constraint=constraint))
+        content, renderer.tool_calls = parse_calls(plan, text)
+        if content:
+            yield content
+
+    return Generation(state, "chat.completions", answer, stats, renderer, req.stream, arrived)
 
 
 @endpoint("completions")

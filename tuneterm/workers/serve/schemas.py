@@ -25,23 +25,22 @@ CHAT_FIELDS: dict[str, str] = {
     "stream_options": "applied", "n": "default-only",
     "user": "no-op", "metadata": "no-op", "store": "default-only", "service_tier": "no-op",
     "frequency_penalty": "default-only", "presence_penalty": "default-only", "logit_bias": "default-only",
-    "response_format": "applied", "tool_choice": "default-only", "parallel_tool_calls": "no-op",
-    "logprobs": "applied", "top_logprobs": "applied", "tools": "refused", "functions": "refused",
+    "response_format": "applied", "tool_choice": "applied", "parallel_tool_calls": "no-op",
+    "logprobs": "applied", "top_logprobs": "applied", "tools": "applied", "functions": "refused",
     "function_call": "refused", "modalities": "default-only", "audio": "refused", "prediction": "refused",
     "reasoning_effort": "refused", "web_search_options": "refused", "verbosity": "refused",
 }
 # the neutral value of each "default-only" field: sending it changes nothing
 _NEUTRAL: dict[str, tuple] = {
     "n": (1,), "store": (False,), "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0),
-    "logit_bias": ({},), "tool_choice": ("none",),
+    "logit_bias": ({},),
     "modalities": (["text"],),
 }
 _WHY: dict[str, str] = {
     "n": "only n=1 is supported",
     "store": "this server stores no completions; store must be false",
-    "tools": "tool calling is not supported by this server", "functions": "function calling is not supported",
-    "function_call": "function calling is not supported", "tool_choice": "tool calling is not supported; "
-                                                                          "tool_choice may only be \"none\"",
+    "functions": "the legacy functions field is not supported; send tools",
+    "function_call": "the legacy function_call field is not supported; send tool_choice",
 }
 
 
@@ -71,6 +70,7 @@ class ChatRequest:
     include_usage: bool
     top_logprobs: int | None = None  # None: no log-probabilities; else how many alternatives per token
     schema: str | None = None  # response_format's JSON schema (json_object: {"type": "object"})
+    body: dict | None = None  # the request as sent (tools are planned against the model's template)
 
 
 def check_fields(body: dict, fields: dict[str, str], endpoint: str) -> None:
@@ -106,7 +106,7 @@ def parse_request(body: Any, variants: dict[str, Variant]) -> ChatRequest:
     from tuneterm.workers.serve.structured import response_format_schema
 
     return ChatRequest(variants[model], messages, params, stream, bool(opts.get("include_usage")), _logprobs(body),
-                       response_format_schema(body.get("response_format")))
+                       response_format_schema(body.get("response_format")), body)
 
 
 MAX_TOP_LOGPROBS = 20
@@ -177,5 +177,26 @@ def _messages(raw: Any) -> list[dict]:
         if not isinstance(content, str):
             raise ApiError(400, f"messages[{i}].content must be a string or text parts", param=f"messages[{i}].content")
         role = "system" if m["role"] == "developer" else m["role"]
-        out.append({"role": role, "content": content})
+        message = {"role": role, "content": content}
+        if role == "assistant" and isinstance(m.get("tool_calls"), list):  # for templates that take tools
+            message["tool_calls"] = [_template_call(c) for c in m["tool_calls"] if isinstance(c, dict)]
+        if role == "tool":
+            for key in ("tool_call_id", "name"):
+                if isinstance(m.get(key), str):
+                    message[key] = m[key]
+        out.append(message)
     return out
+
+
+def _template_call(call: dict) -> dict:
+    """An OpenAI tool call as chat templates take it (arguments as an object)."""
+    import json
+
+    fn = call.get("function") or {}
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            pass
+    return {"id": call.get("id"), "type": "function", "function": {"name": fn.get("name"), "arguments": args}}

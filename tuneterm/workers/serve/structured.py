@@ -62,27 +62,30 @@ def response_format_schema(response_format: Any) -> str | None:
                    param="response_format.type")
 
 
-def constraint_factory(schema: str, tokenizer: Any, vocab_size: int) -> Any:
-    """Compile ``schema`` for ``tokenizer`` (cached) and return a maker of fresh :class:`Constraint`s."""
+def constraint_factory(schema: Any, tokenizer: Any, vocab_size: int, param: str = "response_format") -> Any:
+    """Compile ``schema`` (a JSON schema string, or an ``xgrammar.Grammar``) for ``tokenizer``
+    (cached) and return a maker of fresh :class:`Constraint`s."""
     try:
         import xgrammar as xgr
     except ImportError:
-        raise ApiError(400, "response_format: structured output needs xgrammar, which is not installed on this "
-                            "server (pip install 'tuneterm[structured]')", param="response_format") from None
+        raise ApiError(400, f"{param}: constrained decoding needs xgrammar, which is not installed on this "
+                            "server (pip install 'tuneterm[structured]')", param=param) from None
     with _lock:
         entry = _compilers.get(id(tokenizer))
         if entry is None or entry[0] is not tokenizer:
             info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
             entry = (tokenizer, xgr.GrammarCompiler(info))
             _compilers[id(tokenizer)] = entry
-        key = (id(tokenizer), schema)
+        key = (id(tokenizer), schema if isinstance(schema, str) else str(schema))
         compiled = _compiled.get(key)
         if compiled is None:
             try:
-                compiled = entry[1].compile_json_schema(schema, any_whitespace=False, strict_mode=True)
+                if isinstance(schema, str):
+                    compiled = entry[1].compile_json_schema(schema, any_whitespace=False, strict_mode=True)
+                else:
+                    compiled = entry[1].compile_grammar(schema)
             except Exception as exc:  # noqa: BLE001 - xgrammar raises RuntimeError with its reason
                 reason = str(exc).split("] ", 1)[-1].strip()[:300]
-                raise ApiError(400, f"response_format: the JSON schema cannot be compiled: {reason}",
-                               param="response_format") from None
+                raise ApiError(400, f"{param}: the JSON schema cannot be compiled: {reason}", param=param) from None
             _compiled[key] = compiled
     return lambda: Constraint(compiled)
