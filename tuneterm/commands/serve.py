@@ -32,7 +32,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
     p.add_argument("--device", default=None, help="e.g. cuda, cpu (default: where the model loads)")
     p.add_argument("--log-requests", action="store_true", help="log every request to stderr")
+    p.add_argument("--max-running", type=_positive, default=None, metavar="N",
+                   help="requests decoded together (default: the decode loop's batch width, 16)")
+    p.add_argument("--max-waiting", type=_not_negative, default=None, metavar="M",
+                   help="requests queued for a slot beyond those; more get 429 with Retry-After "
+                        "(default: 4 x --max-running)")
+    p.add_argument("--request-timeout", type=_positive_float, default=None, metavar="S",
+                   help="end a request after S seconds (streams get a final error event, others 504; default: none)")
+    p.add_argument("--read-timeout", type=_positive_float, default=30.0, metavar="S",
+                   help="a request body must arrive within S seconds, or 408 (default 30)")
+    p.add_argument("--keep-alive-timeout", type=_positive_float, default=5.0, metavar="S",
+                   help="close an idle keep-alive connection after S seconds (default 5)")
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,22 +84,53 @@ def run(args: argparse.Namespace) -> int:
 
     if not is_loopback(args.host) and not api_key:  # fail before a long model load
         make_server([], host=args.host, variants={})
-    print(f"loading {', '.join(args.models)}…", file=sys.stderr, flush=True)
-    server = make_server(args.models, host=args.host, port=args.port, api_key=api_key,
-                         dtype=args.dtype, device=args.device, quiet=not args.log_requests)
-    groups = {id(v.group) for v in server.variants.values()}
-    print(f"tuneterm serve: {server.url}", flush=True)
-    for model_id, v in server.variants.items():
+    import signal
+
+    from tuneterm.workers.variants import load_variants
+
+    server = make_server(args.models, host=args.host, port=args.port, api_key=api_key, quiet=not args.log_requests,
+                         loading=True, max_running=args.max_running, max_waiting=args.max_waiting,
+                         request_timeout=args.request_timeout, read_timeout=args.read_timeout,
+                         keep_alive_timeout=args.keep_alive_timeout)
+    print(f"tuneterm serve: {server.url} (loading {', '.join(args.models)}; GET /health is 503 until ready)",
+          flush=True)
+
+    def loaded() -> dict:
+        variants = load_variants(args.models, dtype=args.dtype, device=args.device)
+        _describe(variants, api_key, server.admission)
+        return variants
+
+    server.load_in_background(loaded, on_error=lambda exc: server.shutdown(timeout=0))
+    # uvicorn catches SIGTERM/SIGINT, stops gracefully, then raises the signal again to the handler
+    # found before it: a no-op here, so a stop is exit 0 and not a kill or a KeyboardInterrupt
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.server_close()
+        _close_decode_loops(server)
+    if server.state.load_error is not None:
+        raise server.state.load_error
+    print("tuneterm serve: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _describe(variants: dict, api_key: str | None, admission) -> None:
+    groups = {id(v.group) for v in variants.values()}
+    for model_id, v in variants.items():
         kind = f"adapter over {v.group.key}" if v.adapter else "base"
         if v.fewshot is not None:
             kind = f"{v.fewshot.k}-shot from {v.fewshot.pool}, {kind}"
         print(f"  model: {model_id}  ({kind})", flush=True)
-    print(f"  {len(server.variants)} model(s) on {len(groups)} copy(ies) of base weights"
-          + ("; API key required" if api_key else ""), flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    print(f"  {len(variants)} model(s) on {len(groups)} copy(ies) of base weights; up to {admission.max_running} "
+          f"decoded together, {admission.max_waiting} waiting" + ("; API key required" if api_key else ""),
+          flush=True)
+    print("  ready", flush=True)
+
+
+def _close_decode_loops(server) -> None:
+    for v in (server.variants or {}).values():
+        if v.group.batcher is not None:
+            v.group.batcher.close(timeout=5)

@@ -31,6 +31,7 @@ from tuneterm.workers.engine import encode_chat, eos_ids, text_pieces
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 _UNSET = object()
+DEFAULT_MAX_BATCH = 16  # rows one decode step carries; `serve --max-running` defaults to it
 _LIVE: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
 
 
@@ -43,6 +44,15 @@ def _stop_all() -> None:
 
 
 @dataclass
+class TokenLog:
+    """A request's log-probabilities, filled by the decode loop from the logits that picked each
+    token: (token id, logprob, [(id, logprob) of the ``top`` most likely]) per token, EOS left out."""
+
+    top: int = 0
+    entries: list = field(default_factory=list)
+
+
+@dataclass
 class _Request:
     prompt: torch.Tensor  # [1, L]
     adapter: str | None
@@ -52,22 +62,34 @@ class _Request:
     out: queue.Queue = field(default_factory=queue.Queue)
     generator: torch.Generator | None = None
     generated: int = 0
+    log: "TokenLog | None" = None
+    constraint: Any = None  # structured output: .mask(logits_row) before picking, .accept(token) after
 
     @property
     def gone(self) -> bool:
         return self.halt.is_set() or (self.cancel is not None and self.cancel.is_set())
 
 
+@dataclass
+class _Score:
+    ids: torch.Tensor  # [1, L]
+    adapter: str | None
+    top: int
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+
+
 class Batcher:
     """The decode loop of one model; thread-safe :meth:`stream` for any number of callers."""
 
-    def __init__(self, model: Any, tokenizer: Any, mixed_adapters: bool = False, max_batch: int = 16) -> None:
+    def __init__(self, model: Any, tokenizer: Any, mixed_adapters: bool = False, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.mixed_adapters = mixed_adapters  # a PEFT model: pass adapter_names per row
         self.max_batch = max_batch
         self.eos = set(eos_ids(model, tokenizer))
         self._pending: list[_Request] = []
+        self._jobs: list[_Score] = []  # scoring passes, run between two steps
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         # the batch: rows, their KV cache [B, H, T, D] per layer, mask [B, T], next tokens and positions
@@ -78,6 +100,7 @@ class Batcher:
         self._pos: torch.Tensor | None = None
         self.steps = 0  # decode steps taken, and how many rows they carried (tests read these)
         self.max_rows_seen = 0
+        self.decoded = 0  # tokens decoded, every request together
         self._mode: Any = _UNSET  # adapters: BASE (off), a name (that one active), None (mixed)
         self._closing = False
         _LIVE.add(self)
@@ -93,14 +116,22 @@ class Batcher:
     # --- the caller's side ---------------------------------------------------------------------
 
     def stream(self, messages: list[dict], params: GenerationParams, stats: GenerationStats | None = None,
-               adapter: str | None = None, cancel: threading.Event | None = None) -> Iterator[str]:
-        """Yield the answer's text pieces; fills ``stats`` (as ``engine.stream_chat`` does)."""
+               adapter: str | None = None, cancel: threading.Event | None = None,
+               prompt_ids: list[int] | None = None, logprobs: TokenLog | None = None,
+               constraint: Any = None) -> Iterator[str]:
+        """Yield the answer's text pieces; fills ``stats`` (as ``engine.stream_chat`` does).
+        ``prompt_ids``: a raw prompt (completions), instead of the chat template over ``messages``;
+        ``logprobs``: filled with each token's log-probability as it is decoded; ``constraint``:
+        a grammar that masks each step's logits (``tuneterm.workers.serve.structured``)."""
         params.validate()
         stats = stats if stats is not None else GenerationStats()
         started = time.perf_counter()
-        prompt = encode_chat(self.tokenizer, messages).to(self.model.device)
+        if prompt_ids is not None:
+            prompt = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
+        else:
+            prompt = encode_chat(self.tokenizer, messages).to(self.model.device)
         stats.prompt_tokens = int(prompt.shape[1])
-        req = _Request(prompt, adapter, params, threading.Event(), cancel)
+        req = _Request(prompt, adapter, params, threading.Event(), cancel, log=logprobs, constraint=constraint)
         if params.temperature > 0:
             req.generator = torch.Generator(device=prompt.device)
             req.generator.manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
@@ -108,10 +139,7 @@ class Batcher:
             if self._closing:
                 raise RuntimeFailure("the model server is shutting down")
             self._pending.append(req)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="tuneterm-decode", daemon=True)
-                self._thread.start()
-            self._wake.notify()
+            self._start_loop()
         try:
             yield from text_pieces(req.out, self.tokenizer, params, stats, req.halt, cancel, started, self.eos)
         finally:
@@ -119,21 +147,66 @@ class Batcher:
             with self._wake:
                 self._wake.notify()
 
+    def score(self, ids: list[int], adapter: str | None = None, top: int = 0) -> list[tuple[float | None, dict]]:
+        """The log-probability of each token of ``ids`` given the ones before it (None for the
+        first), with the ``top`` most likely tokens at each position ({id: logprob}); one forward
+        pass, run by the decode loop between two steps (the loop owns the model)."""
+        job = _Score(torch.tensor([ids], dtype=torch.long, device=self.model.device), adapter, top)
+        with self._wake:
+            if self._closing:
+                raise RuntimeFailure("the model server is shutting down")
+            self._jobs.append(job)
+            self._start_loop()
+        job.done.wait()
+        if isinstance(job.result, BaseException):
+            raise RuntimeFailure("scoring failed", [("problem", f"{type(job.result).__name__}: {job.result}")])
+        return job.result
+
+    def _start_loop(self) -> None:
+        """Under ``self._wake``: make sure the loop runs, and wake it."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="tuneterm-decode", daemon=True)
+            self._thread.start()
+        self._wake.notify()
+
+    def _run_score(self, job: "_Score") -> None:
+        try:
+            with torch.inference_mode():
+                out = self._forward([job], input_ids=job.ids, attention_mask=torch.ones_like(job.ids))
+                logprobs = torch.log_softmax(out.logits[0].float(), -1)
+                ids = job.ids[0]
+                result: list[tuple[float | None, dict]] = [(None, {})]
+                picked = logprobs[:-1].gather(1, ids[1:].unsqueeze(1)).squeeze(1).tolist()
+                tops = logprobs[:-1].topk(job.top, -1) if job.top else None
+                for i, lp in enumerate(picked):
+                    top = dict(zip(tops.indices[i].tolist(), tops.values[i].tolist())) if tops is not None else {}
+                    result.append((lp, top))
+            job.result = result
+        except Exception as exc:  # this request fails, the loop goes on
+            job.result = exc
+        job.done.set()
+
     # --- the loop ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._pending and not self._rows and not self._closing:
+                while not self._pending and not self._rows and not self._jobs and not self._closing:
                     self._wake.wait()
                 if self._closing:
                     for req in [*self._rows, *self._pending]:
                         req.out.put(None)
-                    self._pending = []
+                    for job in self._jobs:
+                        job.result = RuntimeError("the model server is shutting down")
+                        job.done.set()
+                    self._pending, self._jobs = [], []
                     self._reset()
                     return
                 room = max(0, self.max_batch - len(self._rows))
                 joining, self._pending = self._pending[:room], self._pending[room:]
+                jobs, self._jobs = self._jobs, []
+            for job in jobs:
+                self._run_score(job)
             try:
                 with torch.inference_mode():
                     for req in joining:
@@ -187,6 +260,7 @@ class Batcher:
         out = self._forward([req], input_ids=req.prompt, attention_mask=torch.ones_like(req.prompt), cache=cache,
                             use_cache=True, logits_to_keep=1)
         token = self._sample(out.logits[:, -1, :], [req])[0]
+        self._record(out.logits[:, -1, :], [req], [token])
         self._emit(req, token)
         mask = torch.ones(1, length, dtype=torch.long, device=req.prompt.device)
         nxt = torch.tensor([[token]], device=req.prompt.device)
@@ -224,12 +298,25 @@ class Batcher:
                             use_cache=True)
         self._mask = mask
         tokens = self._sample(out.logits[:, -1, :], rows)
+        self._record(out.logits[:, -1, :], rows, tokens)
         for req, token in zip(rows, tokens):
             self._emit(req, token)
         self._next = torch.tensor(tokens, device=mask.device).unsqueeze(1)
         self._pos = self._pos + 1
 
     def _sample(self, logits: torch.Tensor, rows: list[_Request]) -> list[int]:
+        constrained = [i for i, r in enumerate(rows) if r.constraint is not None]
+        if constrained:
+            logits = logits.float().contiguous()
+            for i in constrained:
+                rows[i].constraint.mask(logits[i:i + 1])
+            tokens = self._pick(logits, rows)
+            for i in constrained:
+                rows[i].constraint.accept(tokens[i])
+            return tokens
+        return self._pick(logits, rows)
+
+    def _pick(self, logits: torch.Tensor, rows: list[_Request]) -> list[int]:
         if all(r.params.temperature == 0 for r in rows):
             return logits.argmax(-1).tolist()
         out = []
@@ -246,7 +333,18 @@ class Batcher:
             out.append(int(torch.multinomial(probs, 1, generator=req.generator)))
         return out
 
+    def _record(self, logits: torch.Tensor, rows: list[_Request], tokens: list[int]) -> None:
+        """Log-probabilities for the rows that asked, from the logits that picked their tokens."""
+        for i, (req, token) in enumerate(zip(rows, tokens)):
+            if req.log is None or token in self.eos:
+                continue
+            lp = torch.log_softmax(logits[i].float(), -1)
+            top = lp.topk(req.log.top) if req.log.top else None
+            alts = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
+            req.log.entries.append((token, float(lp[token]), alts))
+
     def _emit(self, req: _Request, token: int) -> None:
+        self.decoded += 1
         req.generated += 1
         req.out.put(token)
         if token in self.eos or req.generated >= req.params.max_new_tokens:

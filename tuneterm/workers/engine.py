@@ -191,7 +191,9 @@ def text_pieces(
                 stats.total_s = time.perf_counter() - started
                 yield piece
         if not stopped:
-            text = tokenizer.decode(ids, skip_special_tokens=True)
+            # an answer cut off inside a multi-byte character (max_tokens, a cancel) ends before it:
+            # streaming never emits half a character
+            text = tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd")
             cut = _stop_index(text, stops, emitted)
             if cut is not None:
                 stopped = True

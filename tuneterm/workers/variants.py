@@ -58,14 +58,39 @@ class VariantGroup:
         params: GenerationParams,
         stats: GenerationStats,
         cancel: threading.Event | None = None,
+        logprobs: Any = None,
+        constraint: Any = None,
     ) -> Iterator[str]:
-        """Generate for one variant; decoded in one batch with the group's other requests."""
+        """Generate for one variant; decoded in one batch with the group's other requests.
+        ``logprobs`` (a :class:`tuneterm.workers.batcher.TokenLog`) is filled as tokens are picked;
+        ``constraint`` masks each step's logits (structured output)."""
         if self.lean_loop:
+            if logprobs is not None or constraint is not None:
+                raise InputError("log-probabilities and structured output are not available from the lean "
+                                 "decode loop", [("model", self.key)])
             return self._stream_serial(messages, params, stats, cancel)
         with self.lock:
             if self.batcher is None:
                 self.batcher = Batcher(self.model, self.tokenizer, mixed_adapters=self.is_peft)
-        return self.batcher.stream(messages, params, stats, adapter, cancel)
+        return self.batcher.stream(messages, params, stats, adapter, cancel, logprobs=logprobs, constraint=constraint)
+
+    def stream_ids(self, adapter: str | None, prompt_ids: list[int], params: GenerationParams,
+                   stats: GenerationStats, cancel: threading.Event | None = None, constraint: Any = None) -> Iterator[str]:
+        """Generate after a prompt given as token ids (``/v1/completions``, a template with tools)."""
+        return self._batcher().stream([], params, stats, adapter, cancel, prompt_ids=prompt_ids, constraint=constraint)
+
+    def score(self, adapter: str | None, ids: list[int], top: int = 0) -> list[tuple[float | None, dict]]:
+        """Per-token log-probabilities of ``ids`` (see :meth:`Batcher.score`)."""
+        return self._batcher().score(ids, adapter, top)
+
+    def _batcher(self) -> Batcher:
+        if self.lean_loop:
+            raise InputError("raw completions and scoring are not available for a model served by the lean "
+                             "decode loop", [("model", self.key)], "use /v1/chat/completions")
+        with self.lock:
+            if self.batcher is None:
+                self.batcher = Batcher(self.model, self.tokenizer, mixed_adapters=self.is_peft)
+        return self.batcher
 
     @property
     def lean_loop(self) -> bool:
@@ -103,9 +128,19 @@ class ServedModel:
         return with_fewshot(self.fewshot, messages, self.pool)
 
     def stream(self, messages: list[dict], params: GenerationParams, stats: GenerationStats | None = None,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None, logprobs: Any = None, constraint: Any = None) -> Iterator[str]:
         stats = stats if stats is not None else GenerationStats()
+        if logprobs is not None or constraint is not None:
+            return self.group.stream(self.adapter, self.prepare(messages), params, stats, cancel, logprobs=logprobs,
+                                     constraint=constraint)
         return self.group.stream(self.adapter, self.prepare(messages), params, stats, cancel)
+
+    def stream_ids(self, prompt_ids: list[int], params: GenerationParams, stats: GenerationStats,
+                   cancel: threading.Event | None = None, constraint: Any = None) -> Iterator[str]:
+        return self.group.stream_ids(self.adapter, prompt_ids, params, stats, cancel, constraint=constraint)
+
+    def score(self, ids: list[int], top: int = 0) -> list[tuple[float | None, dict]]:
+        return self.group.score(self.adapter, ids, top)
 
 
 def load_variants(refs: list[str], dtype: str | None = None, device: str | None = None) -> dict[str, ServedModel]:

@@ -1,0 +1,45 @@
+// OpenAI's Node SDK against `tuneterm serve` (driven by tests/test_serve_node.py).
+// argv: BASE_URL BASE_MODEL ADAPTER_MODEL; prints one JSON object with what each call returned.
+import OpenAI from "openai";
+
+const [baseURL, base, adapter] = process.argv.slice(2);
+const client = new OpenAI({ baseURL, apiKey: "unused", maxRetries: 0 });
+const messages = [{ role: "user", content: "hello there" }];
+const out = {};
+
+async function status(fn) {
+  try {
+    await fn();
+    return { status: 200 };
+  } catch (err) {
+    return { status: err.status, param: err.param ?? err.error?.param ?? null };
+  }
+}
+
+out.models = (await client.models.list()).data.map((m) => m.id);
+const plain = await client.chat.completions.create({ model: adapter, messages, max_tokens: 6, temperature: 0 });
+out.plain = plain.choices[0].message.content;
+let streamed = "";
+const stream = await client.chat.completions.create({ model: adapter, messages, max_tokens: 6, temperature: 0, stream: true,
+  stream_options: { include_usage: true } });
+for await (const chunk of stream) {
+  if (chunk.choices.length) streamed += chunk.choices[0].delta.content ?? "";
+  else out.stream_usage = chunk.usage.completion_tokens;
+}
+out.streamed = streamed;
+const lp = await client.chat.completions.create({ model: adapter, messages, max_tokens: 4, temperature: 0, logprobs: true,
+  top_logprobs: 2 });
+out.logprobs = lp.choices[0].logprobs.content.map((t) => [t.token, t.logprob, t.top_logprobs.length]);
+const schema = { type: "object", properties: { ok: { type: "boolean" } }, required: ["ok"], additionalProperties: false };
+const js = await client.chat.completions.create({ model: adapter, messages, max_tokens: 20, temperature: 0,
+  response_format: { type: "json_schema", json_schema: { name: "x", schema, strict: true } } });
+out.json_schema = js.choices[0].message.content;
+const cmpl = await client.completions.create({ model: base, prompt: "The cat sat", max_tokens: 0, echo: true, logprobs: 1 });
+out.completion_logprobs = cmpl.choices[0].logprobs.token_logprobs;
+const resp = await client.responses.create({ model: adapter, input: "hello there", max_output_tokens: 6, temperature: 0 });
+out.responses = resp.output_text;
+out.tools = await status(() => client.chat.completions.create({ model: adapter, messages, max_tokens: 2,
+  tools: [{ type: "function", function: { name: "f", parameters: { type: "object", properties: {} } } }] }));
+out.unknown = await status(() => client.chat.completions.create({ model: adapter, messages, max_tokens: 2, frobnicate: 3 }));
+out.missing = await status(() => client.chat.completions.create({ model: "nope", messages }));
+console.log(JSON.stringify(out));
