@@ -158,3 +158,19 @@ def test_without_llama_cpp_a_gguf_job_falls_back_to_torch_and_says_so(tiny_model
     err = capsys.readouterr().err
     assert "llama-cpp-python is not installed" in err and "tuneterm[gguf]" in err
     assert "".join(variant.stream(QUESTION, GenerationParams(max_new_tokens=3))) is not None
+
+
+@needs_llamacpp
+def test_doctor_reports_the_llama_cpp_build():
+    from tuneterm.workers.llamacpp import status
+
+    st = status()
+    assert st["usable"] and st["version"] == "0.3.36" and "AVX2 = 1" in st["system_info"]
+
+
+def test_doctor_says_how_to_install_llama_cpp_when_missing(monkeypatch):
+    from tuneterm.workers.llamacpp import status
+
+    monkeypatch.setenv("TUNETERM_NO_LLAMACPP", "1")
+    st = status()
+    assert not st["usable"] and "tuneterm[gguf]" in st["note"] and "CMAKE_ARGS" in st["note"]

@@ -48,6 +48,21 @@ def available() -> bool:
         return False
 
 
+def status() -> dict:
+    """For ``tuneterm doctor``: is llama.cpp importable, and the CPU features it was built with."""
+    if not available():
+        return {"installed": False, "usable": False,
+                "note": f"not installed: GGUF files run de-quantized through torch. {INSTALL_HINT}"}
+    try:
+        import llama_cpp
+
+        info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+        return {"installed": True, "usable": True, "version": getattr(llama_cpp, "__version__", "?"),
+                "system_info": " ".join(info.split())}
+    except Exception as exc:  # a broken build or a missing dependency (diskcache) reads the same
+        return {"installed": True, "usable": False, "note": f"import failed: {type(exc).__name__}: {str(exc)[:160]}"}
+
+
 def engine_file(ref: str) -> Path | None:
     """The GGUF file behind ``ref`` when it is one this engine runs, else None."""
     parsed = modelref.parse(ref)
