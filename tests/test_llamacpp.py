@@ -174,3 +174,33 @@ def test_doctor_says_how_to_install_llama_cpp_when_missing(monkeypatch):
     monkeypatch.setenv("TUNETERM_NO_LLAMACPP", "1")
     st = status()
     assert not st["usable"] and "tuneterm[gguf]" in st["note"] and "CMAKE_ARGS" in st["note"]
+
+
+@needs_llamacpp
+def test_eval_scores_a_gguf_file_through_llama_cpp_like_the_torch_path(cli, gguf_file, embedded_model_dir, tmp_path):
+    """Multiple-choice items (log-likelihoods from llama.cpp's logits) score as the torch path scores
+    the same model: close log-likelihoods, and the same answer wherever torch's choice is not a near
+    tie (one item's top two choices are 0.07 nats apart, within Q4_1 kernels' noise); generate tasks run too."""
+    import json
+
+    from tuneterm.core.resources import evals_dir
+
+    spec = evals_dir() / "general_mc"
+    runs = {}
+    for name, ref in (("gguf", str(gguf_file)), ("torch", str(embedded_model_dir))):
+        code, out, err = cli("eval", str(spec), "--models", ref, "--limit", "4", "--no-cache", "--out", str(tmp_path / name))
+        assert code == 0, err
+        samples = [json.loads(line) for line in (tmp_path / name / "samples.jsonl").read_text().splitlines()]
+        runs[name] = {s["id"]: s["logprobs"] for s in samples}
+        assert len(runs[name]) == 4
+    for item, ref in runs["torch"].items():
+        ours = runs["gguf"][item]
+        assert max(abs(a - b) for a, b in zip(ours, ref)) < 1.0
+        top, second = sorted(ref, reverse=True)[:2]
+        if top - second > 0.3:
+            assert ours.index(max(ours)) == ref.index(top), item
+    code, out, err = cli("eval", str(evals_dir() / "tickets"), "--models", str(gguf_file), "--limit", "2",
+                         "--no-cache", "--out", str(tmp_path / "gen"))
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "gen" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["output"].strip() for r in rows)

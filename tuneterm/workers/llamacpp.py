@@ -239,9 +239,10 @@ class LlamaCppEngine:
     def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[dict]:
         return self.call({"op": "loglik", "requests": [[list(c), list(t)] for c, t in requests]})["results"]
 
-    def stream(self, messages: list[dict], params: GenerationParams, stats: GenerationStats | None = None,
+    def stream(self, messages: list[dict] | str, params: GenerationParams, stats: GenerationStats | None = None,
                cancel: threading.Event | None = None) -> Iterator[str]:
-        """Yield the answer's text pieces as llama.cpp makes them; fills ``stats`` as the torch engine does."""
+        """Yield the answer's text pieces as llama.cpp makes them; fills ``stats`` as the torch engine does.
+        ``messages`` go through the file's chat template; a string is a prompt already rendered."""
         from tuneterm.workers.engine import text_pieces
 
         params.validate()
@@ -254,7 +255,9 @@ class LlamaCppEngine:
             halt = threading.Event()
             decoder = _Bytes()
             started = time.perf_counter()
-            self._send({"op": "chat", "messages": messages, "max_new_tokens": params.max_new_tokens,
+            text = messages if isinstance(messages, str) else None
+            self._send({"op": "chat", "messages": None if text is not None else messages, "prompt": text,
+                        "max_new_tokens": params.max_new_tokens,
                         "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed})
             reader = threading.Thread(target=self._read_chat, args=(tokens, decoder, stats, halt, cancel),
                                       name="tuneterm-llamacpp", daemon=True)

@@ -7,7 +7,7 @@ llama.cpp's decode 3-4x slower). It imports no torch. One request at a time on s
 object per line on stdout (llama.cpp's own log goes to stderr):
 
     {"op": "info"}                          -> {"ok": true, "eog": [...], "chat_template": ..., ...}
-    {"op": "chat", "messages", "max_new_tokens", "temperature", "top_p", "seed"}
+    {"op": "chat", "messages" (or "prompt": rendered text), "max_new_tokens", "temperature", "top_p", "seed"}
                                             -> {"prompt_tokens": N}, then per token {"t": ID, "b": BASE64}
                                                ({"eog": true} on an end-of-generation token), then {"end": REASON}
     {"op": "stop"}                          (while a chat runs: end it at the next token)
@@ -36,6 +36,7 @@ class Worker:
         self.path, self.n_ctx, self.n_threads = path, n_ctx, n_threads
         self.llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads, verbose=False)
         self._scorer: Any = None  # a second context with logits for every position, made on first use
+        self.score_ctx = min(n_ctx, 2048)  # its logits table is score_ctx x n_vocab floats
         meta = self.llm.metadata
         self.template = meta.get("tokenizer.chat_template")
         n_vocab = self.llm.n_vocab()
@@ -55,7 +56,7 @@ class Worker:
         import llama_cpp
 
         meta = self.llm.metadata
-        return {"ok": True, "eog": self.eog, "chat_template": self.template, "n_ctx": self.n_ctx,
+        return {"ok": True, "eog": self.eog, "chat_template": self.template, "n_ctx": self.n_ctx, "score_ctx": self.score_ctx,
                 "n_threads": self.n_threads, "n_vocab": self.llm.n_vocab(), "bos": self.bos_id, "eos": self.eos_id,
                 "architecture": meta.get("general.architecture"), "file_type": meta.get("general.file_type"),
                 "name": meta.get("general.name"),
@@ -78,7 +79,8 @@ class Worker:
         return ids
 
     def chat(self, req: dict, stop: threading.Event, out: Any) -> None:
-        ids = self.tokenize(self.render(req["messages"]))
+        prompt = req["prompt"] if req.get("prompt") is not None else self.render(req["messages"])
+        ids = self.tokenize(prompt)
         max_new = int(req.get("max_new_tokens", 256))
         if len(ids) + max_new > self.n_ctx:
             raise ValueError(f"the prompt ({len(ids)} tokens) and max_new_tokens ({max_new}) exceed the "
@@ -112,12 +114,12 @@ class Worker:
         if self._scorer is None:
             from llama_cpp import Llama
 
-            self._scorer = Llama(model_path=self.path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+            self._scorer = Llama(model_path=self.path, n_ctx=self.score_ctx, n_threads=self.n_threads,
                                  n_threads_batch=self.n_threads, logits_all=True, verbose=False)
         llm = self._scorer
         results = []
         for ctx, cont in requests:
-            whole = (list(ctx) + list(cont))[-(self.n_ctx):]
+            whole = (list(ctx) + list(cont))[-(self.score_ctx + 1):]
             inp = whole[:-1]
             llm.reset()
             llm.eval(inp)

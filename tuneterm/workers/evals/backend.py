@@ -83,6 +83,12 @@ class LocalVariant:
 
 
 def resolve_local(vid: str, ref: str) -> LocalVariant:
+    from tuneterm.workers import llamacpp
+
+    gguf_file = llamacpp.engine_file(ref)
+    if gguf_file is not None and llamacpp.available():  # scored on the file itself (llamacpp_eval.LlamaCppGroup)
+        return LocalVariant(vid, ref, gguf_file, quant={"method": "gguf", "engine": "llama.cpp"},
+                            facts={"engine": "llama.cpp", "gguf_file": str(gguf_file)})
     path, facts = loading.local_path(ref)
     if facts.get("artifact") == "classifier":
         base_path, _ = loading.local_path(str(facts["base"]))
