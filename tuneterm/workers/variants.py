@@ -103,7 +103,7 @@ class Variant:
         """What runs this variant, for a column's title: the engine, and for GGUF files the quant type and size."""
         if getattr(self.group.model, "is_llamacpp", False):
             return self.group.model.label()
-        return str(self.facts.get("engine") or ("adapter" if self.adapter else "torch"))
+        return str(self.facts.get("engine") or "")  # plain torch models need no note
 
     def prepare(self, messages: list[dict]) -> list[dict]:
         """The messages the model sees: with a few-shot variant's examples before the conversation."""
