@@ -44,6 +44,7 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
     server = None
     load_s = 0.0
     routes = {r: r for r in refs}
+    labels: dict[str, str] = {}  # which engine runs each local column (llama.cpp, quant type, file size)
     if local:
         if not args.json:
             print(f"loading {', '.join(local)}…", file=sys.stderr, flush=True)
@@ -57,6 +58,8 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
         load_s = time.perf_counter() - started
         serve_in_thread(server)
         routes.update({r: f"{server.url}#{r}" for r in local})
+        variants = getattr(server, "variants", {}) or {}
+        labels.update({r: variants[r].label() for r in local if r in variants and hasattr(variants[r], "label")})
     results: dict[str, dict] = {}
 
     def ask(ref: str, echo: bool) -> None:
@@ -74,7 +77,8 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
         results[ref] = {"model": ref, "text": "".join(pieces), "error": error,
                         "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
                         "ttft_ms": round((stats.ttft_s or 0) * 1000, 1), "tokens_per_s": round(stats.tokens_per_s, 2),
-                        "total_s": round(stats.total_s, 3), "finish_reason": stats.finish_reason}
+                        "total_s": round(stats.total_s, 3), "finish_reason": stats.finish_reason,
+                        "engine": labels.get(ref)}
 
     wall_start = time.perf_counter()
     try:
@@ -86,12 +90,12 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
                 t.join()
             if not args.json:
                 for r in refs:
-                    print(f"── {r} ──")
+                    print(f"── {_title(r, labels)} ──")
                     print(results[r]["error"] or results[r]["text"])
         else:
             for r in refs:
                 if not args.json:
-                    print(f"── {r} ──", flush=True)
+                    print(f"── {_title(r, labels)} ──", flush=True)
                 ask(r, echo=not args.json)
                 if not args.json:
                     print(results[r]["error"] or "")
@@ -122,3 +126,7 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
                 print(row["error"], file=sys.stderr)
         return 1
     return 0
+
+
+def _title(ref: str, labels: dict[str, str]) -> str:
+    return f"{ref}  [{labels[ref]}]" if labels.get(ref) else ref

@@ -84,14 +84,26 @@ def run(args: argparse.Namespace) -> int:
 
     params = generation_params(args)
     apply_inference_thread_env()  # before torch loads: idle OpenMP threads sleep instead of spinning
-    from tuneterm.workers.engine import stream_chat
-    from tuneterm.workers.loading import load
+    from tuneterm.workers import llamacpp
 
-    loaded = load(args.model)
     messages = _messages(args) if shots is None else shots + [{"role": "user", "content": args.prompt}]
     stats = GenerationStats()
     pieces = []
-    for piece in stream_chat(loaded.model, loaded.tokenizer, messages, params, stats):
+    gguf_file = llamacpp.engine_file(args.model)
+    if gguf_file is not None and llamacpp.available():  # the file as it is, in a llama.cpp worker
+        loaded = llamacpp.LlamaCppEngine(gguf_file)
+        if interactive:
+            print(f"[{loaded.label()}]", file=sys.stderr, flush=True)
+        stream = loaded.stream(messages, params, stats)
+    else:
+        if gguf_file is not None:
+            llamacpp.warn_fallback(args.model, gguf_file)
+        from tuneterm.workers.engine import stream_chat
+        from tuneterm.workers.loading import load
+
+        loaded = load(args.model)
+        stream = stream_chat(loaded.model, loaded.tokenizer, messages, params, stats)
+    for piece in stream:
         pieces.append(piece)
         if not args.json:
             sys.stdout.write(piece)

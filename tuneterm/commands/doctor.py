@@ -56,6 +56,9 @@ def collect() -> dict:
         gpu["threads"] = torch.get_num_threads()
     report["gpu"] = gpu
     report["bitsandbytes"] = _bnb_status(gpu["cuda_available"])
+    from tuneterm.workers import llamacpp
+
+    report["llamacpp"] = llamacpp.status()
 
     model: dict = {"reference": modelref.EMBEDDED_NAME}
     ws = workspace(create=False)
@@ -122,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
     b = report["bitsandbytes"]
     lines.append(f"{ok if b['usable'] else bad}bitsandbytes: " + (
         f"runs on {b['backend']}" if b["usable"] else b.get("note", "not usable")))
+    lc = report["llamacpp"]
+    lines.append(f"{ok if lc['usable'] else '   '}llama.cpp (GGUF engine): " + (
+        f"llama-cpp-python {lc['version']}; {lc['system_info']}" if lc["usable"] else lc["note"]))
     m = report["embedded_model"]
     if m["installed"]:
         state = "converted and cached" if m["converted"] else "installed; converted on first use (~20 s)"

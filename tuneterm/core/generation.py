@@ -92,7 +92,9 @@ def inference_thread_env(env: "dict[str, str] | None" = None) -> dict[str, str]:
     """``env`` (default: os.environ) plus the settings above, keeping any the user set."""
     out = dict(os.environ if env is None else env)
     for key, value in INFERENCE_THREAD_ENV.items():
-        out.setdefault(key, value)
+        if key not in out:  # marked, so that a llama.cpp worker can tell it from the user's own setting
+            out[key] = value
+            out["TUNETERM_OMP_DEFAULTED"] = "1"
     return out
 
 
@@ -101,5 +103,7 @@ def apply_inference_thread_env() -> bool:
     import sys
 
     for key, value in INFERENCE_THREAD_ENV.items():
-        os.environ.setdefault(key, value)
+        if key not in os.environ:
+            os.environ[key] = value
+            os.environ["TUNETERM_OMP_DEFAULTED"] = "1"  # tuneterm's default, not the user's
     return "torch" not in sys.modules

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 from tuneterm.core import modelref
 from tuneterm.core.errors import InputError
 from tuneterm.core.generation import GenerationParams, GenerationStats
+from tuneterm.workers import llamacpp
 from tuneterm.workers.batcher import Batcher
 
 
@@ -44,6 +45,8 @@ class VariantGroup:
         return bool(self.adapters)
 
     def memory_bytes(self) -> int:
+        if getattr(self.model, "is_llamacpp", False):
+            return self.model.memory_bytes()
         total = 0
         for p in self.model.parameters():
             total += p.numel() * p.element_size()
@@ -64,6 +67,11 @@ class VariantGroup:
         """Generate for one variant; decoded in one batch with the group's other requests.
         ``logprobs`` (a :class:`tuneterm.workers.batcher.TokenLog`) is filled as tokens are picked;
         ``constraint`` masks each step's logits (structured output)."""
+        if getattr(self.model, "is_llamacpp", False):  # a GGUF file in a llama.cpp worker
+            if logprobs is not None or constraint is not None:
+                raise InputError("log-probabilities and structured output are not available from llama.cpp "
+                                 "models yet", [("model", self.key)])
+            return self.model.stream(messages, params, stats, cancel)
         if self.lean_loop:
             if logprobs is not None or constraint is not None:
                 raise InputError("log-probabilities and structured output are not available from the lean "
@@ -119,6 +127,12 @@ class ServedModel:
     fewshot: Any = None  # a tuneterm.core.fewshot.FewShotSpec, for fewshot:K:POOL@REF
     pool: list | None = None  # its examples, read once
 
+    def label(self) -> str:
+        """What runs this variant, for a column's title: the engine, and for GGUF files the quant type and size."""
+        if getattr(self.group.model, "is_llamacpp", False):
+            return self.group.model.label()
+        return str(self.facts.get("engine") or "")  # plain torch models need no note
+
     def prepare(self, messages: list[dict]) -> list[dict]:
         """The messages the model sees: with a few-shot variant's examples before the conversation."""
         if self.fewshot is None:
@@ -163,7 +177,14 @@ def load_variants(refs: list[str], dtype: str | None = None, device: str | None 
     plans: list[tuple[str, str, Path | None, dict]] = []  # (ref, group key, adapter folder, facts)
     seen_dirs: dict[tuple[str, str], str] = {}  # (group, adapter folder) -> adapter name, loaded once
     for ref in refs:
+        gguf_file = llamacpp.engine_file(inner.get(ref, ref))
+        if gguf_file is not None and llamacpp.available():  # run the file as it is, in llama.cpp
+            plans.append((ref, f"llamacpp:{gguf_file}", None, {"engine": "llama.cpp", "gguf": str(gguf_file)}))
+            continue
         path, facts = local_path(inner.get(ref, ref))
+        if gguf_file is not None:
+            llamacpp.warn_fallback(ref, gguf_file)
+            facts = {**facts, "engine": f"gguf via torch, fp32, {llamacpp.quant_label(gguf_file)}"}
         if facts.get("adapter"):
             if not facts.get("base"):
                 raise InputError(
@@ -184,11 +205,15 @@ def load_variants(refs: list[str], dtype: str | None = None, device: str | None 
         group = groups.get(key)
         if group is None:
             started = time.perf_counter()
-            if key.startswith("quantized:"):
-                loaded = load(inner.get(ref, ref), dtype=dtype, device=device)
+            if key.startswith("llamacpp:"):
+                engine = llamacpp.LlamaCppEngine(Path(facts["gguf"]))
+                group = VariantGroup(key, engine, None, load_seconds=time.perf_counter() - started)
             else:
-                loaded = load(key, dtype=dtype, device=device)
-            group = VariantGroup(key, loaded.model, loaded.tokenizer, load_seconds=time.perf_counter() - started)
+                if key.startswith("quantized:"):
+                    loaded = load(inner.get(ref, ref), dtype=dtype, device=device)
+                else:
+                    loaded = load(key, dtype=dtype, device=device)
+                group = VariantGroup(key, loaded.model, loaded.tokenizer, load_seconds=time.perf_counter() - started)
             groups[key] = group
         adapter_name = None
         if adapter_dir is not None:

@@ -84,6 +84,12 @@ class LocalWeights:
 
 
 def resolve_local(vid: str, ref: str) -> LocalWeights:
+    from tuneterm.workers import llamacpp
+
+    gguf_file = llamacpp.engine_file(ref)
+    if gguf_file is not None and llamacpp.available():  # scored on the file itself (llamacpp_eval.LlamaCppGroup)
+        return LocalWeights(vid, ref, gguf_file, quant={"method": "gguf", "engine": "llama.cpp"},
+                            facts={"engine": "llama.cpp", "gguf_file": str(gguf_file)})
     path, facts = loading.local_path(ref)
     if facts.get("artifact") == "classifier":
         base_path, _ = loading.local_path(str(facts["base"]))

@@ -130,7 +130,12 @@ def collect(tasks: list[TaskSpec], variants: list[EvalVariant], opts: RunOptions
                 groups.setdefault(local[v.vid].group, []).append(local[v.vid])
         for members in groups.values():
             reset_peak_memory()
-            group = LocalGroup(members, dtype=opts.dtype, device=opts.device)
+            if members[0].facts.get("gguf_file"):  # a GGUF file run by llama.cpp
+                from tuneterm.workers.llamacpp_eval import LlamaCppGroup
+
+                group = LlamaCppGroup(members, dtype=opts.dtype, device=opts.device)
+            else:
+                group = LocalGroup(members, dtype=opts.dtype, device=opts.device)
             try:
                 for lv in members:
                     fp = group.fingerprint(lv.vid)

@@ -1,0 +1,206 @@
+"""GGUF files through the llama.cpp engine (a worker process of its own): chat, streams, stop strings,
+log-likelihoods, serve through the real openai client, a killed worker, job:ID of a GGUF quantize job,
+and the de-quantizing fallback when llama-cpp-python is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import threading
+
+import pytest
+
+from tuneterm.core.errors import RuntimeFailure
+from tuneterm.core.generation import GenerationParams, GenerationStats
+
+needs_llamacpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                    reason="llama-cpp-python is not installed (pip install 'tuneterm[gguf]')")
+QUESTION = [{"role": "user", "content": "Name three colors."}]
+
+
+@pytest.fixture(scope="module")
+def gguf_file(tmp_path_factory):
+    from tuneterm.core import modelref
+
+    target = tmp_path_factory.mktemp("gguf") / "smollm2-q4_1.gguf"
+    shutil.copyfile(modelref.embedded_gguf_path(), target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def engine(gguf_file):
+    from tuneterm.workers.llamacpp import LlamaCppEngine
+
+    eng = LlamaCppEngine(gguf_file, n_ctx=1024)
+    yield eng
+    eng.close()
+
+
+@needs_llamacpp
+def test_a_gguf_file_chats_greedily_as_llama_cpp_does(engine, gguf_file):
+    from llama_cpp import Llama
+
+    stats = GenerationStats()
+    pieces = list(engine.stream(QUESTION, GenerationParams(max_new_tokens=24), stats))
+    assert len(pieces) > 1  # streamed, not one block
+    text = "".join(pieces)
+    assert stats.prompt_tokens > 10 and 1 <= stats.completion_tokens <= 24 and stats.ttft_s is not None
+    assert stats.finish_reason in ("stop", "length")
+    # the file's own chat template and end-of-generation tokens: llama-cpp-python's chat completion agrees
+    llm = Llama(model_path=str(gguf_file), n_ctx=1024, verbose=False)
+    ref = llm.create_chat_completion(QUESTION, temperature=0, max_tokens=24)["choices"][0]["message"]["content"]
+    assert text == ref
+    assert engine.eos and all(isinstance(t, int) for t in engine.eos)
+    assert engine.label() == "llama.cpp, Q4_1, 94 MiB"
+
+
+@needs_llamacpp
+def test_stop_strings_end_the_answer_and_are_not_part_of_it(engine):
+    stats = GenerationStats()
+    text = "".join(engine.stream([{"role": "user", "content": "Count from 1 to 10, one number per line."}],
+                                 GenerationParams(max_new_tokens=60, stop=["4"]), stats))
+    assert "4" not in text and "3" in text
+    assert stats.finish_reason == "stop"
+    # the worker stopped too: the next request answers at once, from a clean state
+    again = "".join(engine.stream(QUESTION, GenerationParams(max_new_tokens=4)))
+    assert again
+
+
+@needs_llamacpp
+def test_cancel_stops_the_worker_mid_answer(engine):
+    cancel = threading.Event()
+    stats = GenerationStats()
+    got = []
+    for piece in engine.stream([{"role": "user", "content": "Write a long story about a dragon."}],
+                               GenerationParams(max_new_tokens=200), stats, cancel):
+        got.append(piece)
+        if len(got) == 3:
+            cancel.set()
+    assert stats.finish_reason == "cancelled" and stats.completion_tokens < 200
+
+
+@needs_llamacpp
+def test_log_likelihoods_rank_a_multiple_choice_item(engine):
+    ctx = engine.tokenize("Question: What is the capital of France?\nAnswer:")
+    choices = [" Paris", " London", " Berlin"]
+    results = engine.loglikelihood([(ctx, engine.tokenize(c)) for c in choices])
+    assert [r["tokens"] for r in results] == [len(engine.tokenize(c)) for c in choices]
+    best = max(range(3), key=lambda i: results[i]["logprob"])
+    assert choices[best] == " Paris" and all(r["logprob"] < 0 for r in results)
+
+
+@needs_llamacpp
+def test_a_killed_worker_is_a_clear_error_and_the_next_request_starts_a_new_one(engine):
+    engine.proc.send_signal(signal.SIGKILL)
+    engine.proc.wait()
+    with pytest.raises(RuntimeFailure) as err:
+        # the generator restarts a dead worker first; kill it again once the answer has begun
+        for i, _ in enumerate(engine.stream(QUESTION, GenerationParams(max_new_tokens=40))):
+            if i == 0:
+                os.kill(engine.proc.pid, signal.SIGKILL)
+    assert "llama.cpp worker process stopped" in err.value.render()
+    assert "".join(engine.stream(QUESTION, GenerationParams(max_new_tokens=4)))  # a fresh worker
+
+
+@needs_llamacpp
+def test_a_gguf_reference_is_served_beside_others_through_the_openai_client(gguf_file):
+    from openai import OpenAI
+
+    from tuneterm.workers.server import make_server, serve_in_thread
+
+    server = make_server([str(gguf_file)], port=0)
+    serve_in_thread(server)
+    try:
+        variant = server.variants[str(gguf_file)]
+        assert variant.label().startswith("llama.cpp, Q4_1")
+        client = OpenAI(base_url=server.url, api_key="x")
+        stream = client.chat.completions.create(model=str(gguf_file), messages=QUESTION, max_tokens=12,
+                                                temperature=0, stream=True)
+        text = "".join((c.choices[0].delta.content or "") for c in stream if c.choices)
+        direct = "".join(variant.stream(QUESTION, GenerationParams(max_new_tokens=12)))
+        assert text == direct and text
+    finally:
+        server.shutdown()
+        server.server_close()
+        variant.group.model.close()
+
+
+@needs_llamacpp
+def test_job_ref_of_a_gguf_quantize_job_runs_in_llama_cpp(tiny_model_dir):
+    from tests.test_quant_cpu import run_job
+    from tuneterm.workers.variants import load_variants
+
+    info = run_job(tiny_model_dir, "gguf", "quant.outtype=q8_0")
+    ref = f"job:{info.id}"
+    variants = load_variants([ref])
+    engine = variants[ref].group.model
+    try:
+        assert getattr(engine, "is_llamacpp", False) and variants[ref].label().startswith("llama.cpp, Q8_0")
+        stats = GenerationStats()
+        "".join(variants[ref].stream(QUESTION, GenerationParams(max_new_tokens=5), stats))
+        assert 1 <= stats.completion_tokens <= 5
+    finally:
+        engine.close()
+
+
+def test_without_llama_cpp_a_gguf_job_falls_back_to_torch_and_says_so(tiny_model_dir, monkeypatch, capsys):
+    from tests.test_quant_cpu import run_job
+    from tuneterm.workers.variants import load_variants
+
+    monkeypatch.setenv("TUNETERM_NO_LLAMACPP", "1")
+    info = run_job(tiny_model_dir, "gguf", "quant.outtype=q8_0")
+    ref = f"job:{info.id}"
+    variant = load_variants([ref])[ref]
+    assert not getattr(variant.group.model, "is_llamacpp", False)
+    assert variant.label().startswith("gguf via torch, fp32, Q8_0")
+    err = capsys.readouterr().err
+    assert "llama-cpp-python is not installed" in err and "tuneterm[gguf]" in err
+    assert "".join(variant.stream(QUESTION, GenerationParams(max_new_tokens=3))) is not None
+
+
+@needs_llamacpp
+def test_doctor_reports_the_llama_cpp_build():
+    from tuneterm.workers.llamacpp import status
+
+    st = status()
+    assert st["usable"] and st["version"] == "0.3.36" and "AVX2 = 1" in st["system_info"]
+
+
+def test_doctor_says_how_to_install_llama_cpp_when_missing(monkeypatch):
+    from tuneterm.workers.llamacpp import status
+
+    monkeypatch.setenv("TUNETERM_NO_LLAMACPP", "1")
+    st = status()
+    assert not st["usable"] and "tuneterm[gguf]" in st["note"] and "CMAKE_ARGS" in st["note"]
+
+
+@needs_llamacpp
+def test_eval_scores_a_gguf_file_through_llama_cpp_like_the_torch_path(cli, gguf_file, embedded_model_dir, tmp_path):
+    """Multiple-choice items (log-likelihoods from llama.cpp's logits) score as the torch path scores
+    the same model: close log-likelihoods, and the same answer wherever torch's choice is not a near
+    tie (one item's top two choices are 0.07 nats apart, within Q4_1 kernels' noise); generate tasks run too."""
+    import json
+
+    from tuneterm.core.resources import evals_dir
+
+    spec = evals_dir() / "general_mc"
+    runs = {}
+    for name, ref in (("gguf", str(gguf_file)), ("torch", str(embedded_model_dir))):
+        code, out, err = cli("eval", str(spec), "--models", ref, "--limit", "4", "--no-cache", "--out", str(tmp_path / name))
+        assert code == 0, err
+        samples = [json.loads(line) for line in (tmp_path / name / "samples.jsonl").read_text().splitlines()]
+        runs[name] = {s["id"]: s["logprobs"] for s in samples}
+        assert len(runs[name]) == 4
+    for item, ref in runs["torch"].items():
+        ours = runs["gguf"][item]
+        assert max(abs(a - b) for a, b in zip(ours, ref)) < 1.0
+        top, second = sorted(ref, reverse=True)[:2]
+        if top - second > 0.3:
+            assert ours.index(max(ours)) == ref.index(top), item
+    code, out, err = cli("eval", str(evals_dir() / "tickets"), "--models", str(gguf_file), "--limit", "2",
+                         "--no-cache", "--out", str(tmp_path / "gen"))
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "gen" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["output"].strip() for r in rows)

@@ -1,0 +1,82 @@
+"""How many threads a decode loop should use, and whether its OpenMP team should spin.
+
+Measured on the 2-core machine (environment.md, issue 23): on an idle machine spinning OpenMP
+threads are fastest (llama.cpp 110-130 tok/s spinning, 31 passive); when another process keeps a
+core busy, a spinning team as wide as the machine starves it (fp32 decode 4.8 tok/s spinning vs
+12.5 passive). So: use the cores this process may run on that nobody else is using, and spin when
+that does not oversubscribe them; when no core is free, use them all and wait passively. A
+user's own ``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY`` win (tuneterm's own passive default, marked
+by ``TUNETERM_OMP_DEFAULTED``, does not count as the user's).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class ThreadPlan:
+    threads: int
+    wait_policy: str  # ACTIVE | PASSIVE
+    cores: int
+    busy_elsewhere: float  # cores' worth of CPU other processes used while we looked
+    reason: str
+
+    def env(self, base: dict | None = None) -> dict[str, str]:
+        """``base`` (default os.environ) with this plan's OpenMP settings for a child process."""
+        out = dict(os.environ if base is None else base)
+        if user_wait_policy(out) is None:
+            out["OMP_WAIT_POLICY"] = self.wait_policy
+        out.pop("TUNETERM_OMP_DEFAULTED", None)
+        if "OMP_NUM_THREADS" not in out:
+            out["OMP_NUM_THREADS"] = str(self.threads)
+        return out
+
+
+def user_wait_policy(env: dict | None = None) -> str | None:
+    env = os.environ if env is None else env
+    if env.get("TUNETERM_OMP_DEFAULTED"):
+        return None
+    return env.get("OMP_WAIT_POLICY") or None
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _cpu_busy_seconds() -> float:
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_elsewhere(window_s: float = 0.25) -> float:
+    """Cores' worth of CPU time used by other processes over ``window_s`` (0 where unknown)."""
+    try:
+        t0, b0, s0 = time.perf_counter(), _cpu_busy_seconds(), sum(os.times()[:2])
+        time.sleep(window_s)
+        t1, b1, s1 = time.perf_counter(), _cpu_busy_seconds(), sum(os.times()[:2])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, ((b1 - b0) - (s1 - s0)) / max(t1 - t0, 1e-6))
+
+
+def plan(window_s: float = 0.25) -> ThreadPlan:
+    cores = usable_cores()
+    user_threads = os.environ.get("OMP_NUM_THREADS", "")
+    busy = busy_elsewhere(window_s) if cores > 1 or user_wait_policy() is None else 0.0
+    free = cores - int(busy + 0.5)
+    if user_threads.isdigit() and int(user_threads) > 0:
+        threads, reason = int(user_threads), "OMP_NUM_THREADS"
+    elif free >= 1:
+        threads, reason = free, f"{free} of {cores} cores free"
+    else:
+        threads, reason = cores, f"all {cores} cores busy elsewhere"
+    policy = user_wait_policy() or ("ACTIVE" if threads <= free else "PASSIVE")
+    return ThreadPlan(threads, policy.upper(), cores, round(busy, 2), reason)
