@@ -194,11 +194,16 @@ def _dump(obj: Any) -> dict:
     return dict(obj)
 
 
-def record_job(job: Any, url: str, dataset: str | None = None, estimated_cost: float | None = None) -> None:
-    """Insert or update one job in ``openai_jobs`` (the raw JSON holds no secret: it is the API's object)."""
+def record_job(job: Any, url: str, dataset: str | None = None, estimated_cost: float | None = None,
+               provider: str = "openai") -> None:
+    """Insert or update one job in ``openai_jobs`` (the raw JSON holds no secret: it is the API's object).
+
+    The table keeps every hosted provider's jobs; the provider is stored in the raw JSON (``_provider``).
+    """
     from tuneterm.core import db
 
     raw = _dump(job)
+    raw["_provider"] = provider
     now = _now()
     with db.connect() as conn:
         conn.execute(
@@ -222,7 +227,15 @@ def local_jobs() -> list[dict]:
 
     with db.connect() as conn:
         rows = conn.execute("SELECT * FROM openai_jobs ORDER BY created_at DESC").fetchall()
-    return [dict(r) for r in rows]
+    return [_with_provider(dict(r)) for r in rows]
+
+
+def _with_provider(row: dict) -> dict:
+    try:
+        row["provider"] = json.loads(row.get("raw") or "{}").get("_provider", "openai")
+    except ValueError:
+        row["provider"] = "openai"
+    return row
 
 
 def local_job(job_id: str) -> dict | None:
@@ -230,7 +243,7 @@ def local_job(job_id: str) -> dict | None:
 
     with db.connect() as conn:
         row = conn.execute("SELECT * FROM openai_jobs WHERE id = ?", (job_id,)).fetchone()
-    return dict(row) if row else None
+    return _with_provider(dict(row)) if row else None
 
 
 # --- submission ----------------------------------------------------------------------------------
@@ -312,14 +325,20 @@ def create_job(client, request: dict, url: str, attempts: int = 3, backoff: floa
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def check_model_open(model: str, on=None) -> tuple[Any, list[str]]:
+def check_model_open(model: str, on=None, provider: str = "openai") -> tuple[Any, list[str]]:
     """The price row of ``model``; raises when the model is past shutdown or new jobs have ended."""
     from tuneterm.core import cost
     from tuneterm.core.prices import load_prices
 
-    table = load_prices()
+    table = load_prices(None, provider)
     row = table.get(model)
-    warnings, _blocked = cost.shutdown_warnings(row, table, on)
+    warnings, blocked = cost.shutdown_warnings(row, table, on)
+    if provider != "openai":
+        if blocked:
+            raise OpenAIError(f"{provider} no longer trains or serves {row.id}", [("model", model)] +
+                              [("dates", w) for w in warnings],
+                              "pick another model (`tuneterm cost DATASET --compare` shows the dates)")
+        return row, warnings
     if cost.is_shut_down(row, on):
         raise OpenAIError(f"{row.id} is past its shutdown date", [("model", model), ("shutdown", str(row.shutdown_date))],
                           "pick a model that still serves (`tuneterm cost DATASET --compare` shows the dates)")
@@ -441,13 +460,13 @@ def failure(job: Any) -> JobError:
     return JobError("the fine-tuning job failed", facts, hint)
 
 
-def actual_cost(job: Any) -> float | None:
+def actual_cost(job: Any, provider: str = "openai") -> float | None:
     """``trained_tokens`` x the training price (reconciles the estimate after success)."""
     if not getattr(job, "trained_tokens", None):
         return None
     from tuneterm.core.prices import load_prices
 
-    row = load_prices().find(job.model)
+    row = load_prices(None, provider).find(job.model)
     if row is None or row.training is None:
         return None
     return round(job.trained_tokens * row.training / 1e6, 6)
