@@ -215,9 +215,9 @@ def cmd_submit(args) -> int:
     if args.json:
         print(json.dumps({"job": job.model_dump(mode="json"), "estimate": est}))
     else:
-        group = "openai" if provider.name == "openai" else f"hosted --provider {provider.name}"
+        group, flag = ("openai", "") if provider.name == "openai" else ("hosted", f" --provider {provider.name}")
         print(f"created {job.id} ({job.status}) on {job.model}")
-        print(f"follow it: tuneterm {group} events {job.id} --follow   |   tuneterm {group} wait {job.id}")
+        print(f"follow it: tuneterm {group} events {job.id}{flag} --follow   |   tuneterm {group} wait {job.id}{flag}")
     return 0
 
 

@@ -474,4 +474,6 @@ def actual_cost(job: Any, provider: str = "openai") -> float | None:
 
 def fine_tuned_models(client, url: str) -> list:
     page = call("list models", lambda: client.models.list(), url)
+    if getattr(client, "provider", None) is not None:  # a hosted provider's client lists only fine-tunes
+        return list(page.data)
     return [m for m in page.data if m.id.startswith("ft:")]
