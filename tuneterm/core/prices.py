@@ -199,7 +199,10 @@ def load_prices(override: str | Path | None = None, provider: str = "openai") ->
         layers.append(_read(user))
     top: dict[str, Any] = {}
     rows: dict[str, ModelPrice] = {}
+    fees: dict[str, Any] = {}  # a provider's fees apply to the rows of a user's table too
     for data, name in layers:
+        fees.update({k: data[k] for k in ("min_fee", "storage_per_month") if k in data})
+        data = {**fees, **data}
         for key in ("as_of", "source", "no_new_jobs_after", "caution", "no_new_jobs_source"):
             if key in data:
                 top[key] = data[key]
