@@ -192,3 +192,32 @@ def test_azure_refuses_once_its_deployments_retire(cli, data, monkeypatch):
 def test_openai_group_is_the_hosted_group_for_openai(cli):
     code, out, _ = cli("openai", "jobs", "--local")
     assert code == 0 and "no OpenAI jobs recorded" in out
+
+
+def test_a_fine_tuned_model_chats_through_its_provider_reference(cli, data, monkeypatch):
+    from tuneterm.core import chat_client, modelref
+
+    fake = _serve("together", monkeypatch)
+    monkeypatch.setenv("TUNETERM_TOGETHER_CHAT_URL", fake.base_url)
+    try:
+        cli("hosted", "submit", str(data), "--provider", "together", "--model", MODELS["together"], "--yes")
+        job_id = next(iter(fake.jobs))
+        cli("hosted", "wait", job_id, "--provider", "together", "--poll", "0")
+        model = fake.jobs[job_id]["output_name"]
+        ref = f"together:{model}"
+        assert modelref.parse(ref).is_remote
+        text, stats = chat_client.chat_once(ref, [{"role": "user", "content": "Ticket: cannot log in"}])
+        assert text == "identity-team" and fake.chats[-1]["model"] == model
+        assert fake.auth_headers[-1] == f"Bearer {VALID_KEY}"
+    finally:
+        fake.stop()
+
+
+def test_an_azure_deployment_reference_resolves_to_its_deployment(monkeypatch):
+    from tuneterm.core import chat_client
+
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "k-123456")
+    ep = chat_client.endpoint("azure:tickets-ft")
+    assert ep.base_url == "https://res.openai.azure.com/openai/deployments/tickets-ft"
+    assert ep.query == {"api-version": "2025-04-01-preview"} and ep.headers == {"api-key": "k-123456"}

@@ -59,6 +59,7 @@ class FakeREST:
         self.auth_headers: list[str] = []
         self.files: dict[str, bytes] = {}
         self.jobs: dict[str, dict] = {}
+        self.chats: list[dict] = []
         self.clock = int(time.time())
         self._server: ThreadingHTTPServer | None = None
 
@@ -140,6 +141,24 @@ class _Handler(BaseHTTPRequestHandler):
             fields[name] = (part.get_filename(), payload) if part.get_filename() else payload.decode()
         return fields
 
+    def _chat(self, request: dict) -> None:
+        """Stream a fixed answer as server-sent events, as OpenAI-compatible servers do."""
+        fake = self.server_fake
+        fake.chats.append(request)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for piece in ("identity", "-team"):
+            chunk = {"id": "chat-1", "object": "chat.completion.chunk", "created": fake.clock, "model": request["model"],
+                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        done = {"id": "chat-1", "object": "chat.completion.chunk", "created": fake.clock, "model": request["model"],
+                "choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22}}
+        self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
+        self.wfile.flush()
+        self.close_connection = True
+
     def _dispatch(self, verb: str) -> None:
         fake = self.server_fake
         url = urlsplit(self.path)
@@ -155,6 +174,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(429, {"error": {"message": "rate limit exceeded"}},
                               {"Retry-After": str(fake.faults.retry_after)})
         path = url.path.removeprefix(fake.prefix)
+        if verb == "POST" and path == "/chat/completions":  # the OpenAI-compatible inference endpoint
+            return self._chat(json.loads(body))
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         with fake.lock:
             status, out = fake.route(verb, path, query, body, self._form(body))

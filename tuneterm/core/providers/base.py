@@ -66,6 +66,7 @@ class Provider:
     token_accounting: str  # what is counted and billed per example, with its source
     data_format: str
     sdk: str  # how tuneterm talks to it
+    chat_default: str = ""  # the OpenAI-compatible chat completions endpoint of its models
     roles: tuple[str, ...] = ("system", "user", "assistant", "tool", "function")
     strict_order: bool = False  # Together: system?, then user/assistant alternating from user
     server_estimate: bool = False
@@ -88,6 +89,10 @@ class Provider:
 
     def base_url(self, explicit: str | None = None) -> str:
         return explicit or os.environ.get(self.url_env) or self.default_url
+
+    def chat_url(self) -> str:
+        """Where ``PROVIDER:MODEL`` references chat (``TUNETERM_<PROVIDER>_CHAT_URL`` overrides)."""
+        return os.environ.get(f"TUNETERM_{self.name.upper()}_CHAT_URL") or self.chat_default
 
     def model_ref(self, model: str) -> str:
         return f"{self.ref_prefix}:{model}"

@@ -110,7 +110,7 @@ class _Fireworks(Provider):
 PROVIDER = _Fireworks(
     name="fireworks", title="Fireworks", key_env="FIREWORKS_API_KEY", default_url="https://api.fireworks.ai/v1",
     default_model="accounts/fireworks/models/llama-v3p1-8b-instruct", min_examples=3, max_examples=3_000_000,
-    ref_prefix="fireworks",
+    ref_prefix="fireworks", chat_default="https://api.fireworks.ai/inference/v1",
     billing="dataset tokens x epochs at a rate by model size (fireworks.ai/pricing); fine-tuned models serve on "
             "deployments billed per GPU-second",
     token_accounting="the model's own tokenizer and chat template (Llama 3: llama-models) where installed, else "

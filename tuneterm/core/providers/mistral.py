@@ -103,6 +103,7 @@ class _Mistral(Provider):
 PROVIDER = _Mistral(
     name="mistral", title="Mistral", key_env="MISTRAL_API_KEY", default_url="https://api.mistral.ai/v1",
     default_model="open-mistral-7b", min_examples=1, max_examples=None, ref_prefix="mistral",
+    chat_default="https://api.mistral.ai/v1",
     billing="training tokens x epochs; a minimum fee of $4 per job; $2 per month of storage per fine-tuned model "
             "(Mistral fine-tuning docs)",
     token_accounting="the tokenizers mistral-common ships (tekken, SentencePiece v3), whole conversation in the "

@@ -88,7 +88,7 @@ class _Together(Provider):
 PROVIDER = _Together(
     name="together", title="Together AI", key_env="TOGETHER_API_KEY", default_url="https://api.together.xyz/v1",
     default_model="meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", min_examples=1, max_examples=None,
-    ref_prefix="together",
+    ref_prefix="together", chat_default="https://api.together.xyz/v1",
     billing="(n_epochs x training tokens) + (n_evals x validation tokens) x a rate by model-size bracket; no "
             "minimum; without packing each example is billed at max_seq_length; cancelled jobs pay the steps "
             "completed (docs.together.ai fine-tuning pricing and FAQ)",
