@@ -221,3 +221,19 @@ def test_an_azure_deployment_reference_resolves_to_its_deployment(monkeypatch):
     ep = chat_client.endpoint("azure:tickets-ft")
     assert ep.base_url == "https://res.openai.azure.com/openai/deployments/tickets-ft"
     assert ep.query == {"api-version": "2025-04-01-preview"} and ep.headers == {"api-key": "k-123456"}
+
+
+def test_auto_epochs_are_sent_as_the_number_that_was_priced(cli, data, monkeypatch):
+    fake = _serve("together", monkeypatch)
+    try:
+        code, out, err = cli("hosted", "submit", str(data), "--provider", "together", "--model", MODELS["together"],
+                             "--yes", "--json")
+        assert code == 0, err
+        est = json.loads(out)["estimate"]
+        job = next(iter(fake.jobs.values()))
+        assert job["n_epochs"] == est["n_epochs"] == 8  # 12 examples: OpenAI's auto rule gives 8
+        code, out, _ = cli("hosted", "submit", str(data), "--provider", "together", "--model", MODELS["together"],
+                           "--dry-run", "--json")
+        assert code == 0 and json.loads(out)["dry_run"] and fake.job_count() == 1
+    finally:
+        fake.stop()

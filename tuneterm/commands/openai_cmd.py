@@ -164,7 +164,12 @@ def cmd_submit(args) -> int:
     _validate(train, args.model, provider)
     if validation:
         _validate(validation, args.model, provider)
-    est = cost.estimate(train, args.model, args.n_epochs, validation, prices=args.prices, provider=provider.name)
+    n_evals = 1 if validation is not None and provider.name == "together" else 0  # the client asks for one eval
+    est = cost.estimate(train, args.model, args.n_epochs, validation, prices=args.prices, provider=provider.name,
+                        n_evals=n_evals)
+    n_epochs = args.n_epochs
+    if provider.name not in ("openai", "azure") and n_epochs in (None, "auto"):
+        n_epochs = est["n_epochs"]  # their defaults differ from OpenAI's rule: send the number that was priced
     if est["n_examples"] < provider.min_examples:
         raise DatasetError(f"{provider.title} needs at least {provider.min_examples} training examples",
                            [("file", str(train)), ("examples", str(est["n_examples"]))],
@@ -175,7 +180,7 @@ def cmd_submit(args) -> int:
                          ("supports", ", ".join(row.methods))], "pick a model that does (`tuneterm cost --compare`)")
     request = openai_jobs.build_request(
         args.model, "<uploaded training file>", "<uploaded validation file>" if validation else None, args.suffix,
-        args.n_epochs, args.batch_size, args.lr_multiplier, args.seed, method, args.beta)
+        n_epochs, args.batch_size, args.lr_multiplier, args.seed, method, args.beta)
     if not args.json:
         print_estimate(est)
     if args.dry_run:

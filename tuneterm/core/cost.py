@@ -156,9 +156,9 @@ class Scan:
 def scan_file(path: Path, encodings: dict[str, tuple[int, ...]], prompts_for: str | None = None,
               few_shot: int = 0) -> Scan:
     """Count every example of ``path`` under each tokenizer (key -> limits to cap at), streaming."""
-    from tuneterm.core.providers.tokens import counter
+    from tuneterm.core.providers.tokens import counter as counter_for_key
 
-    counters = {name: counter(name) for name in encodings}
+    counters = {name: counter_for_key(name) for name in encodings}
     stats = {name: TokenStats(limits=limits) for name, limits in encodings.items()}
     invalid: list[int] = []
     prompts = PromptStats(few_shot=few_shot) if prompts_for else None
