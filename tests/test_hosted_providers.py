@@ -237,3 +237,12 @@ def test_auto_epochs_are_sent_as_the_number_that_was_priced(cli, data, monkeypat
         assert code == 0 and json.loads(out)["dry_run"] and fake.job_count() == 1
     finally:
         fake.stop()
+
+
+def test_azure_errors_name_azures_variables_and_never_the_key(cli, data, monkeypatch):
+    with FakeOpenAI(azure=True) as fake:
+        monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", fake.base_url)
+        monkeypatch.setenv("AZURE_OPENAI_API_KEY", "wrong-key-987654321")
+        code, _, err = cli("hosted", "jobs", "--provider", "azure")
+        assert code != 0 and "Azure OpenAI rejected the API key" in err and "AZURE_OPENAI_API_KEY" in err
+        assert "987654321" not in err

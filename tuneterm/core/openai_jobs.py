@@ -75,9 +75,10 @@ def _api_key() -> str:
 
 def redact(text: str) -> str:
     """``text`` without the API key or anything shaped like one."""
-    key = os.environ.get("OPENAI_API_KEY", "").strip()
-    if key and len(key) >= 4:
-        text = text.replace(key, "[redacted]")
+    for var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
+        key = os.environ.get(var, "").strip()
+        if key and len(key) >= 4:
+            text = text.replace(key, "[redacted]")
     text = re.sub(r"\bsk-[A-Za-z0-9_\-*]{3,}", "sk-[redacted]", text)
     return re.sub(r"(Bearer\s+)\S+", r"\1[redacted]", text)
 
@@ -115,6 +116,27 @@ def _retry_after(exc: Exception) -> str | None:
     return headers.get("retry-after")
 
 
+def _is_azure(url: str | None) -> bool:
+    """True when ``url`` is the Azure OpenAI endpoint in use (the same SDK, Azure's accounts)."""
+    return bool(url) and url in {os.environ.get("AZURE_OPENAI_ENDPOINT"), os.environ.get("TUNETERM_AZURE_BASE_URL")}
+
+
+def _explain_azure(exc: Exception, facts: list) -> OpenAIError | None:
+    import openai
+
+    if isinstance(exc, openai.AuthenticationError):
+        return OpenAIError("Azure OpenAI rejected the API key (401)", facts,
+                           "check AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT (the key of that resource)")
+    if isinstance(exc, openai.PermissionDeniedError):
+        return OpenAIError("Azure OpenAI refused fine-tuning for this resource (403)", facts,
+                           "training of gpt-4o/gpt-4.1 fine-tunes continues only for existing customers (until no "
+                           "earlier than 2027-04-01 / 2027-04-14); check the resource's region and quota")
+    if isinstance(exc, openai.NotFoundError):
+        return OpenAIError("Azure OpenAI does not know this object or API version (404)", facts,
+                           "check the id and OPENAI_API_VERSION; `tuneterm hosted jobs --provider azure` lists jobs")
+    return None
+
+
 def explain(exc: Exception, action: str, url: str | None = None) -> OpenAIError:
     """An SDK exception as an OpenAIError that says what happened and what to do."""
     import openai
@@ -130,6 +152,10 @@ def explain(exc: Exception, action: str, url: str | None = None) -> OpenAIError:
     code = getattr(exc, "code", None)
     if code:
         facts.append(("code", str(code)))
+    if _is_azure(url):
+        azure = _explain_azure(exc, facts)
+        if azure is not None:
+            return azure
     if isinstance(exc, openai.AuthenticationError):
         return OpenAIError("OpenAI rejected the API key (401)", facts,
                            "check OPENAI_API_KEY: it may be mistyped, revoked or for another project; "
