@@ -109,3 +109,15 @@ def test_every_provider_declares_what_the_issue_asks():
         table = p.table()
         assert table.models and table.as_of and table.source
         assert table.get(p.default_model)
+
+
+def test_the_estimate_reports_the_providers_data_rules(tmp_path):
+    rows = [json.loads(line) for line in TICKETS.read_text(encoding="utf-8").splitlines()[:4]]
+    rows[1]["messages"] = rows[1]["messages"][1:][::-1]  # assistant before user
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]), encoding="utf-8")
+    together = cost.estimate(path, None, provider="together")
+    assert together["data_problems"][0]["line"] == 2 and "alternating" in together["data_problems"][0]["problem"]
+    fireworks = cost.estimate(path, None, provider="fireworks")
+    assert any("at least 3" in p["problem"] for p in fireworks["data_problems"])
+    assert any(w.startswith("1 problems under the data rules of Fireworks") for w in fireworks["warnings"])

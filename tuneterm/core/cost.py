@@ -415,6 +415,16 @@ def estimate(dataset: str | Path, model: str | None = None, epochs: int | str | 
     vscan = scan_file(Path(validation), {k: () for k in encodings}) if validation else None
     result = estimate_model(scan, row, table, epochs, vscan, on, n_evals)
     result["requested_model"] = model
+    if table.provider != "openai":  # the provider's own data rules (OpenAI's: `tuneterm data validate`)
+        from tuneterm.core.providers import get as get_provider
+
+        provider = get_provider(table.provider)
+        _n, problems = provider.check_file(Path(dataset))
+        result["data_problems"] = [{"line": line, "field": f, "problem": p} for line, f, p in problems[:20]]
+        if problems:
+            line, f, p = problems[0]
+            result["warnings"].append(f"{len(problems)} problems under the data rules of {provider.title}, first: "
+                                      + (f"line {line}, " if line else "") + f"{f}: {p}")
     if compare:
         result["compare"] = [estimate_model(scan, r, table, epochs, vscan, on, n_evals) for r in rows]
     return result
