@@ -120,4 +120,4 @@ def test_the_estimate_reports_the_providers_data_rules(tmp_path):
     assert together["data_problems"][0]["line"] == 2 and "alternating" in together["data_problems"][0]["problem"]
     fireworks = cost.estimate(path, None, provider="fireworks")
     assert any("at least 3" in p["problem"] for p in fireworks["data_problems"])
-    assert any(w.startswith("1 problems under the data rules of Fireworks") for w in fireworks["warnings"])
+    assert any(w.startswith("1 problem(s) under the data rules of Fireworks") for w in fireworks["warnings"])

@@ -423,7 +423,7 @@ def estimate(dataset: str | Path, model: str | None = None, epochs: int | str | 
         result["data_problems"] = [{"line": line, "field": f, "problem": p} for line, f, p in problems[:20]]
         if problems:
             line, f, p = problems[0]
-            result["warnings"].append(f"{len(problems)} problems under the data rules of {provider.title}, first: "
+            result["warnings"].append(f"{len(problems)} problem(s) under the data rules of {provider.title}, first: "
                                       + (f"line {line}, " if line else "") + f"{f}: {p}")
     if compare:
         result["compare"] = [estimate_model(scan, r, table, epochs, vscan, on, n_evals) for r in rows]
