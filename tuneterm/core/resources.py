@@ -32,3 +32,16 @@ def metrics_dir() -> Path:
 
 def sample_data_dir() -> Path:
     return data_dir() / "sample_data"
+
+
+BUILTIN_FOLDERS = ("recipes", "evals", "sample_data")
+
+
+def builtin_fallback(path: Path) -> Path:
+    """``sample_data/...``, ``evals/...`` or ``recipes/...`` that is not in the working directory:
+    the built-in copy, when there is one (so the README's paths work from any directory with an
+    installed wheel). Anything else, or a path that exists, comes back unchanged."""
+    if path.exists() or path.is_absolute() or not path.parts or path.parts[0] not in BUILTIN_FOLDERS:
+        return path
+    candidate = data_dir() / path
+    return candidate if candidate.exists() else path

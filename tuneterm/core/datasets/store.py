@@ -126,8 +126,12 @@ def remove(name: str) -> None:
 
 def resolve_path(name_or_path: str, split: str | None = None) -> Path:
     """The canonical JSONL file of a workspace dataset (a split of it), or an existing file path."""
+    from tuneterm.core.resources import builtin_fallback
+
     text = str(name_or_path)
     path = Path(text).expanduser()
+    if not (NAME_RE.match(text) and exists(text)):
+        path = builtin_fallback(path)  # sample_data/... from any directory
     if path.is_file():
         return path
     if NAME_RE.match(text) and exists(text):

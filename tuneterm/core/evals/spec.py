@@ -244,7 +244,9 @@ def is_suite_file(path: Path) -> bool:
 
 def load_suite(path: str | Path) -> list[TaskSpec]:
     """A task file, a suite file or a folder of task files -> validated tasks (names unique)."""
-    path = Path(path)
+    from tuneterm.core.resources import builtin_fallback
+
+    path = builtin_fallback(Path(path))  # evals/... from any directory: the built-in suites
     if not path.exists() and path.suffix in (".yaml", ".yml") and path.with_suffix("").is_dir():
         path = path.with_suffix("")  # evals/tickets.yaml -> the task folder evals/tickets/
     if not path.exists():

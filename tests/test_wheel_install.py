@@ -1,0 +1,101 @@
+"""The package as users install it: a wheel in a fresh virtual environment (no editable install, no
+checkout on sys.path; dependencies from the project's venv through a .pth line, so no network),
+and README's "A first session" run from another directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import OFFLINE_ENV, REPO, SHARED_MODELS
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("wheel")
+    src = work / "src"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        source, target = REPO / name, src / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        elif source.is_file():
+            shutil.copy2(source, target)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-q", "-w", str(work / "dist"), str(src)], check=True)
+    wheel = next((work / "dist").glob("tuneterm-*.whl"))
+    env_dir = work / "venv"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip",
+                    str(env_dir)], check=True)
+    purelib = subprocess.run([str(env_dir / "bin" / "python"), "-c",
+                              "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    # the dependencies: the project's site-packages as a plain path (its .pth files, the editable
+    # install of the checkout among them, are not processed)
+    Path(purelib, "project-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
+                    "--no-deps", "--no-index", "-q", str(wheel)], check=True)
+    return env_dir
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TUNETERM_EXTRA_KINDS")}
+    env.update(OFFLINE_ENV, TUNETERM_HOME=str(home / "ws"), TUNETERM_CONFIG=str(home / "config.toml"),
+               TUNETERM_MODELS_DIR=str(SHARED_MODELS))
+    return env
+
+
+def _first_session() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## A first session", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_the_wheel_runs_from_another_directory_without_the_checkout(venv, tmp_path):
+    python = venv / "bin" / "python"
+    where = subprocess.run([str(python), "-c", "import sys, tuneterm; print(tuneterm.__file__); print(sys.path)"],
+                           cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, check=True)
+    module_file = Path(where.stdout.splitlines()[0])
+    assert module_file.is_relative_to(venv)
+    assert str(REPO) not in where.stdout
+    (tmp_path / ".venv").symlink_to(venv)  # the README's `.venv/bin/tuneterm` is the installed wheel
+    steps = [line for line in _first_session()
+             if re.search(r"tuneterm (setup|data ls|data validate|cost)\b", line)]
+    steps += [".venv/bin/tuneterm train --model smollm2-135m-instruct --data tickets --method lora --dry-run",
+              ".venv/bin/tuneterm eval evals/tickets --models smollm2-135m-instruct --check"]
+    assert len(steps) == 6
+    for step in steps:
+        done = subprocess.run(["bash", "-c", step], cwd=tmp_path,
+                              env=_env(tmp_path), capture_output=True, text=True)
+        expected = 1 if "broken" in step else 0  # validation finds the problems the file was made with
+        assert done.returncode == expected, f"{step}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+
+
+@pytest.mark.slow
+def test_the_readme_first_session_from_an_installed_wheel(venv, tmp_path):
+    """Every step exits 0 (the LoRA run takes ~8 min on 2 cores). `job:ID` / `job:ID2` are the LoRA
+    and quantize jobs, which is what the README's placeholders stand for."""
+    (tmp_path / ".venv").symlink_to(venv)
+    env = _env(tmp_path)
+    ids: list[str] = []
+    for step in _first_session():
+        if ids:
+            step = step.replace("job:ID2", f"job:{ids[-1]}").replace("job:ID,", f"job:{ids[0]},")
+        done = subprocess.run(["bash", "-c", step], cwd=tmp_path, env=env, capture_output=True, text=True)
+        expected = 1 if "data validate" in step and "broken" in step else 0
+        assert done.returncode == expected, f"{step}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        listing = subprocess.run([str(venv / "bin" / "tuneterm"), "jobs", "ls", "--json"], cwd=tmp_path,
+                                 env=env, capture_output=True, text=True)
+        if listing.returncode == 0 and listing.stdout.strip().startswith("["):
+            ids = [j.get("id") for j in sorted(json.loads(listing.stdout), key=lambda j: j.get("created_at", ""))]
