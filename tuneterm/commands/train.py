@@ -42,6 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="a label for the job")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="processes (GPUs) for data-parallel training through torchrun/accelerate (kind train)")
+    multi = p.add_argument_group("several nodes (torchrun rendezvous; the workspace on a shared filesystem)")
+    multi.add_argument("--nnodes", type=int, default=1, metavar="N", help="nodes taking part (default 1)")
+    multi.add_argument("--node-rank", type=int, default=0, metavar="R", help="this node's rank, 0 .. N-1")
+    multi.add_argument("--master-addr", metavar="HOST", help="node 0's address")
+    multi.add_argument("--master-port", type=int, metavar="PORT", help="node 0's rendezvous port (default 29500)")
+    p.add_argument("--print-launch", action="store_true",
+                   help="create the job but do not start it: print the torchrun command (and a Slurm script) "
+                        "that runs it, for a cluster's batch system")
     p.add_argument("--foreground", action="store_true",
                    help="stay attached and stream the log (Ctrl-C cancels and keeps a checkpoint)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -205,7 +213,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     label = Path(str(args.data)).stem if args.data else "-".join(s["name"] for s in config.get("stages", []))
     job = jobs.create_job(kind, config, name=args.name or f"{args.method} {label}".strip(),
-                          nproc=args.nproc)
+                          nproc=args.nproc, rendezvous=_rendezvous(args))
+    if args.print_launch:
+        from tuneterm.core.jobs import distributed
+
+        print(distributed.printable(jobs.read_spec(job.dir), job.dir), end="")
+        return 0
     if args.foreground:
         return foreground(job)
     job = jobs.launch(job.id)
@@ -217,6 +230,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"  state:      tuneterm jobs show {job.id}")
     print(f"  when done:  tuneterm chat job:{job.id} \"...\"")
     return 0
+
+
+def _rendezvous(args: argparse.Namespace) -> dict | None:
+    from tuneterm.core.errors import UsageError
+
+    if args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
+        raise UsageError("--node-rank must be between 0 and --nnodes - 1",
+                         [("--nnodes", str(args.nnodes)), ("--node-rank", str(args.node_rank))])
+    if args.nnodes == 1:
+        return None
+    if not args.master_addr and not args.print_launch:
+        raise UsageError("several nodes need --master-addr (node 0's address)", [("--nnodes", str(args.nnodes))],
+                         "or use --print-launch to get a command for your batch system")
+    return {"nnodes": args.nnodes, "node_rank": args.node_rank, "master_addr": args.master_addr,
+            "master_port": args.master_port}
 
 
 def foreground(job) -> int:

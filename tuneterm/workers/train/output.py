@@ -19,26 +19,37 @@ def _base_ref(config: dict) -> str:
     return ref
 
 
-def write(ctx, model, tokenizer, config: dict, base_path: Path, metrics: dict) -> None:
+def save_weights(trainer, target: Path) -> None:
+    """The trained weights (adapter or model) into ``target``. Called on EVERY rank: under FSDP the full
+    state dict is gathered and under ZeRO-3 the shards are consolidated by ``Trainer.save_model``, which
+    needs all ranks; only the main process writes files."""
+    trainer.save_model(str(target))
+    if trainer.args.should_save:
+        (Path(target) / "training_args.bin").unlink(missing_ok=True)  # a pickle nobody loads the model with
+
+
+def write(ctx, trainer, tokenizer, config: dict, base_path: Path, metrics: dict, *,
+          adapter: bool | None = None, card: str | None = None) -> None:
+    """The job's output: adapter (PEFT format) or model, config.toml, metrics, card, artifact.json.
+    Every rank calls it (see :func:`save_weights`); the main one writes the rest. ``adapter`` defaults
+    to the method being lora/qlora; ``card`` to :func:`model_card`."""
     out = ctx.output_dir
     method = config["method"]
     base = _base_ref(config)
-    if method in ("lora", "qlora"):
-        adapter = out / "adapter"
-        model.save_pretrained(adapter)
-        tokenizer.save_pretrained(adapter)
-        if config.get("lora", {}).get("merge"):
-            _merge(adapter, base_path, out / "model", tokenizer)
-            ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter")
-        else:
-            ctx.write_artifact("adapter", "adapter", base=base, method=method)
+    adapter = method in ("lora", "qlora") if adapter is None else adapter
+    weights = out / ("adapter" if adapter else "model")
+    save_weights(trainer, weights)
+    if not ctx.is_main:
+        return
+    tokenizer.save_pretrained(weights)
+    if adapter and config.get("lora", {}).get("merge"):
+        _merge(weights, base_path, out / "model", tokenizer)
+        ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter")
     else:
-        model.save_pretrained(out / "model")
-        tokenizer.save_pretrained(out / "model")
-        ctx.write_artifact("model", "model", base=base, method=method)
+        ctx.write_artifact(weights.name, weights.name, base=base, method=method)
     atomic_write_text(out / "config.toml", tomli_w.dumps(config))
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "README.md", model_card(ctx.id, config, metrics))
+    atomic_write_text(out / "README.md", card if card is not None else model_card(ctx.id, config, metrics))
     ctx.log(f"output written to {out}")
 
 
