@@ -176,3 +176,17 @@ def test_sharding_divides_the_estimate():
     zero3 = memory.estimate(shape, {**full, "_nproc": 8, "launch": {"strategy": "zero3"}}, "cuda")
     assert zero3["weights_gib"] == pytest.approx(one["weights_gib"] / 8)
     assert zero3["optimizer_gib"] == pytest.approx(one["optimizer_gib"] / 8)
+
+
+def test_gpu_check_without_cuda_says_so_and_exits_0(tmp_path):
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the check would run for real")
+    out = tmp_path / "gpu-check.json"
+    done = subprocess.run([sys.executable, "scripts/gpu_check.py", "--out", str(out)], capture_output=True,
+                          text=True, timeout=120, cwd=__import__("pathlib").Path(__file__).parent.parent)
+    assert done.returncode == 0 and "needs CUDA" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["cuda"] is None and "needs CUDA" in report["skipped"]
