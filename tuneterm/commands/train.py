@@ -211,6 +211,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"# tuneterm train --method {args.method}: job kind {kind}")
         print(config_toml(config))
         return 0
+    if kind == "train" and config.get("model"):
+        from tuneterm.workers.train import fit  # light: torch is imported only when a GPU is visible
+
+        note = fit.launch_note(config, config["model"], args.nproc) if fit.gpu_visible() else None
+        if note:
+            print(note, file=sys.stderr)
     label = Path(str(args.data)).stem if args.data else "-".join(s["name"] for s in config.get("stages", []))
     job = jobs.create_job(kind, config, name=args.name or f"{args.method} {label}".strip(),
                           nproc=args.nproc, rendezvous=_rendezvous(args))

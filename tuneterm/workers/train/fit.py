@@ -2,14 +2,13 @@
 about it before it loads a single weight.
 
 The model is built on the meta device (shapes, no storage), so a 70B config is measured in a second
-on a machine without its weights. The formula is :mod:`tuneterm.core.memory`'s.
+on a machine without its weights. The formula is :mod:`tuneterm.core.memory`'s. torch is imported
+inside the functions: ``tuneterm train`` asks :func:`gpu_visible` first and imports it only on a GPU box.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
 
 from tuneterm.core import memory
 
@@ -18,6 +17,7 @@ GIB = 1024**3
 
 def meta_shape(folder: Path) -> memory.ModelShape:
     """Tensor shapes of the model in ``folder`` from its ``config.json``, built on the meta device."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(folder)
@@ -28,6 +28,8 @@ def meta_shape(folder: Path) -> memory.ModelShape:
 
 def gpu_gib() -> float | None:
     """The smallest visible GPU's memory in GiB; None without CUDA."""
+    import torch
+
     if not torch.cuda.is_available():
         return None
     return min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())) / GIB
@@ -65,3 +67,24 @@ def describe(est: dict) -> str:
     if est.get("advice"):
         line += f"; does not fit: {est['advice']}"
     return line
+
+
+def gpu_visible() -> bool:
+    """An NVIDIA GPU on this machine, asked without importing torch (the command's start-up stays light)."""
+    import os
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
+
+
+def launch_note(config: dict, model_ref: str, nproc: int = 1) -> str | None:
+    """For ``tuneterm train`` before a job exists, on a GPU machine: the estimate for the visible GPUs and,
+    when it does not fit, what to change. None on a CPU-only machine or when the model is not local."""
+    from tuneterm.core.memory import model_folder
+
+    folder = model_folder(model_ref)
+    if folder is None or not (Path(folder) / "config.json").is_file() or gpu_gib() is None:
+        return None
+    est = plan_memory(dict(config, train=dict(config.get("train", {}))), Path(folder), "cuda", nproc, gpu_gib())
+    return "memory: " + describe(est)
