@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.tuneterm-installed
 
-.PHONY: install run test test-fast bench clean-venv sample-data
+.PHONY: install run test test-fast bench clean-venv sample-data gpu-check
 
 install: $(STAMP)
 
@@ -44,3 +44,7 @@ sample-data: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Everything that needs CUDA in a few minutes, into gpu-check.json (says so and exits 0 without a GPU).
+gpu-check: install
+	@$(PY) scripts/gpu_check.py --out gpu-check.json

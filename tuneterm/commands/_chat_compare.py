@@ -54,7 +54,7 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
         from tuneterm.workers.server import make_server, serve_in_thread
 
         started = time.perf_counter()
-        server = make_server(local, port=0)
+        server = make_server(local, port=0, dtype=getattr(args, "dtype", None), device=getattr(args, "device", None))
         load_s = time.perf_counter() - started
         serve_in_thread(server)
         routes.update({r: f"{server.url}#{r}" for r in local})

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=None, help="a stop string (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object with text and timings")
+    p.add_argument("--device", default="auto", help="auto (CUDA when visible, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on a GPU, float32 on the CPU), float32, bfloat16 "
+                                                   "or float16")
     p.add_argument("--few-shot", type=int, default=None, metavar="K",
                    help="prompt with K examples from --pool first (same as MODEL_REF fewshot:K:POOL@REF)")
     p.add_argument("--pool", default=None, help="few-shot pool: chat JSONL file or dataset name")
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         from tuneterm.workers.engine import stream_chat
         from tuneterm.workers.loading import load
 
-        loaded = load(args.model)
+        loaded = load(args.model, dtype=args.dtype, device=args.device)
         stream = stream_chat(loaded.model, loaded.tokenizer, messages, params, stats)
     for piece in stream:
         pieces.append(piece)

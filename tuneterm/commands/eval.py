@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="ignore and do not write the per-item cache")
     p.add_argument("--check", action="store_true", help="validate the specs and data only; load no model")
     p.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
+    p.add_argument("--device", default="auto", help="auto (CUDA when visible, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on a GPU, float32 on the CPU), float32, bfloat16 "
+                                                   "or float16")
     p.set_defaults(func=run)
 
 
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from tuneterm.workers.evals.runner import RunOptions, run_eval  # heavy: torch & co.
 
     opts = RunOptions(out_dir=out, limit=args.limit, batch_size=args.batch_size, baseline=args.baseline,
-                      use_cache=not args.no_cache)
+                      use_cache=not args.no_cache, dtype=args.dtype, device=args.device)
     report = run_eval(tasks, variants, opts)
     if args.json:
         print(json.dumps(report, indent=2, default=str))

@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' (required when the host is not loopback); "
                         "also read from $TUNETERM_API_KEY")
-    p.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
-    p.add_argument("--device", default=None, help="e.g. cuda, cpu (default: where the model loads)")
+    p.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on a GPU, float32 on the CPU), float32, bfloat16 "
+                                                   "or float16")
+    p.add_argument("--device", default="auto", help="auto (CUDA when visible, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--log-requests", action="store_true", help="log every request to stderr")
     p.add_argument("--max-running", type=_positive, default=None, metavar="N",
                    help="requests decoded together (default: the decode loop's batch width, 16)")
@@ -43,6 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a request body must arrive within S seconds, or 408 (default 30)")
     p.add_argument("--keep-alive-timeout", type=_positive_float, default=5.0, metavar="S",
                    help="close an idle keep-alive connection after S seconds (default 5)")
+    vllm = p.add_argument_group("vLLM as the engine (GPU boxes)")
+    vllm.add_argument("--engine", choices=("tuneterm", "vllm"), default="tuneterm",
+                      help="tuneterm (default: this process decodes) or vllm (vLLM's server as a child: "
+                           "the base plus job:ID adapters as LoRA modules)")
+    vllm.add_argument("--vllm", metavar="CMD", default=None, help="vLLM's executable (default: vllm, or $TUNETERM_VLLM)")
+    vllm.add_argument("--tensor-parallel-size", type=int, default=0, metavar="N",
+                      help="GPUs to shard the model over (default: every visible GPU)")
+    vllm.add_argument("--ready-timeout", type=float, default=900.0, metavar="S",
+                      help="seconds to wait for vLLM to load (default 900)")
+    vllm.add_argument("--vllm-log", metavar="FILE", default=None, help="vLLM's log (default ./vllm-PORT.log)")
     p.set_defaults(func=run)
 
 
@@ -80,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{ref} is a remote model; serve only loads local ones", [("reference", ref)],
                              "chat with it directly: tuneterm chat " + ref + " PROMPT")
     api_key = args.api_key or os.environ.get("TUNETERM_API_KEY") or None
+    if args.engine == "vllm":
+        from tuneterm.workers import vllm_child
+
+        args.api_key = api_key
+        return vllm_child.serve(args)
     from tuneterm.workers.server import is_loopback, make_server
 
     if not is_loopback(args.host) and not api_key:  # fail before a long model load

@@ -45,6 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the GPUs to run on (default: any free one); the job waits queued while they are busy")
     p.add_argument("--force", action="store_true",
                    help="start even when the disk looks too small for the checkpoints and the output")
+    multi = p.add_argument_group("several nodes (torchrun rendezvous; the workspace on a shared filesystem)")
+    multi.add_argument("--nnodes", type=int, default=1, metavar="N", help="nodes taking part (default 1)")
+    multi.add_argument("--node-rank", type=int, default=0, metavar="R", help="this node's rank, 0 .. N-1")
+    multi.add_argument("--master-addr", metavar="HOST", help="node 0's address")
+    multi.add_argument("--master-port", type=int, metavar="PORT", help="node 0's rendezvous port (default 29500)")
+    p.add_argument("--print-launch", action="store_true",
+                   help="create the job but do not start it: print the torchrun command (and a Slurm script) "
+                        "that runs it, for a cluster's batch system")
     p.add_argument("--foreground", action="store_true",
                    help="stay attached and stream the log (Ctrl-C cancels and keeps a checkpoint)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -65,7 +73,8 @@ def plan(args: argparse.Namespace):
 def as_train_args(args: argparse.Namespace, method: str, **given) -> argparse.Namespace:
     """The ``train`` arguments of an alias command (``distill``, ``feature``)."""
     values = dict(method=method, model=None, data=None, val=None, recipe=None, name=None, nproc=1,
-                  foreground=False, dry_run=False, json=False, overrides=[], gpus=None, force=False)
+                  foreground=False, dry_run=False, json=False, overrides=[], gpus=None, force=False,
+                  nnodes=1, node_rank=0, master_addr=None, master_port=None, print_launch=False)
     values.update({k: v for k, v in vars(args).items() if k in values})
     values.update(given)
     return argparse.Namespace(**values)
@@ -90,10 +99,21 @@ def run(args: argparse.Namespace) -> int:
     devices, nproc = slots.devices_for(args.gpus, job_plan.nproc, job_plan.kind)
     job_plan = replace(job_plan, devices=tuple(devices) or job_plan.devices, nproc=nproc)
     disk.check_space(job_plan.kind, job_plan.spec(), store.jobs_root(), force=args.force)
-    job = job_plan.create()
+    if job_plan.kind == "train" and job_plan.config.get("model"):
+        from tuneterm.workers.train import fit  # light: torch is imported only when a GPU is visible
+
+        note = fit.launch_note(job_plan.spec(), job_plan.config["model"], nproc) if fit.gpu_visible() else None
+        if note:
+            print(note, file=sys.stderr)
+    job = job_plan.create(rendezvous=_rendezvous(args))
     if not args.json:
         for note in job_plan.notes:
             print(f"note: {note}", file=sys.stderr)
+    if args.print_launch:
+        from tuneterm.core.jobs import distributed
+
+        print(distributed.printable(jobs.read_spec(job.dir), job.dir), end="")
+        return 0
     if args.foreground:
         code = foreground(job)
         metrics = job.dir / "output" / "metrics.json"
@@ -109,6 +129,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"  state:      tuneterm jobs show {job.id}")
     print(f"  when done:  tuneterm chat job:{job.id} \"...\"")
     return 0
+
+
+def _rendezvous(args: argparse.Namespace) -> dict | None:
+    from tuneterm.core.errors import UsageError
+
+    if args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
+        raise UsageError("--node-rank must be between 0 and --nnodes - 1",
+                         [("--nnodes", str(args.nnodes)), ("--node-rank", str(args.node_rank))])
+    if args.nnodes == 1:
+        return None
+    if not args.master_addr and not args.print_launch:
+        raise UsageError("several nodes need --master-addr (node 0's address)", [("--nnodes", str(args.nnodes))],
+                         "or use --print-launch to get a command for your batch system")
+    return {"nnodes": args.nnodes, "node_rank": args.node_rank, "master_addr": args.master_addr,
+            "master_port": args.master_port}
 
 
 def foreground(job) -> int:

@@ -38,7 +38,8 @@ CHOICES = {
     "train.loss": ("assistant", "all"),
     "train.batching": ("length_grouped", "random"),
     "quant.quant_type": ("nf4", "fp4"),
-    "quant.compute_dtype": ("float32", "bfloat16", "float16"),
+    "quant.compute_dtype": ("auto", "float32", "bfloat16", "float16"),
+    "launch.strategy": ("ddp", "fsdp", "zero2", "zero3"),
     "pooling": ("mean", "last"),
     "dpo.tune": ("lora", "full"),
 }

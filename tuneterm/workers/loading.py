@@ -37,16 +37,6 @@ class LoadedModel:
     info: dict = field(default_factory=dict)
 
 
-def _dtype(name: str | torch.dtype | None) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    table = {None: torch.float32, "float32": torch.float32, "fp32": torch.float32,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise InputError("unknown dtype", [("dtype", str(name))], "use float32, bfloat16 or float16")
-    return table[name]
-
-
 def ensure_converted(gguf: Path, models_dir: Path | None = None) -> Path:
     """The cached safetensors checkpoint for ``gguf``, converting it first if needed.
 
@@ -149,16 +139,21 @@ def load_tokenizer(ref: str) -> Any:
 
 
 def load(ref: str, dtype: str | torch.dtype | None = None, device: str | None = None) -> LoadedModel:
-    """Load ``ref`` for inference (eval mode)."""
+    """Load ``ref`` for inference (eval mode) on ``device`` (auto: CUDA when visible) in ``dtype`` (auto:
+    bf16/fp16 on a GPU, fp32 on the CPU), straight onto the GPU(s) without a host copy first."""
+    from tuneterm.workers.device import inference_device_map, resolve_device, resolve_dtype
+
     started = time.perf_counter()
     path, facts = local_path(ref)
-    torch_dtype = _dtype(dtype)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    placed = {"device_map": inference_device_map(device)} if device.startswith("cuda") else {}
     try:
         if facts.get("adapter"):
             from peft import PeftModel
 
             base_path, _ = local_path(facts["base"])
-            base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
+            base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype, **placed)
             model = PeftModel.from_pretrained(base, path)
             tok_dir = path if (path / "tokenizer_config.json").is_file() else base_path
         elif facts.get("quant"):
@@ -167,7 +162,7 @@ def load(ref: str, dtype: str | torch.dtype | None = None, device: str | None = 
             model = quant_loading.load_quantized(path, facts["quant"])
             tok_dir = path
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **placed)
             tok_dir = path
         tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     except TunetermError:
@@ -178,7 +173,7 @@ def load(ref: str, dtype: str | torch.dtype | None = None, device: str | None = 
             [("folder", str(path)), ("problem", f"{type(exc).__name__}: {str(exc)[:300]}")],
             f"if this is a cached conversion, delete {path} and run again to rebuild it",
         ) from exc
-    if device:
+    if not placed and device != "cpu" and not facts.get("quant"):
         model.to(device)
     model.eval()
     if tokenizer.pad_token is None:

@@ -13,13 +13,14 @@ import os
 import signal
 import subprocess
 import sys
+
 import time
 from pathlib import Path
 
 import tuneterm
 from tuneterm.core.errors import JobError, JobStateError
 from tuneterm.core.fsutil import atomic_write_json
-from tuneterm.core.jobs import store
+from tuneterm.core.jobs import distributed, store
 from tuneterm.core.jobs.store import JobInfo
 
 
@@ -31,28 +32,11 @@ def locks_dir() -> Path:
 
 
 def child_command(folder: Path, resume: bool = False) -> list[str]:
-    spec = store.read_spec(folder)
-    job = spec.get("job", {})
-    nproc = int(job.get("nproc", 1) or 1)
-    tail = ["-m", "tuneterm.workers.run", str(folder)] + (["--resume"] if resume else [])
-    if nproc <= 1:
-        return [sys.executable, *tail]  # the child takes its device slots itself
-    # Several ranks: one process takes the slots for all of them, then starts the launcher below.
-    hold = [sys.executable, "-m", "tuneterm.core.jobs.hold", str(folder)]
-    accel_cfg = (spec.get("config", {}).get("launch", {}) or {}).get("accelerate_config")
-    if accel_cfg:  # FSDP or DeepSpeed come from an accelerate config file
-        return [*hold, sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accel_cfg),
-                "--num_processes", str(nproc), *tail]
-    # torchrun would turn the SIGTERM of `jobs cancel` into its own shutdown (workers killed after a grace
-    # period, a SignalException traceback, a non-zero exit). It starts with SIGTERM ignored and not in
-    # its handled signals instead: the ranks (which handle it) stop at the same step, save a checkpoint and
-    # exit 0, and torchrun then exits 0 after them. SIGKILL still ends everything.
-    return [*hold, sys.executable, "-c", _IGNORE_SIGTERM_AND_EXEC, "-m", "torch.distributed.run",
-            "--signals-to-handle=SIGINT,SIGHUP,SIGQUIT", "--standalone", f"--nproc-per-node={nproc}", *tail]
-
-
-_IGNORE_SIGTERM_AND_EXEC = ("import os, signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                            "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+    cmd = distributed.command(store.read_spec(folder), folder, resume)
+    if cmd[1:3] == ["-m", "tuneterm.workers.run"]:
+        return cmd  # one process: the child takes its device slots itself
+    # Several ranks: one process takes the slots for all of them, then starts torchrun/accelerate.
+    return [sys.executable, "-m", "tuneterm.core.jobs.hold", str(folder), *cmd]
 
 
 def _child_env() -> dict:

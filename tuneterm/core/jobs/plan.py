@@ -43,11 +43,12 @@ class JobPlan:
         """A deep copy of the config (the plan itself stays unchanged)."""
         return copy.deepcopy(dict(self.config))
 
-    def create(self):
-        """Write the job folder (queued); nothing is started."""
+    def create(self, rendezvous: dict | None = None):
+        """Write the job folder (queued); nothing is started. ``rendezvous``: torchrun across nodes."""
         from tuneterm.core.jobs.store import create_job
 
-        return create_job(self.kind, self.spec(), name=self.name, devices=list(self.devices), nproc=self.nproc)
+        return create_job(self.kind, self.spec(), name=self.name, devices=list(self.devices), nproc=self.nproc,
+                          rendezvous=rendezvous)
 
 
 def _frozen(kind: str, config: dict, name: str, summary: str, **kw) -> JobPlan:

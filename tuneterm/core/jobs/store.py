@@ -138,7 +138,7 @@ def _toml_clean(value):
 
 
 def create_job(kind: str, config: dict, name: str | None = None, *, devices: list[str] | None = None,
-               nproc: int = 1) -> JobInfo:
+               nproc: int = 1, rendezvous: dict | None = None) -> JobInfo:
     """Write ``jobs/<id>/spec.toml`` and a ``queued`` status; nothing is started."""
     import tomli_w
 
@@ -160,6 +160,8 @@ def create_job(kind: str, config: dict, name: str | None = None, *, devices: lis
            "devices": list(devices or [])}
     if name:
         job["name"] = name
+    if rendezvous and int(rendezvous.get("nnodes", 1) or 1) > 1:  # torchrun across nodes
+        job["rendezvous"] = {k: v for k, v in rendezvous.items() if v is not None}
     spec = {"job": job, "config": _toml_clean(dict(config))}
     header = f"# tuneterm job {job_id} ({kind}): the resolved config, frozen before the child started\n"
     atomic_write_text(folder / "spec.toml", header + tomli_w.dumps(spec))

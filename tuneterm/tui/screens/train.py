@@ -112,7 +112,7 @@ class TrainScreen(WorkbenchScreen):
     @work(thread=True, exclusive=True, group="train-memory", exit_on_error=False)
     def _estimate(self, serial: int, model: str, method: str, overrides: list[str]) -> None:
         from tuneterm.core import recipes
-        from tuneterm.tui import memory_estimate as mem
+        from tuneterm.core import memory as mem
 
         config = recipes.resolve(method, None, overrides)
         folder = mem.model_folder(model)

@@ -13,7 +13,7 @@ import inspect
 
 from transformers import AutoTokenizer
 
-from tuneterm.workers.train import methods, output
+from tuneterm.workers.train import fit, methods, output
 from tuneterm.workers.train.data import ChatDataset, PackedBatch, PadToLongest, exact_prefix_sharing, read_examples
 from tuneterm.workers.train.trainer import JobEventsCallback, TunetermTrainer, build_args, train_or_resume
 
@@ -39,7 +39,13 @@ def run(ctx):
     ctx.log(f"data: {len(train_ds)} training examples ({train_ds.n_tokens} tokens, {train_ds.dropped} dropped)"
             + (f", {len(eval_ds)} validation examples" if eval_ds else ""))
 
-    model = methods.prepare(method, base_path, config)
+    gpu = fit.gpu_gib()
+    if gpu is not None:  # on a GPU: will it fit? (may switch gradient checkpointing on, and says so)
+        est = fit.plan_memory(config, base_path, "cuda", ctx.world_size, gpu)
+        ctx.log("memory: " + fit.describe(est))
+        ctx.event(type="memory_estimate", total_gib=round(est["total_gib"], 2), gpu_gib=round(gpu, 2),
+                  fits=est["fits"], gradient_checkpointing_auto=est["gradient_checkpointing_auto"])
+    model = methods.prepare(method, base_path, config, local_rank=ctx.local_rank)
     if t.get("gradient_checkpointing") and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
     trainable, total = methods.count_parameters(model)
@@ -79,8 +85,7 @@ def run(ctx):
         if not last or last[-1].get("step") != trainer.state.global_step or patience > 0:
             last = [trainer.evaluate()]
         metrics.update({k: v for k, v in last[-1].items() if k.startswith("eval_")})
-    if ctx.is_main:
-        output.write(ctx, trainer.model, tokenizer, config, base_path, metrics)
+    output.write(ctx, trainer, tokenizer, config, base_path, metrics)  # every rank: FSDP/ZeRO-3 gather
     ctx.event(type="done", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     return trainer
 

@@ -19,12 +19,9 @@ import json
 import time
 from pathlib import Path
 
-import tomli_w
 from transformers import TrainingArguments
 
 from tuneterm.core.errors import ConfigError, DatasetError
-from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
-from tuneterm.workers.adapters import merge_adapter
 from tuneterm.workers.train import methods, output
 from tuneterm.workers.train.trainer import JobEventsCallback, build_args, train_or_resume
 
@@ -211,14 +208,15 @@ def run(ctx):
     ctx.log(f"data: {len(train_pairs)} preference pairs"
             + (f", {len(eval_pairs)} for validation" if eval_pairs else ""))
 
-    model = methods.load_base(base_path)
+    dtype = methods.weights_dtype(config)
+    model = methods.load_base(base_path, dtype, local_rank=ctx.local_rank)
     ref_model = None
     peft_config = None
     if tune == "lora":
         peft_config = methods.lora_config(config)  # TRL wraps the model; the reference is the base, adapters off
     else:
         methods.apply_full(model, config)
-        ref_model = methods.load_base(base_path)  # a frozen copy of the starting weights
+        ref_model = methods.load_base(base_path, dtype, local_rank=ctx.local_rank)  # a frozen copy of the starting weights
         ref_model.requires_grad_(False)
 
     # --- train ---------------------------------------------------------------------------------
@@ -260,32 +258,10 @@ def run(ctx):
                    trainable_params=trainable, total_params=total, beta=args.beta, tune=tune)
     if eval_pairs:
         metrics.update({k.replace("/", "_"): v for k, v in trainer.evaluate().items() if k.startswith("eval_")})
-    if ctx.is_main:
-        write_output(ctx, trainer.model, tokenizer, config, base_path, metrics, tune)
+    output.write(ctx, trainer, tokenizer, config, base_path, metrics, adapter=tune == "lora",
+                 card=model_card(ctx.id, config, metrics, tune))  # every rank: FSDP/ZeRO-3 gather
     ctx.event(type="done", **{k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     return trainer
-
-
-def write_output(ctx, model, tokenizer, config: dict, base_path: Path, metrics: dict, tune: str) -> None:
-    """Like the plain worker's output: adapter (PEFT format) or model, config.toml, metrics, card, artifact."""
-    out = ctx.output_dir
-    base = output._base_ref(config)
-    if tune == "lora":
-        model.save_pretrained(out / "adapter")
-        tokenizer.save_pretrained(out / "adapter")
-        if config.get("lora", {}).get("merge"):
-            merge_adapter(out / "adapter", base_path, out / "model", tokenizer)
-            ctx.write_artifact("model", "model", base=base, method="dpo", adapter="adapter")
-        else:
-            ctx.write_artifact("adapter", "adapter", base=base, method="dpo")
-    else:
-        model.save_pretrained(out / "model")
-        tokenizer.save_pretrained(out / "model")
-        ctx.write_artifact("model", "model", base=base, method="dpo")
-    atomic_write_text(out / "config.toml", tomli_w.dumps(config))
-    atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "README.md", model_card(ctx.id, config, metrics, tune))
-    ctx.log(f"output written to {out}")
 
 
 def model_card(job_id: str, config: dict, metrics: dict, tune: str) -> str:
@@ -313,4 +289,4 @@ def model_card(job_id: str, config: dict, metrics: dict, tune: str) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run", "read_pairs", "dpo_args", "write_output", "DPO_FIELDS"]
+__all__ = ["run", "read_pairs", "dpo_args", "DPO_FIELDS"]

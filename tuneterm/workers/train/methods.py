@@ -39,23 +39,47 @@ def start(ctx, what: str = "training") -> Path:
     return base_path
 
 
-def load_base(path: Path, dtype: torch.dtype = torch.float32, quant: dict | None = None, device_map=None):
-    kwargs: dict = {"dtype": dtype}
+def weights_dtype(config: dict) -> torch.dtype:
+    """``train.precision``: auto is bf16 (fp16 on GPUs without bf16) on CUDA and fp32 on the CPU.
+
+    Weights are loaded in that precision (a 7B model is 14 GB, not 28). Adapters and the trained
+    blocks of freeze runs are kept in fp32 (:func:`upcast_trainable`) so AdamW updates do not round
+    away; a full run trains the whole model in that precision (as torchtune does; fp32 master
+    weights with ``train.precision=fp32``).
+    """
+    from tuneterm.workers.device import resolve_dtype
+
+    precision = str(config.get("train", {}).get("precision", "auto"))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_dtype({"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(precision, precision),
+                         device)
+
+
+def load_base(path: Path, dtype: torch.dtype = torch.float32, quant: dict | None = None, local_rank: int = 0):
+    """The base model, straight onto this rank's GPU (never every rank on cuda:0, never a host copy first)."""
+    from tuneterm.workers.device import resolve_dtype, training_device_map
+
+    kwargs: dict = {"dtype": dtype, "device_map": training_device_map(local_rank)}
     if quant:
         from transformers import BitsAndBytesConfig
 
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type=quant.get("quant_type", "nf4"),
-            bnb_4bit_compute_dtype=_dtype(quant.get("compute_dtype", "float32")),
+            bnb_4bit_compute_dtype=resolve_dtype(quant.get("compute_dtype", "auto"), device),
             bnb_4bit_use_double_quant=bool(quant.get("double_quant", True)),
         )
-        kwargs["device_map"] = device_map or ("cuda" if torch.cuda.is_available() else "cpu")
+        kwargs["device_map"] = training_device_map(local_rank) or "cpu"
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
-def _dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+def upcast_trainable(model):
+    """Trained parameters in fp32 (master weights) when the base loaded in half precision."""
+    for p in model.parameters():
+        if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16):
+            p.data = p.data.float()
+    return model
 
 
 def blocks(model) -> list:
@@ -133,16 +157,19 @@ def apply_qlora(model, config: dict):
     return get_peft_model(model, lora_config(config))
 
 
-def prepare(method: str, base_path: Path, config: dict, dtype: torch.dtype = torch.float32):
-    """Load the base and make the method's parameters trainable."""
+def prepare(method: str, base_path: Path, config: dict, dtype: torch.dtype | None = None, local_rank: int = 0):
+    """Load the base (in ``dtype``, default :func:`weights_dtype`) and make the method's parameters
+    trainable, in fp32."""
+    dtype = dtype or weights_dtype(config)
     if method == "qlora":
-        model = load_base(base_path, dtype, quant=config.get("quant", {}))
-        return apply_qlora(model, config)
-    model = load_base(base_path, dtype)
+        model = load_base(base_path, dtype, quant=config.get("quant", {}), local_rank=local_rank)
+        return upcast_trainable(apply_qlora(model, config))
+    model = load_base(base_path, dtype, local_rank=local_rank)
     apply = {"full": apply_full, "freeze": apply_freeze, "lora": apply_lora}.get(method)
     if apply is None:
         raise ConfigError(f"unknown method {method!r}", hint="use full, freeze, lora or qlora")
-    return apply(model, config)
+    model = apply(model, config)
+    return model if method == "full" else upcast_trainable(model)
 
 
 def count_parameters(model) -> tuple[int, int]:

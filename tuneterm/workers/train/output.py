@@ -3,11 +3,13 @@ and ``artifact.json`` so that ``job:ID`` works wherever a model reference does."
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import tomli_w
 
-from tuneterm.core.fsutil import atomic_write_json, atomic_write_text, building_dir
+from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
 from tuneterm.workers.adapters import merge_adapter
 
 
@@ -20,34 +22,44 @@ def _base_ref(config: dict) -> str:
     return ref
 
 
-def write(ctx, model, tokenizer, config: dict, base_path: Path, metrics: dict) -> None:
+def save_weights(trainer, target: Path) -> None:
+    """The trained weights (adapter or model) into ``target``. Called on EVERY rank: under FSDP the full
+    state dict is gathered and under ZeRO-3 the shards are consolidated by ``Trainer.save_model``, which
+    needs all ranks; only the main process writes files."""
+    trainer.save_model(str(target))
+    if trainer.args.should_save:
+        (Path(target) / "training_args.bin").unlink(missing_ok=True)  # a pickle nobody loads the model with
+
+
+def write(ctx, trainer, tokenizer, config: dict, base_path: Path, metrics: dict, *,
+          adapter: bool | None = None, card: str | None = None) -> None:
+    """The job's output: adapter (PEFT format) or model, config.toml, metrics, card, artifact.json.
+    Every rank calls it (see :func:`save_weights`); the main one writes the rest. ``adapter`` defaults
+    to the method being lora/qlora; ``card`` to :func:`model_card`."""
     out = ctx.output_dir
     method = config["method"]
     base = _base_ref(config)
-    if method in ("lora", "qlora"):
-        adapter = out / "adapter"
-        _save(adapter, model, tokenizer)
-        _portable_base(adapter, base)
-        if config.get("lora", {}).get("merge"):
-            merge_adapter(adapter, base_path, out / "model", tokenizer)
-            ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter")
-        else:
-            ctx.write_artifact("adapter", "adapter", base=base, method=method)
+    adapter = method in ("lora", "qlora") if adapter is None else adapter
+    weights = out / ("adapter" if adapter else "model")
+    partial = out / f".{weights.name}.partial"  # the same path on every rank; renamed into place when whole
+    save_weights(trainer, partial)
+    if not ctx.is_main:
+        return
+    tokenizer.save_pretrained(partial)
+    if adapter:
+        _portable_base(partial, base)
+    if weights.exists():  # a half-written folder from before
+        shutil.rmtree(weights)
+    os.replace(partial, weights)
+    if adapter and config.get("lora", {}).get("merge"):
+        merge_adapter(weights, base_path, out / "model", tokenizer)
+        ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter")
     else:
-        _save(out / "model", model, tokenizer)
-        ctx.write_artifact("model", "model", base=base, method=method)
+        ctx.write_artifact(weights.name, weights.name, base=base, method=method)
     atomic_write_text(out / "config.toml", tomli_w.dumps(config))
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "README.md", model_card(ctx.id, config, metrics))
+    atomic_write_text(out / "README.md", card if card is not None else model_card(ctx.id, config, metrics))
     ctx.log(f"output written to {out}")
-
-
-def _save(target: Path, *parts) -> None:
-    """``save_pretrained`` of each part into a temporary folder renamed to ``target``: a full disk
-    or a crash leaves no half-written artifact behind."""
-    with building_dir(target, lambda _: False) as tmp:
-        for part in parts:
-            part.save_pretrained(tmp)
 
 
 def _portable_base(adapter: Path, base: str) -> None:

@@ -76,7 +76,7 @@ class TunetermTrainer(Trainer):
         mask = inputs.get("attention_mask")  # None: the model builds its own from the position ids
         if mask is not None and _attn_implementation(model) != "sdpa":  # eager & co. add the mask: make it additive
             dtype = next(p for p in model.parameters()).dtype
-            mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
+            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
         out = model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"], attention_mask=mask,
                     logits_to_keep=inputs["keep"], use_cache=False)
         logits = out.logits.reshape(-1, out.logits.shape[-1])[inputs["take"]]
@@ -163,7 +163,22 @@ def build_args(config: dict, output_dir: Path, has_eval: bool, n_train: int) -> 
         remove_unused_columns=False,
         dataloader_num_workers=0,
         ddp_backend=("gloo" if not cuda else "nccl") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        **({"optim": "paged_adamw_32bit"} if config.get("method") == "qlora" and cuda else {}),
+        **strategy_args(config),
     )
+
+
+def strategy_args(config: dict) -> dict:
+    """TrainingArguments fields for ``launch.strategy`` (ddp | fsdp | zero2 | zero3), from the shipped
+    file in ``tuneterm/data/launch/`` or ``launch.strategy_file``; nothing for one process or DDP."""
+    from tuneterm.core.resources import data_dir
+
+    launch = config.get("launch", {}) or {}
+    strategy = launch.get("strategy", "ddp")
+    if strategy == "ddp" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return {}
+    path = Path(launch.get("strategy_file") or data_dir() / "launch" / f"{strategy}.json")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def peak_memory_mb() -> float:
@@ -199,7 +214,9 @@ class JobEventsCallback(TrainerCallback):
     def _stop_requested(self) -> bool:
         stop = self.ctx.should_stop
         if self.trainer.args.world_size > 1 and torch.distributed.is_initialized():
-            flag = torch.tensor([1.0 if stop else 0.0])
+            from tuneterm.workers.device import collective_device
+
+            flag = torch.tensor([1.0 if stop else 0.0], device=collective_device(self.ctx.local_rank))
             torch.distributed.all_reduce(flag)  # every rank stops at the same step
             stop = bool(flag.item() > 0)
             if stop and not self.ctx.should_stop:

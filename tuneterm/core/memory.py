@@ -1,7 +1,9 @@
 """A rough memory estimate for a training run, before anything is loaded (torch-free).
 
-The model's size comes from its safetensors headers (shapes only, no weights read). The
-formula is the usual back-of-the-envelope one, and the screen says it is an estimate:
+The model's size comes from its safetensors headers (shapes only, no weights read) or, where
+there are no weights yet, from tensor shapes the worker side builds from ``config.json`` on the
+meta device (:func:`tuneterm.workers.train.fit.meta_shape`). The formula is the usual
+back-of-the-envelope one, and every screen says it is an estimate:
 
 - weights: params x bytes per param (4 fp32, 2 bf16/fp16, ~0.55 for 4-bit NF4 with constants);
 - trained params (all for full; the last N blocks for freeze; r x (in + out) per adapted
@@ -49,25 +51,28 @@ def inspect_checkpoint(folder: Path) -> ModelShape | None:
     headers = _headers(Path(folder))
     if not headers:
         return None
+    return shape_of((name, meta.get("shape", [])) for header in headers for name, meta in header.items()
+                    if name != "__metadata__")
+
+
+def shape_of(named_dims) -> ModelShape:
+    """A :class:`ModelShape` from ``(tensor name, dims)`` pairs (checkpoint headers or a meta model)."""
     shape = ModelShape()
-    for header in headers:
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            dims = meta.get("shape", [])
-            count = 1
-            for d in dims:
-                count *= int(d)
-            shape.n_params += count
-            layer = LAYER.search(name)
-            if layer:
-                idx = int(layer.group(1))
-                shape.n_layers = max(shape.n_layers, idx + 1)
-                shape.params_by_layer[idx] = shape.params_by_layer.get(idx, 0) + count
-            if len(dims) == 2 and LINEAR.search(name):
-                shape.linear[name] = (int(dims[0]), int(dims[1]))
-            if name.endswith("embed_tokens.weight") or name.endswith("wte.weight"):
-                shape.hidden = int(dims[1])
+    for name, dims in named_dims:
+        dims = list(dims)
+        count = 1
+        for d in dims:
+            count *= int(d)
+        shape.n_params += count
+        layer = LAYER.search(name)
+        if layer:
+            idx = int(layer.group(1))
+            shape.n_layers = max(shape.n_layers, idx + 1)
+            shape.params_by_layer[idx] = shape.params_by_layer.get(idx, 0) + count
+        if len(dims) == 2 and LINEAR.search(name):
+            shape.linear[name] = (int(dims[0]), int(dims[1]))
+        if name.endswith("embed_tokens.weight") or name.endswith("wte.weight"):
+            shape.hidden = int(dims[1])
     if not shape.hidden and shape.linear:
         shape.hidden = min(min(v) for v in shape.linear.values())
     return shape
@@ -94,12 +99,14 @@ def model_folder(ref: str) -> Path | None:
     return None
 
 
-def estimate(shape: ModelShape, config: dict) -> dict:
-    """Bytes by part (GiB) for ``config`` (a resolved recipe with ``method``)."""
+def estimate(shape: ModelShape, config: dict, device: str = "cpu") -> dict:
+    """Bytes by part (GiB) for ``config`` (a resolved recipe with ``method``) on ``device`` (cpu|cuda)."""
     method = config.get("method", "lora")
     t = config.get("train", {})
     precision = str(t.get("precision", "auto"))
-    compute = BYTES.get(precision, 4.0)  # auto: fp32 on CPU (bf16 on a GPU halves this part)
+    if precision == "auto":  # the worker's rule: bf16/fp16 weights and compute on a GPU, fp32 on the CPU
+        precision = "bf16" if device.startswith("cuda") else "fp32"
+    compute = BYTES.get(precision, 4.0)
     P = shape.n_params
     if method == "full":
         trained = P
@@ -124,6 +131,9 @@ def estimate(shape: ModelShape, config: dict) -> dict:
     activations = tokens * max(shape.hidden, 1) * max(shape.n_layers, 1) * 34 * (compute / 2)
     if t.get("gradient_checkpointing"):
         activations /= 8
+    weights /= max(1, _shards(config, "weights"))
+    grads /= max(1, _shards(config, "grads"))
+    optimizer /= max(1, _shards(config, "optimizer"))
     total = weights + grads + optimizer + activations
     return {
         "method": method, "precision": precision, "params": P, "trained_params": trained,
@@ -140,3 +150,33 @@ def describe(est: dict) -> str:
         f"activations {est['activations_gib']:.2f}\n"
         f"  {est['params'] / 1e6:,.1f} M params, {est['trained_params'] / 1e6:,.2f} M trained ({share:.2%})"
     )
+
+
+def _shards(config: dict, part: str) -> int:
+    """Over how many GPUs a part is split: FSDP and ZeRO-3 shard everything, ZeRO-2 gradients and
+    optimizer state; DDP and one GPU keep a whole copy per GPU."""
+    n = int(config.get("_nproc", 1) or 1)
+    strategy = (config.get("launch") or {}).get("strategy", "ddp")
+    if strategy in ("fsdp", "zero3") or (strategy == "zero2" and part != "weights"):
+        return n
+    return 1
+
+
+def advice(est: dict, gpu_gib: float, config: dict) -> str | None:
+    """None when ``est`` fits a GPU of ``gpu_gib`` (with 10% headroom); else what to change, in order."""
+    if est["total_gib"] <= gpu_gib * 0.9:
+        return None
+    t = config.get("train", {})
+    tips = []
+    if not t.get("gradient_checkpointing"):
+        tips.append("train.gradient_checkpointing=true")
+    if est["method"] == "full":
+        tips.append("--method lora (or qlora)")
+    elif est["method"] == "lora":
+        tips.append("--method qlora")
+    if int(t.get("batch_size", 8)) > 1:
+        tips.append(f"a smaller train.batch_size with train.grad_accum (now {t.get('batch_size', 8)})")
+    if (config.get("launch") or {}).get("strategy", "ddp") in ("ddp", "zero2"):
+        tips.append("several GPUs with launch.strategy=fsdp or zero3 (--nproc N)")
+    return (f"needs about {est['total_gib']:.1f} GiB per GPU, the GPU has {gpu_gib:.1f} GiB; try "
+            + ", ".join(tips))
