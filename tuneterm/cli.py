@@ -14,6 +14,7 @@ import pkgutil
 import sys
 
 from tuneterm import __version__
+from tuneterm.core import quiet
 from tuneterm.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, TunetermError
 
 EPILOG = """\
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tuneterm {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show the libraries' own warnings too (also in job logs; same as TUNETERM_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _command_modules():
         module.register(sub)
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet.install(args.verbose or None)  # before any command imports torch & co.
     func = getattr(args, "func", None)
     if func is None:
         if args.command:  # a command group without its subcommand

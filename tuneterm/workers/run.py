@@ -14,9 +14,13 @@ import sys
 import time
 import traceback
 
-from tuneterm.core.jobs import disk, slots, store
-from tuneterm.workers.jobctx import JobCancelled, JobContext
-from tuneterm.workers.kinds import kind_module
+from tuneterm.core import quiet
+
+quiet.install()  # before the job kind imports torch & co.; TUNETERM_DEBUG=1 keeps their messages
+
+from tuneterm.core.jobs import disk, slots, store  # noqa: E402
+from tuneterm.workers.jobctx import JobCancelled, JobContext  # noqa: E402
+from tuneterm.workers.kinds import kind_module  # noqa: E402
 
 
 def _summary(exc: BaseException) -> str:
