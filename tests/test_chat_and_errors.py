@@ -70,6 +70,12 @@ def test_corrupt_gguf_is_reported(tmp_path, cli, monkeypatch):
     monkeypatch.setenv("TUNETERM_MODELS_DIR", str(tmp_path / "models"))
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    from tuneterm.workers import llamacpp
+
+    if llamacpp.available():  # the file as it is, in llama.cpp
+        code, _out, err = cli("chat", str(bad), "hi")
+        assert code == 5 and "llama.cpp could not load the GGUF file" in err and str(bad) in err
+    monkeypatch.setenv("TUNETERM_NO_LLAMACPP", "1")  # the torch path converts it first
     code, _out, err = cli("chat", str(bad), "hi")
     assert code == 5
     assert "could not convert the GGUF file" in err

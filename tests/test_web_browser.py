@@ -28,7 +28,7 @@ if sync_playwright is None or CHROMIUM is None:
 
 REMOTE_NAME = "gpu-box.test"  # resolved to 127.0.0.1 by Chromium itself (--host-resolver-rules)
 SCREENS = [  # F-key, text that only that screen draws in an empty workspace
-    ("F4", "no jobs yet"), ("F6", "no eval jobs yet"), ("F3", "lora.toml"), ("F2", "OpenAI model"),
+    ("F4", "no jobs yet"), ("F6", "no eval jobs yet"), ("F3", "lora.toml"), ("F2", "provider"),
     ("F5", "int8-dynamic"), ("F7", "message every column"), ("F1", "1 Datasets"),
 ]
 

@@ -44,7 +44,7 @@ def venv(tmp_path_factory) -> Path:
     # install of the checkout among them, are not processed)
     Path(purelib, "project-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install",
-                    "--no-deps", "--no-index", "-q", str(wheel)], check=True)
+                    "--no-deps", "--no-index", "--ignore-installed", "-q", str(wheel)], check=True)
     return env_dir
 
 
@@ -64,11 +64,13 @@ def _first_session() -> list[str]:
 
 def test_the_wheel_runs_from_another_directory_without_the_checkout(venv, tmp_path):
     python = venv / "bin" / "python"
-    where = subprocess.run([str(python), "-c", "import sys, tuneterm; print(tuneterm.__file__); print(sys.path)"],
+    where = subprocess.run([str(python), "-c", "import json, sys, tuneterm; print(tuneterm.__file__); "
+                            "print(json.dumps(sys.path))"],
                            cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, check=True)
     module_file = Path(where.stdout.splitlines()[0])
     assert module_file.is_relative_to(venv)
-    assert str(REPO) not in where.stdout
+    paths = [Path(p).resolve() for p in json.loads(where.stdout.splitlines()[1]) if p]
+    assert REPO.resolve() not in paths
     (tmp_path / ".venv").symlink_to(venv)  # the README's `.venv/bin/tuneterm` is the installed wheel
     steps = [line for line in _first_session()
              if re.search(r"tuneterm (setup|data ls|data validate|cost)\b", line)]

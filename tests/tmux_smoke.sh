@@ -78,7 +78,7 @@ wait_for "LoRA tolerates"
 wait_for "^r Reset recipe"
 
 tm send-keys -t "$SESSION" F2
-wait_for "OpenAI model"
+wait_for "─ provider ─"
 wait_for "prices as of" 30
 wait_for "few-shot K"  # the savings form is not pushed off an 80x24 screen
 wait_for "^n Model"

@@ -121,7 +121,7 @@ class ChatServer:
         width = self.state.admission.max_running
         for group in {id(v.group): v.group for v in variants.values()}.values():
             with group.lock:
-                if group.batcher is None and not group.lean_loop:
+                if group.batcher is None and not group.lean_loop and not getattr(group.model, "is_llamacpp", False):
                     group.batcher = Batcher(group.model, group.tokenizer, mixed_adapters=group.is_peft,
                                             max_batch=width)
         self.state.variants = variants
