@@ -10,23 +10,14 @@ rebound to 127.0.0.1 does not reach it. The model is Jupyter Server's token and 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from tuneterm.core.hosts import is_loopback
+
 TOKEN_ENV = "TUNETERM_WEB_TOKEN"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def new_token() -> str:

@@ -15,6 +15,7 @@ its LoRA adapters, few-shot references over them) are decoded together in one ba
 """
 
 from tuneterm.workers.serve.app import ChatServer, make_server, serve_in_thread
-from tuneterm.workers.serve.schemas import ApiError, ChatRequest, is_loopback, parse_request
+from tuneterm.core.hosts import is_loopback
+from tuneterm.workers.serve.schemas import ApiError, ChatRequest, parse_request
 
 __all__ = ["ApiError", "ChatRequest", "ChatServer", "is_loopback", "make_server", "parse_request", "serve_in_thread"]

@@ -24,7 +24,7 @@ from tuneterm.core.errors import UsageError
 from tuneterm.workers.serve.admission import Admission
 from tuneterm.workers.serve.metrics import Metrics
 from tuneterm.workers.serve.routes import ROUTES, not_found
-from tuneterm.workers.serve.schemas import is_loopback
+from tuneterm.core.hosts import is_loopback
 from tuneterm.workers.variants import ServedModel, load_variants
 
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
