@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import OFFLINE_ENV, REPO, SHARED_MODELS
+from tests.docs_commands import section_commands
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +56,11 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _first_session() -> list[str]:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## A first session", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    return [line for line in block.splitlines() if line.strip()]
+def _first_session() -> list[tuple[str, int]]:
+    """README's "A first session": each command with the exit code the README gives it."""
+    steps = section_commands(REPO / "README.md", "A first session")
+    assert steps, "README.md has no console block under '## A first session'"
+    return [(step.command, step.expected_exit) for step in steps]
 
 
 def test_the_wheel_runs_from_another_directory_without_the_checkout(venv, tmp_path):
@@ -72,15 +73,15 @@ def test_the_wheel_runs_from_another_directory_without_the_checkout(venv, tmp_pa
     paths = [Path(p).resolve() for p in json.loads(where.stdout.splitlines()[1]) if p]
     assert REPO.resolve() not in paths
     (tmp_path / ".venv").symlink_to(venv)  # the README's `.venv/bin/tuneterm` is the installed wheel
-    steps = [line for line in _first_session()
+    steps = [(line, code) for line, code in _first_session()
              if re.search(r"tuneterm (setup|data ls|data validate|cost)\b", line)]
-    steps += [".venv/bin/tuneterm train --model smollm2-135m-instruct --data tickets --method lora --dry-run",
-              ".venv/bin/tuneterm eval evals/tickets --models smollm2-135m-instruct --check"]
+    steps += [(".venv/bin/tuneterm train --model smollm2-135m-instruct --data tickets --method lora --dry-run", 0),
+              (".venv/bin/tuneterm eval evals/tickets --models smollm2-135m-instruct --check", 0)]
     assert len(steps) == 6
-    for step in steps:
+    assert [code for _, code in steps] == [0, 0, 1, 0, 0, 0]  # validation finds the problems the file was made with
+    for step, expected in steps:
         done = subprocess.run(["bash", "-c", step], cwd=tmp_path,
                               env=_env(tmp_path), capture_output=True, text=True)
-        expected = 1 if "broken" in step else 0  # validation finds the problems the file was made with
         assert done.returncode == expected, f"{step}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
 
 
@@ -91,11 +92,10 @@ def test_the_readme_first_session_from_an_installed_wheel(venv, tmp_path):
     (tmp_path / ".venv").symlink_to(venv)
     env = _env(tmp_path)
     ids: list[str] = []
-    for step in _first_session():
+    for step, expected in _first_session():
         if ids:
             step = step.replace("job:ID2", f"job:{ids[-1]}").replace("job:ID,", f"job:{ids[0]},")
         done = subprocess.run(["bash", "-c", step], cwd=tmp_path, env=env, capture_output=True, text=True)
-        expected = 1 if "data validate" in step and "broken" in step else 0
         assert done.returncode == expected, f"{step}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         listing = subprocess.run([str(venv / "bin" / "tuneterm"), "jobs", "ls", "--json"], cwd=tmp_path,
                                  env=env, capture_output=True, text=True)
