@@ -11,7 +11,7 @@ against TRL's SFTTrainer in the same run (benchmarks/train_throughput.py). What 
 and exits 0.
 
 Made for a bare GPU machine with no network: Python, torch, transformers, peft and accelerate are
-enough; the rest of tuneterm's dependencies that the tests import travel as wheels (see the README,
+enough; the rest of tuneterm's dependencies that the tests import travel as wheels (see docs/gpu.md,
 "On a GPU box").
 """
 

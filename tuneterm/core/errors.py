@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Documented exit codes (README, "Exit codes").
+# Documented exit codes (docs/troubleshooting.md, "Exit codes").
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a command ran and found problems (e.g. validation errors)
 EXIT_USAGE = 2  # bad arguments or configuration

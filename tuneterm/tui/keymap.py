@@ -4,7 +4,7 @@
     "quit" = "ctrl+q"
     "jobs.cancel" = "x"
 
-The ids are the ones the README lists (and the command palette shows). Read in a worker:
+The ids are the ones docs/workbench.md lists (and the command palette shows). Read in a worker:
 the settings module pulls in pydantic.
 """
 

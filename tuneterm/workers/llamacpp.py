@@ -31,7 +31,7 @@ from tuneterm.core.errors import ModelLoadError, RuntimeFailure
 from tuneterm.core.generation import GenerationParams, GenerationStats
 
 INSTALL_HINT = ("pip install 'tuneterm[gguf]' (builds llama.cpp; where the native build crashes, set "
-                "CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON\" first, see the README)")
+                "CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON\" first, see docs/quantization.md)")
 FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
               12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
               30: "IQ4_XS", 32: "BF16"}

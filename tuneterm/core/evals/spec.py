@@ -173,7 +173,7 @@ def _spec_error(file: Path, field: str, message: str, line: int | None = None) -
     if line is not None:
         facts.append(("line", str(line)))
     facts += [("field", field), ("problem", message)]
-    return InputError("invalid eval spec", facts, "fix the field and run again; see README `## Evals` for the spec format")
+    return InputError("invalid eval spec", facts, "fix the field and run again; see docs/evals.md for the spec format")
 
 
 def _read_yaml(path: Path) -> Any:
