@@ -48,3 +48,9 @@ clean-venv:
 # Everything that needs CUDA in a few minutes, into gpu-check.json (says so and exits 0 without a GPU).
 gpu-check: install
 	@$(PY) scripts/gpu_check.py --out gpu-check.json
+
+# The docs site: regenerate the CLI reference, then build docs/ into site/ (`mkdocs serve` to read it).
+.PHONY: docs
+docs: install
+	@$(PY) scripts/gen_cli_docs.py
+	@$(PY) -m mkdocs build --strict
