@@ -133,3 +133,31 @@ def console_blocks_without_commands(path: Path) -> list[int]:
 def section_commands(path: Path, section: str) -> list[Command]:
     """The commands under one heading of a page (README's "A first session")."""
     return [c for c in console_commands(path) if c.section == section]
+
+
+def shown_commands(path: Path) -> list[Command]:
+    """`tuneterm ...` lines of the blocks that are shown, not run (``text`` and others), without
+    synopses (lines with `...`, `[`, `|` or a placeholder in capitals are not one command)."""
+    page = _relative(path)
+    found: list[Command] = []
+    if page == "docs/cli.md":  # the parser's own help text
+        return found
+    section, fence, running = "", None, False
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        match = FENCE.match(line)
+        if fence is None:
+            if match:
+                fence, running = match.group(2), match.group(3) == "console"
+            elif HEADING.match(line):
+                section = HEADING.match(line).group(2).strip()
+            continue
+        if match and match.group(2).startswith(fence) and not match.group(3):
+            fence = None
+            continue
+        content = line.strip().removeprefix("$ ")
+        if running or not content.startswith("tuneterm ") or content.endswith("\\"):
+            continue
+        for command in re.split(r"\s*(?:;|&&)\s*(?=tuneterm )", content):  # `a; b` is two commands
+            if not re.search(r"\.\.\.|\[|\||\bREF\b|\bPATH\b|\bNAME\b|\bFILE\b|\bOP\b", command.split(" #", 1)[0]):
+                found.append(Command(page, number, section, command))
+    return found

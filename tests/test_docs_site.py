@@ -82,3 +82,26 @@ def test_the_extraction_reads_continuations_and_exit_codes(tmp_path):
     page.write_text("```console\n$ tuneterm data ls\n$ echo $?\nzero\n```\n")
     with pytest.raises(DocsFormatError, match=r"page.md:4: expected the exit code"):
         console_commands(page)
+
+
+def test_commands_shown_but_not_run_still_parse(capsys):
+    """The ```text examples (they need a GPU, the network or minutes) use options that exist."""
+    import shlex
+
+    from tests.docs_commands import shown_commands
+    from tuneterm.cli import build_parser
+
+    parser = build_parser()
+    checked, problems = 0, []
+    for page in pages():
+        for command in shown_commands(page):
+            checked += 1
+            try:
+                parser.parse_args(shlex.split(command.command, comments=True)[1:])
+            except ValueError as err:
+                problems.append(f"{command.where()}\n  {err}")
+            except SystemExit as stop:
+                if stop.code:
+                    problems.append(f"{command.where()}\n  {capsys.readouterr().err.strip().splitlines()[-1]}")
+    assert checked > 20
+    assert not problems, "\n".join(problems)
