@@ -11,7 +11,7 @@ import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     prices_file: Path | None = Field(
         default=None, description="A TOML price table that overrides the shipped one."
     )
+    start_screen: Literal["auto", "chat", "datasets"] = Field(
+        default="auto", description="The workbench's first screen: chat, datasets, or auto (Datasets while no "
+                                    "tuned job has finished, Chat after).")
     job_poll_seconds: float = Field(default=1.0, description="How often the TUI re-reads job folders.")
     jobs: JobSettings = Field(default_factory=JobSettings, description="Job queue settings "
                               "(TUNETERM_JOBS__MAX_RUNNING=2 in the environment).")
