@@ -6,6 +6,7 @@ an eval job run by the real job launcher."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -57,7 +58,7 @@ async def test_the_workbench_opens_on_chat_with_three_variants(built, tmp_worksp
         assert titles == [f"1. {tiny_model_dir.name}", f"2. job:{built.tuned}", f"3. job:{built.quantized}"]
         # each tuned column uses its trained system prompt, and says so
         assert [c.border_subtitle for c in screen.columns] == [
-            "", f"trained system prompt, {len(built.system)} chars", f"trained system prompt, {len(built.system)} chars"]
+            "", f"trained prompt ({len(built.system)} chars)", f"trained prompt ({len(built.system)} chars)"]
         assert screen.conversation.system_for(0) == ""
         assert screen.conversation.system_for(1) == screen.conversation.system_for(2) == built.system
         assert "trained system prompt in column(s) 2, 3" in str(screen.query_one("#chat-settings").render())
@@ -93,10 +94,12 @@ async def test_headers_show_the_scores_of_an_eval_job_launched_from_chat(built, 
                        and all(c.scores for c in screen.scores), "the eval job's scores")
         assert jobs.get_job(job_id).state == "succeeded", jobs.tail_log(job_id)
         headers = [c.query_one(ScoreHeader).lines for c in screen.columns]
-        assert headers[0][0].startswith("tickets exact_match ") and "[" in headers[0][0]  # value [95% CI]
-        assert "Δ" not in headers[0][0]  # the first column is the baseline
+        value = re.compile(r"^\d+\.\d \[\d+\.\d, \d+\.\d\] exact_match · tickets$")  # value [95% CI] metric · task
+        assert value.match(headers[0][0]), headers[0]
+        assert not any("Δ" in line for line in headers[0])  # the first column is the baseline
         for lines in headers[1:]:
-            assert lines[0].startswith("tickets exact_match ") and " · Δ " in lines[0] and "p=" in lines[0]
+            assert value.match(lines[0]), lines
+            assert re.match(r"^Δ [+-]\d+\.\d pt\b.* p=", lines[1]), lines  # the paired difference vs column 1
         assert screen.scores[1].source == f"job {job_id}"
     assert app.return_value is None
 

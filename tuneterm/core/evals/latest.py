@@ -24,11 +24,13 @@ class Score:
     n: int
     delta: dict | None = None  # the report's comparison against the first column, when there is one
 
-    def line(self) -> str:
-        text = f"{self.task} {self.metric} {fmt_metric(self.value)}"
+    def lines(self) -> list[str]:
+        """``VALUE [CI] METRIC · TASK`` and, against the first column, ``Δ DELTA p=P (+fixed/-broken)``:
+        numbers first, so that a narrow column cuts the names, not the figures."""
+        out = [f"{fmt_metric(self.value)} {self.metric} · {self.task}"]
         if self.delta is not None:
-            text += f" · Δ {fmt_delta(self.delta)}"
-        return text
+            out.append(f"Δ {fmt_delta(self.delta)}")
+        return out
 
 
 @dataclass

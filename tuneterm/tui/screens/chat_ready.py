@@ -46,7 +46,7 @@ class ChatReadyMixin:
             trained = for_ref(col.model)
             self.conversation.set_trained_system(col.index, trained.text if trained else None,
                                                  trained.job_id if trained else None)
-            col.border_subtitle = f"trained system prompt, {len(trained.text)} chars" if trained else ""
+            col.border_subtitle = f"trained prompt ({len(trained.text)} chars)" if trained else ""
             if trained is not None and (col.model, trained.job_id) not in self._announced:
                 self._announced = self._announced | {(col.model, trained.job_id)}
                 notes.append(f"column {col.index + 1}: {trained.announce(OVERRIDE_HINT)}")
@@ -77,15 +77,20 @@ class ChatReadyMixin:
             return
         self.scores = scores
         for col in self.columns:
-            if col.index < len(scores):
-                self._score_header(col).show(scores[col.index], running=self._eval_job, eval_key=EVAL_KEY)
+            header = self._score_header(col)
+            if header is not None and col.index < len(scores):
+                header.show(scores[col.index], running=self._eval_job, eval_key=EVAL_KEY)
 
-    def _score_header(self, col) -> ScoreHeader:
+    def _score_header(self, col) -> ScoreHeader | None:
+        """The column's header under its stats line (None while the column is still being built)."""
         found = col.query(ScoreHeader)
         if found:
             return found.first()
+        stats = col.query(".col-stats")
+        if not stats:
+            return None
         header = ScoreHeader(classes="col-scores")
-        col.mount(header, after=col.query_one(".col-stats"))
+        col.mount(header, after=stats.first())
         return header
 
     def _chat_jobs_seen(self, seen) -> None:

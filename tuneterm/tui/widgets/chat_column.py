@@ -53,7 +53,7 @@ class ChatColumn(Vertical):
     DEFAULT_CSS = """
     ChatColumn { width: 1fr; border: round $panel-lighten-2; padding: 0 1; }
     ChatColumn.-selected { border: round $primary; }
-    ChatColumn .col-title { text-style: bold; height: 1; }
+    ChatColumn .col-title { text-style: bold; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     ChatColumn .col-stats { color: $text-muted; height: 1; }
     ChatColumn.-error .col-stats { color: $error; }
     ChatColumn .col-log { height: 1fr; }
