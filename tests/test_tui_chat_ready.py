@@ -57,6 +57,9 @@ async def test_the_workbench_opens_on_chat_with_three_variants(built, tmp_worksp
         titles = [str(c.query_one(".col-title").render()) for c in screen.columns]
         assert titles == [f"1. {tiny_model_dir.name}", f"2. job:{built.tuned}", f"3. job:{built.quantized}"]
         # each tuned column uses its trained system prompt, and says so
+        await wait_for(pilot, lambda: screen.trained_ready, "the trained system prompts")
+        assert any(f"column 2: using the system prompt job {built.tuned} was trained with" in n.message
+                   for n in app._notifications)
         assert [c.border_subtitle for c in screen.columns] == [
             "", f"trained prompt ({len(built.system)} chars)", f"trained prompt ({len(built.system)} chars)"]
         assert screen.conversation.system_for(0) == ""
@@ -101,6 +104,10 @@ async def test_headers_show_the_scores_of_an_eval_job_launched_from_chat(built, 
             assert value.match(lines[0]), lines
             assert re.match(r"^Δ [+-]\d+\.\d pt\b.* p=", lines[1]), lines  # the paired difference vs column 1
         assert screen.scores[1].source == f"job {job_id}"
+        from tuneterm.core.evals.latest import latest_scores
+
+        by_suffix = latest_scores([str(tiny_model_dir), f"job:{built.tuned[-4:]}"])  # refs match in full
+        assert by_suffix[1].scores and by_suffix[1].scores[0].delta is not None
     assert app.return_value is None
 
 

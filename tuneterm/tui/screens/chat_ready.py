@@ -22,6 +22,7 @@ class ChatReadyMixin:
     _evals_seen: frozenset = frozenset()  # succeeded eval jobs at the last read: a new one re-reads scores
     _announced: frozenset = frozenset()  # (column model, job) pairs whose trained prompt was announced
     scores: list | None = None  # the last ColumnScores read, one per column
+    trained_ready = False  # True once the columns' trained system prompts are read
 
     # --- hooks the screen calls ---------------------------------------------------------------------
 
@@ -38,18 +39,31 @@ class ChatReadyMixin:
 
     def apply_trained_prompts(self) -> None:
         """Give each column the system prompt its job was trained with (used unless a system prompt is
-        set for the column or the conversation), mark the column, and say so once per model."""
+        set for the column or the conversation), mark the column, and say so once per model. The job
+        folders are read in a thread (a job from before the prompt was recorded reads its data file)."""
+        models = list(self.conversation.models)
+        self.run_worker(lambda: self._read_trained(models), thread=True, group="chat-trained", exclusive=True,
+                        exit_on_error=False, name="read trained system prompts")
+
+    def _read_trained(self, models: list[str]) -> None:
         from tuneterm.core.trained_prompt import for_ref
 
+        found = [for_ref(m) for m in models]
+        self.app.call_from_thread(self._show_trained, models, found)
+
+    def _show_trained(self, models: list[str], found: list) -> None:
+        if models != list(self.conversation.models):  # the columns changed meanwhile; a new read is coming
+            return
         notes = []
         for col in self.columns:
-            trained = for_ref(col.model)
+            trained = found[col.index] if col.index < len(found) else None
             self.conversation.set_trained_system(col.index, trained.text if trained else None,
                                                  trained.job_id if trained else None)
             col.border_subtitle = f"trained prompt ({len(trained.text)} chars)" if trained else ""
             if trained is not None and (col.model, trained.job_id) not in self._announced:
                 self._announced = self._announced | {(col.model, trained.job_id)}
                 notes.append(f"column {col.index + 1}: {trained.announce(OVERRIDE_HINT)}")
+        self.trained_ready = True
         if notes:
             self.notify("\n".join(notes), title="system prompts", timeout=10)
         self._render_settings()
