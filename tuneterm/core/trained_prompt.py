@@ -90,7 +90,7 @@ def _for_job(job_id: str, jobs_dir: Path, depth: int) -> TrainedPrompt | None:
         text = manifest[KEY]
         return TrainedPrompt(str(manifest.get("trained_by") or job_id), text) if text else None
     base = str(manifest.get("base") or "")
-    if manifest.get("kind") == "quantized" and base.startswith("job:") and depth < _MAX_DEPTH:
+    if manifest.get("kind") in ("quantized", "gguf") and base.startswith("job:") and depth < _MAX_DEPTH:
         return _for_job(modelref.parse(base).target, jobs_dir, depth + 1)
     if manifest.get("kind") in TUNED_KINDS:  # a job trained before the prompt was recorded
         text = _from_frozen_config(jobs_dir / job_id / "output" / "config.toml")
