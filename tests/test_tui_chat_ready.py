@@ -43,6 +43,15 @@ def test_the_start_screen_follows_the_setting_and_the_jobs(built, tmp_workspace,
     assert start_screen("datasets") == "datasets"
     monkeypatch.setenv("TUNETERM_START_SCREEN", "datasets")
     assert get_settings(fresh=True).start_screen == "datasets"
+    from tuneterm.core.errors import ConfigError
+
+    monkeypatch.setenv("TUNETERM_START_SCREEN", "jobs")  # a bad value is named, with where it came from
+    with pytest.raises(ConfigError) as err:
+        get_settings(fresh=True)
+    assert err.value.title == "the setting start_screen is not valid"
+    assert ("environment", "TUNETERM_START_SCREEN") in err.value.facts
+    monkeypatch.delenv("TUNETERM_START_SCREEN")
+    get_settings(fresh=True)
 
 
 async def test_the_workbench_opens_on_chat_with_three_variants(built, tmp_workspace, tiny_model_dir):

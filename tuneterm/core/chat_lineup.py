@@ -78,7 +78,7 @@ def default_lineup(default_model: str | None = None, jobs_dir: Path | None = Non
     tuned_id, manifest = tuned
     refs, roles = [str(manifest.get("base") or default_model), f"job:{tuned_id}"], ["base", "tuned"]
     for job_id, kind, m in finished:
-        if m.get("kind") == "quantized" and _names_job(str(m.get("base") or ""), tuned_id, jobs_dir):
+        if m.get("kind") in ("quantized", "gguf") and _names_job(str(m.get("base") or ""), tuned_id, jobs_dir):
             refs.append(f"job:{job_id}")
             roles.append("quantized")
             break

@@ -95,7 +95,19 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def _cached() -> Settings:
-    return Settings()
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:  # a bad value in config.toml or a TUNETERM_* variable: name it
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first.get("loc", ()))
+        raise ConfigError(
+            f"the setting {name} is not valid",
+            [("setting", name), ("value", repr(first.get("input"))), ("problem", first.get("msg", "")),
+             ("file", str(config_path())), ("environment", f"TUNETERM_{name.upper().replace('.', '__')}")],
+            "fix the value in the file, or in (or unset) the environment variable",
+        ) from None
 
 
 def get_settings(fresh: bool = False) -> Settings:
