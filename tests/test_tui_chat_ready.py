@@ -6,6 +6,7 @@ an eval job run by the real job launcher."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -75,6 +76,21 @@ async def test_the_workbench_opens_on_chat_with_three_variants(built, tmp_worksp
         assert screen.conversation.system_for(0) == ""
         assert screen.conversation.system_for(1) == screen.conversation.system_for(2) == built.system
         assert "trained system prompt in column(s) 2, 3" in str(screen.query_one("#chat-settings").render())
+        assert screen.conversation.history(1)[0] == {"role": "system", "content": built.system}
+        # a turn: each column streams from the screen's serve child; the tuned ones saw their trained prompt
+        screen.set_settings(max_tokens=2)
+        screen.send("My card was charged twice")
+        await wait_for(pilot, lambda: not screen.streaming, "the three answers")
+        tokens = [screen.conversation.answer(0, i).stats["prompt_tokens"] for i in range(3)]
+        import io
+        from contextlib import redirect_stderr, redirect_stdout
+
+        from tuneterm.cli import main
+
+        out = io.StringIO()
+        with redirect_stdout(out), redirect_stderr(io.StringIO()):
+            assert main(["chat", f"job:{built.tuned}", "My card was charged twice", "-n", "2", "--json"]) == 0
+        assert tokens[1] == tokens[2] == json.loads(out.getvalue())["prompt_tokens"] > tokens[0]
         # a shared system prompt set by the user overrides the trained one
         screen.set_settings(system="Be brief.")
         assert screen.conversation.system_for(2) == "Be brief."
