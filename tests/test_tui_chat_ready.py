@@ -119,8 +119,12 @@ async def test_headers_show_the_scores_of_an_eval_job_launched_from_chat(built, 
         spec = jobs.read_spec(jobs.get_job(job_id).dir)["config"]
         assert spec["models"] == [str(tiny_model_dir), f"job:{built.tuned}", f"job:{built.quantized}"]
         assert spec["baseline"] == str(tiny_model_dir) and spec["limit"] == 6
-        await wait_for(pilot, lambda: screen._eval_job is None and screen.scores
-                       and all(c.scores for c in screen.scores), "the eval job's scores")
+        def scored() -> bool:
+            state = jobs.get_job(job_id).state
+            assert state not in ("failed", "cancelled"), jobs.tail_log(job_id)  # fail now, not at the give-up
+            return screen._eval_job is None and bool(screen.scores) and all(c.scores for c in screen.scores)
+
+        await wait_for(pilot, scored, "the eval job's scores")
         assert jobs.get_job(job_id).state == "succeeded", jobs.tail_log(job_id)
         headers = [c.query_one(ScoreHeader).lines for c in screen.columns]
         value = re.compile(r"^\d+\.\d \[\d+\.\d, \d+\.\d\] exact_match · tickets$")  # value [95% CI] metric · task

@@ -99,8 +99,7 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
         routes.update({r: f"{server.url}#{r}" for r in local})
         variants = getattr(server, "variants", {}) or {}
         for v in variants.values():  # the columns' system prompts are chosen here (--system '' included)
-            if hasattr(v, "trained"):
-                v.trained = None
+            v.trained = None
         labels.update({r: variants[r].label() for r in local if r in variants and hasattr(variants[r], "label")})
     results: dict[str, dict] = {}
 
