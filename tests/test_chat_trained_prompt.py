@@ -119,7 +119,8 @@ def test_serve_applies_the_trained_prompt_when_a_request_has_none(jobs_here, tin
         assert server.variants[job_ref].trained.text == b.system
         assert server.variants[str(tiny_model_dir)].trained is None
         _describe(server.variants, None, server.admission)
-        assert f"using the system prompt job {b.tuned} was trained with ({len(b.system)} chars)" in capsys.readouterr().out
+        banner = capsys.readouterr().out
+        assert f"using the system prompt job {b.tuned} was trained with ({len(b.system)} chars)" in banner
         client = OpenAI(base_url=server.url, api_key="x", max_retries=0)
 
         def answer(messages):

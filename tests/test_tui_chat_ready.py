@@ -152,14 +152,16 @@ async def test_chat_keys_are_ones_a_browser_leaves_to_the_page():
 
     class Host(App):
         def on_mount(self) -> None:
-            self.push_screen(ChatScreen(models=["http://127.0.0.1:9/v1#echo", f"fewshot:2:{pool}@http://127.0.0.1:9/v1#echo"]))
+            echo = "http://127.0.0.1:9/v1#echo"
+            self.push_screen(ChatScreen(models=[echo, f"fewshot:2:{pool}@{echo}"]))
 
     app = Host()
     async with app.run_test(size=(160, 30)) as pilot:
         await pilot.pause()
         # every column has a title: a long few-shot reference wrapped after "2." and looked blank
         titles = [c.query_one(".col-title") for c in app.screen.columns]
-        assert [str(t.render()) for t in titles] == ["1. echo @ 127.0.0.1:9", "2. 2-shot pool.jsonl @ echo @ 127.0.0.1:9"]
+        assert [str(t.render()) for t in titles] == ["1. echo @ 127.0.0.1:9",
+                                                     "2. 2-shot pool.jsonl @ echo @ 127.0.0.1:9"]
         assert all(t.styles.text_wrap == "nowrap" and t.styles.text_overflow == "ellipsis" for t in titles)
         assert titles[1].parent.tooltip.startswith("fewshot:2:")
         shown = {key for key, active in app.active_bindings.items() if active.binding.show}  # the footer's keys

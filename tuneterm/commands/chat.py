@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "models: the base, the newest tuned job and its newest quantized artifact")
     p.add_argument("--parallel", action="store_true", help="with --compare: stream all models at the same time")
     p.add_argument("--system", "-s", default=None,
-                   help="system prompt (default: the one a job:ID model was trained with, if any; --system '' for none)")
+                   help="system prompt (default: the one a job:ID model was trained with, if any; "
+                        "--system '' for none)")
     p.add_argument("--max-new-tokens", "-n", type=int, default=256)
     p.add_argument("--temperature", "-t", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
