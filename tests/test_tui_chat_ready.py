@@ -138,6 +138,18 @@ async def test_headers_show_the_scores_of_an_eval_job_launched_from_chat(built, 
 
         by_suffix = latest_scores([str(tiny_model_dir), f"job:{built.tuned[-4:]}"])  # refs match in full
         assert by_suffix[1].scores and by_suffix[1].scores[0].delta is not None
+    # the same scores headless: `chat --compare` with no models prints them under each model's title
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from tuneterm.cli import main
+
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(io.StringIO()):
+        assert main(["chat", "--compare", "My card was charged twice", "-n", "1"]) == 0
+    printed = out.getvalue().splitlines()
+    at = printed.index(f"── job:{built.tuned} ──")
+    assert re.match(r"^   \d+\.\d \[.*\] exact_match · tickets  Δ [+-]\d+\.\d pt.* p=", printed[at + 1]), printed
     assert app.return_value is None
 
 

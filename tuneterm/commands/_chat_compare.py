@@ -75,6 +75,7 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
     # local ones (few-shot references over local models too) go through one in-process server
     local = [r for r in refs if not chat_client.is_remote(r)]
     trained = trained_prompts(args, refs)
+    scores = latest_scores(refs)
 
     def messages_for(ref: str) -> list[dict]:
         """The same conversation for every column, with each column's own trained system prompt."""
@@ -120,7 +121,8 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
                         "ttft_ms": round((stats.ttft_s or 0) * 1000, 1), "tokens_per_s": round(stats.tokens_per_s, 2),
                         "total_s": round(stats.total_s, 3), "finish_reason": stats.finish_reason,
                         "engine": labels.get(ref),
-                        "system_prompt_from": trained[ref].job_id if ref in trained else None}
+                        "system_prompt_from": trained[ref].job_id if ref in trained else None,
+                        "scores": [s.to_dict() for s in scores.get(ref, [])]}
 
     wall_start = time.perf_counter()
     try:
@@ -132,12 +134,12 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
                 t.join()
             if not args.json:
                 for r in refs:
-                    print(f"── {_title(r, labels)} ──")
+                    _header(r, labels, scores)
                     print(results[r]["error"] or results[r]["text"])
         else:
             for r in refs:
                 if not args.json:
-                    print(f"── {_title(r, labels)} ──", flush=True)
+                    _header(r, labels, scores)
                 ask(r, echo=not args.json)
                 if not args.json:
                     print(results[r]["error"] or "")
@@ -168,6 +170,24 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
                 print(row["error"], file=sys.stderr)
         return 1
     return 0
+
+
+def latest_scores(refs: list[str]) -> dict:
+    """ref -> its latest eval scores (the paired difference against the first model), as Chat's headers
+    show them; nothing when the workspace has no report that names it."""
+    from tuneterm.core.evals.latest import latest_scores as read
+
+    try:
+        return {c.ref: c.scores for c in read(refs)}
+    except (OSError, TunetermError):
+        return {}
+
+
+def _header(ref: str, labels: dict[str, str], scores: dict) -> None:
+    print(f"── {_title(ref, labels)} ──")
+    for s in scores.get(ref, [])[:2]:
+        print("   " + "  ".join(s.lines()))
+    sys.stdout.flush()
 
 
 def _title(ref: str, labels: dict[str, str]) -> str:

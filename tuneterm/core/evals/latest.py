@@ -24,6 +24,12 @@ class Score:
     n: int
     delta: dict | None = None  # the report's comparison against the first column, when there is one
 
+    def to_dict(self) -> dict:
+        d = self.delta or {}
+        return {"task": self.task, "metric": self.metric, "n": self.n, "value": self.value.get("value"),
+                "ci95": self.value.get("ci95"), "delta": d.get("delta"), "delta_ci95": d.get("ci95"),
+                "p_value": d.get("p_value"), "significant": d.get("significant")}
+
     def lines(self) -> list[str]:
         """``VALUE [CI] METRIC · TASK`` and, against the first column, ``Δ DELTA p=P (+fixed/-broken)``:
         numbers first, so that a narrow column cuts the names, not the figures."""
