@@ -114,15 +114,16 @@ async def test_headers_show_the_scores_of_an_eval_job_launched_from_chat(built, 
         assert line.value.endswith("tickets")  # the spec offered
         line.value = "evals/tickets 6"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: screen._eval_job is not None, "the eval job to start")
-        job_id = screen._eval_job
+        await wait_for(pilot, lambda: screen.eval_job_id is not None, "the eval job to start")
+        job_id = screen.eval_job_id
         spec = jobs.read_spec(jobs.get_job(job_id).dir)["config"]
         assert spec["models"] == [str(tiny_model_dir), f"job:{built.tuned}", f"job:{built.quantized}"]
         assert spec["baseline"] == str(tiny_model_dir) and spec["limit"] == 6
         def scored() -> bool:
             state = jobs.get_job(job_id).state
             assert state not in ("failed", "cancelled"), jobs.tail_log(job_id)  # fail now, not at the give-up
-            return screen._eval_job is None and bool(screen.scores) and all(c.scores for c in screen.scores)
+            found = screen.column_scores
+            return screen.eval_job_id is None and bool(found) and all(c.scores for c in found)
 
         await wait_for(pilot, scored, "the eval job's scores")
         assert jobs.get_job(job_id).state == "succeeded", jobs.tail_log(job_id)
@@ -133,7 +134,7 @@ async def test_headers_show_the_scores_of_an_eval_job_launched_from_chat(built, 
         for lines in headers[1:]:
             assert value.match(lines[0]), lines
             assert re.match(r"^Δ [+-]\d+\.\d pt\b.* p=", lines[1]), lines  # the paired difference vs column 1
-        assert screen.scores[1].source == f"job {job_id}"
+        assert screen.column_scores[1].source == f"job {job_id}"
         from tuneterm.core.evals.latest import latest_scores
 
         by_suffix = latest_scores([str(tiny_model_dir), f"job:{built.tuned[-4:]}"])  # refs match in full

@@ -18,10 +18,10 @@ OVERRIDE_HINT = "ctrl+g (every column) or ctrl+b (this column) to override"
 
 
 class ChatReadyMixin:
-    _eval_job: str | None = None  # the eval job launched from this screen, until it ends
+    eval_job_id: str | None = None  # the eval job launched from this screen, until it ends
     _evals_seen: frozenset = frozenset()  # succeeded eval jobs at the last read: a new one re-reads scores
     _announced: frozenset = frozenset()  # (column model, job) pairs whose trained prompt was announced
-    scores: list | None = None  # the last ColumnScores read, one per column
+    column_scores: list | None = None  # the last ColumnScores read, one per column
     trained_ready = False  # True once the columns' trained system prompts are read
 
     # --- hooks the screen calls ---------------------------------------------------------------------
@@ -89,11 +89,11 @@ class ChatReadyMixin:
     def _show_scores(self, refs: list[str], scores: list) -> None:
         if refs != list(self.conversation.models):  # the columns changed meanwhile; a new read is coming
             return
-        self.scores = scores
+        self.column_scores = scores
         for col in self.columns:
             header = self._score_header(col)
             if header is not None and col.index < len(scores):
-                header.show(scores[col.index], running=self._eval_job, eval_key=EVAL_KEY)
+                header.show(scores[col.index], running=self.eval_job_id, eval_key=EVAL_KEY)
 
     def _score_header(self, col) -> ScoreHeader | None:
         """The column's header under its stats line (None while the column is still being built)."""
@@ -110,17 +110,17 @@ class ChatReadyMixin:
     def _chat_jobs_seen(self, seen) -> None:
         evals = {str(j.id): str(j.state) for j in seen.of_kind("eval")}
         done = frozenset(j for j, state in evals.items() if state == "succeeded")
-        mine = self._eval_job
+        mine = self.eval_job_id
         if mine is not None and evals.get(mine) in ("failed", "cancelled"):
             job = seen.job(mine)
             error = str(getattr(job, "error", "") or "").strip().splitlines()
             self.notify(f"eval job {mine} {evals[mine]}" + (f": {error[-1][:200]}" if error else "")
                         + f"; `tuneterm jobs logs {mine}` has the details", severity="error", timeout=10)
-            self._eval_job = None
+            self.eval_job_id = None
             self.refresh_scores()
         if done != self._evals_seen:
             if mine is not None and mine in done:
-                self._eval_job = None
+                self.eval_job_id = None
                 self.notify(f"eval job {mine} finished: the headers show its scores", timeout=6)
             self._evals_seen = done
             self.refresh_scores()
@@ -130,8 +130,8 @@ class ChatReadyMixin:
     def action_eval_columns(self) -> None:
         from tuneterm.tui.widgets.chat_dialogs import ChatLineModal
 
-        if self._eval_job is not None:
-            self.notify(f"eval job {self._eval_job} is still running", severity="warning")
+        if self.eval_job_id is not None:
+            self.notify(f"eval job {self.eval_job_id} is still running", severity="warning")
             return
         n = len(self.conversation.models)
         self.app.push_screen(
@@ -160,13 +160,13 @@ class ChatReadyMixin:
         self.app.call_from_thread(self._eval_launched, str(job.id), f"{command} --baseline {config['baseline']}")
 
     def _eval_launched(self, job_id: str, command: str) -> None:
-        self._eval_job = job_id
+        self.eval_job_id = job_id
         self.follow_jobs(job_id)
         self.poke_jobs()
         self.notify(f"eval job {job_id} started on the columns; the headers update when it finishes\n"
                     f"same from the CLI: {command}", title="eval launched", timeout=8)
-        if self.scores is not None:
-            self._show_scores(list(self.conversation.models), self.scores)
+        if self.column_scores is not None:
+            self._show_scores(list(self.conversation.models), self.column_scores)
 
 
 def default_spec() -> str:
