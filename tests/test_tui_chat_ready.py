@@ -177,5 +177,13 @@ async def test_chat_keys_are_ones_a_browser_leaves_to_the_page():
                                                      "2. 2-shot pool.jsonl @ echo @ 127.0.0.1:9"]
         assert all(t.styles.text_wrap == "nowrap" and t.styles.text_overflow == "ellipsis" for t in titles)
         assert titles[1].parent.tooltip.startswith("fewshot:2:")
+        # columns added in a row both show the conversation so far (the second one used to crash)
+        screen = app.screen
+        screen.conversation.add_user("hello")
+        screen.add_column("http://127.0.0.1:9/v1#third")
+        screen.add_column("http://127.0.0.1:9/v1#fourth")
+        await pilot.pause(0.2)
+        for col in screen.columns[2:]:
+            assert [str(w.render()) for w in col.query(".msg-user")] == ["> hello"]
         shown = {key for key, active in app.active_bindings.items() if active.binding.show}  # the footer's keys
         assert {"ctrl+o", "ctrl+x", "ctrl+k", "ctrl+e"} <= shown

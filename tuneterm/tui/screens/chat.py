@@ -223,7 +223,7 @@ class ChatScreen(ChatReadyMixin, WorkbenchScreen):
         self.conversation.models.append(ref)
         col = ChatColumn(len(self.conversation.models) - 1, ref, self._route)
         self.query_one("#chat-columns").mount(col)
-        self.call_after_refresh(col.show_history, self.conversation.history(col.index))
+        col.pending_history = self.conversation.history(col.index)  # shown once the column is built
         self.selected = col.index
         self._mark_selected()
         self.columns_changed()

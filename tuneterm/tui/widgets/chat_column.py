@@ -95,6 +95,7 @@ class ChatColumn(Vertical):
         self.memory_bytes: int | None = None
         self._cancel: threading.Event | None = None
         self._answer_widget: Static | None = None
+        self.pending_history: list[dict] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(classes="col-title")
@@ -103,6 +104,9 @@ class ChatColumn(Vertical):
 
     def on_mount(self) -> None:
         self._render_header()
+        if self.pending_history is not None:  # a column added to a conversation: its past turns
+            self.show_history(self.pending_history)
+            self.pending_history = None
 
     # --- state shown ---------------------------------------------------------------------
 
