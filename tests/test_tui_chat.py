@@ -250,17 +250,17 @@ async def test_add_and_remove_columns_with_keys(scripted):
     screen = ChatScreen(models=[f"{scripted.url}#echo"])
     app = ChatApp(screen)
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.press("ctrl+n")
+        await pilot.press("ctrl+o")
         await pilot.pause()
         await pilot.press(*f"{scripted.url}#second", "enter")
         await pilot.pause()
         assert [c.model for c in screen.columns] == [f"{scripted.url}#echo", f"{scripted.url}#second"]
-        await pilot.press("ctrl+n")
+        await pilot.press("ctrl+o")
         await pilot.pause()
         await pilot.press(*"no-such-model", "enter")  # a bad reference is an error, not a crash
         await pilot.pause()
         assert len(screen.columns) == 2 and app.errors
-        await pilot.press("ctrl+left", "ctrl+w")
+        await pilot.press("ctrl+left", "ctrl+x")
         await pilot.pause()
         assert [c.model for c in screen.columns] == [f"{scripted.url}#second"]
         assert screen.columns[0].index == 0

@@ -202,3 +202,26 @@ def test_on_all_interfaces_a_browser_that_uses_another_name_loads_the_workbench(
     finally:
         server.stop()
 
+
+
+def test_chat_keys_reach_the_page(browser, web):
+    """Issue 24: Chat's keys are ones Chromium hands to the page (ctrl+n/t/w never reach it)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    tab = Tab(context)
+    tab.page.goto(web.url)
+    assert tab.wait_for("1 Datasets"), b"".join(tab.frames)[-2000:]
+    tab.page.locator(".xterm").click()
+    tab.page.keyboard.press("F7")
+    assert tab.wait_for("message every column")
+    for key, marker in (("Control+o", "Model for the new column"), ("Control+e", "Eval spec or suite"),
+                        ("Control+b", "Overrides for column 1")):
+        since = len(tab.frames)
+        tab.page.keyboard.press(key)
+        assert tab.wait_for(marker, 30, since), f"{key}: no {marker!r} on screen"
+        tab.page.keyboard.press("Escape")
+        tab.page.wait_for_timeout(300)
+    since = len(tab.frames)
+    tab.page.keyboard.press("Control+k")  # keep the turn: there is none yet, and the app says so
+    assert tab.wait_for("nothing to save yet", 30, since)
+    assert tab.errors == []
+    context.close()

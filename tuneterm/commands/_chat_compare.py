@@ -27,20 +27,60 @@ def split_refs(text: str) -> list[str]:
     return refs
 
 
+def _all_refs(text: str) -> bool:
+    from tuneterm.core import modelref
+
+    try:
+        return all(modelref.parse(r) for r in split_refs(text))
+    except TunetermError:
+        return False
+
+
+def default_refs(args: argparse.Namespace) -> list[str]:
+    """No models given: the base, the newest tuned job over it and its newest quantized artifact."""
+    from tuneterm.core.chat_lineup import default_lineup
+
+    lineup = default_lineup()
+    if not args.json:
+        print(f"comparing {lineup.describe()}", file=sys.stderr, flush=True)
+    return list(lineup.refs)
+
+
+def trained_prompts(args: argparse.Namespace, refs: list[str]) -> dict:
+    """ref -> the TrainedPrompt its column uses (none when --system is given); each one is announced."""
+    if args.system is not None:
+        return {}
+    from tuneterm.core.trained_prompt import for_ref
+
+    found = {r: for_ref(r) for r in refs}
+    for r, trained in found.items():
+        if trained is not None:
+            print(f"{r}: {trained.announce()}", file=sys.stderr, flush=True)
+    return {r: t for r, t in found.items() if t is not None}
+
+
 def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
     from tuneterm.commands.chat import generation_params
     from tuneterm.core import chat_client, modelref
 
+    given = args.compare or ""
+    if given and not prompt and not _all_refs(given):  # `chat --compare "PROMPT"`: no models, one prompt
+        given, prompt = "", given
     if not prompt:
         raise UsageError("--compare needs a prompt", hint='tuneterm chat --compare REF,REF "PROMPT"')
-    refs = split_refs(args.compare)
+    refs = split_refs(given) if given else default_refs(args)
     params = generation_params(args).to_dict()
     for r in refs:
         modelref.parse(r)  # fail fast on a bad reference
     # local ones (few-shot references over local models too) go through one in-process server
     local = [r for r in refs if not chat_client.is_remote(r)]
-    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
-        {"role": "user", "content": prompt}]
+    trained = trained_prompts(args, refs)
+    scores = latest_scores(refs)
+
+    def messages_for(ref: str) -> list[dict]:
+        """The same conversation for every column, with each column's own trained system prompt."""
+        system = trained[ref].text if ref in trained else args.system
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     server = None
     load_s = 0.0
     routes = {r: r for r in refs}
@@ -59,6 +99,8 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
         serve_in_thread(server)
         routes.update({r: f"{server.url}#{r}" for r in local})
         variants = getattr(server, "variants", {}) or {}
+        for v in variants.values():  # the columns' system prompts are chosen here (--system '' included)
+            v.trained = None
         labels.update({r: variants[r].label() for r in local if r in variants and hasattr(variants[r], "label")})
     results: dict[str, dict] = {}
 
@@ -67,7 +109,7 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
         pieces: list[str] = []
         error = None
         try:
-            for piece in chat_client.stream_chat(routes[ref], messages, params, stats):
+            for piece in chat_client.stream_chat(routes[ref], messages_for(ref), params, stats):
                 pieces.append(piece)
                 if echo:
                     sys.stdout.write(piece)
@@ -78,7 +120,9 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
                         "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
                         "ttft_ms": round((stats.ttft_s or 0) * 1000, 1), "tokens_per_s": round(stats.tokens_per_s, 2),
                         "total_s": round(stats.total_s, 3), "finish_reason": stats.finish_reason,
-                        "engine": labels.get(ref)}
+                        "engine": labels.get(ref),
+                        "system_prompt_from": trained[ref].job_id if ref in trained else None,
+                        "scores": [s.to_dict() for s in scores.get(ref, [])]}
 
     wall_start = time.perf_counter()
     try:
@@ -90,12 +134,12 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
                 t.join()
             if not args.json:
                 for r in refs:
-                    print(f"── {_title(r, labels)} ──")
+                    _header(r, labels, scores)
                     print(results[r]["error"] or results[r]["text"])
         else:
             for r in refs:
                 if not args.json:
-                    print(f"── {_title(r, labels)} ──", flush=True)
+                    _header(r, labels, scores)
                 ask(r, echo=not args.json)
                 if not args.json:
                     print(results[r]["error"] or "")
@@ -126,6 +170,24 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
                 print(row["error"], file=sys.stderr)
         return 1
     return 0
+
+
+def latest_scores(refs: list[str]) -> dict:
+    """ref -> its latest eval scores (the paired difference against the first model), as Chat's headers
+    show them; nothing when the workspace has no report that names it."""
+    from tuneterm.core.evals.latest import latest_scores as read
+
+    try:
+        return {c.ref: c.scores for c in read(refs)}
+    except (OSError, TunetermError):
+        return {}
+
+
+def _header(ref: str, labels: dict[str, str], scores: dict) -> None:
+    print(f"── {_title(ref, labels)} ──")
+    for s in scores.get(ref, [])[:2]:
+        print("   " + "  ".join(s.lines()))
+    sys.stdout.flush()
 
 
 def _title(ref: str, labels: dict[str, str]) -> str:

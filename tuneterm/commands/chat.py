@@ -24,10 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL_REF", nargs="?",
                    help="e.g. smollm2-135m-instruct, job:ID, ./dir, hf:ORG/NAME, openai:MODEL, http://HOST:PORT/v1#MODEL")
     p.add_argument("prompt", metavar="PROMPT", nargs="?")
-    p.add_argument("--compare", metavar="REF,REF,...", default=None,
-                   help="ask several models the same prompt (then give only PROMPT) and compare timings")
+    p.add_argument("--compare", metavar="REF,REF,...", nargs="?", const="", default=None,
+                   help="ask several models the same prompt (then give only PROMPT) and compare timings; with no "
+                        "models: the base, the newest tuned job and its newest quantized artifact")
     p.add_argument("--parallel", action="store_true", help="with --compare: stream all models at the same time")
-    p.add_argument("--system", "-s", default=None, help="system prompt")
+    p.add_argument("--system", "-s", default=None,
+                   help="system prompt (default: the one a job:ID model was trained with, if any; "
+                        "--system '' for none)")
     p.add_argument("--max-new-tokens", "-n", type=int, default=256)
     p.add_argument("--temperature", "-t", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from tuneterm.core import modelref
     from tuneterm.core.errors import UsageError
 
-    if args.compare:
+    if args.compare is not None:
         if args.model and args.prompt:
             raise UsageError("with --compare give only the prompt", [("extra argument", args.model)],
                              'tuneterm chat --compare REF,REF "PROMPT"')
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.model or args.prompt is None:
         raise UsageError("chat needs a model and a prompt", hint='tuneterm chat MODEL_REF "PROMPT"')
     ref = modelref.parse(args.model)
+    trained = use_trained_prompt(args, args.model)
     shots = None  # few-shot: prior user/assistant turns from a pool (tuneterm.core.fewshot)
     if ref.kind == "fewshot" or args.few_shot is not None:
         from tuneterm.core import fewshot
@@ -123,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             "total_s": round(stats.total_s, 3),
             "load_s": round(loaded.load_seconds, 3),
             "finish_reason": stats.finish_reason,
+            "system_prompt_from": trained.job_id if trained else None,
         }))
     else:
         sys.stdout.write("\n")
@@ -133,6 +138,20 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def use_trained_prompt(args: argparse.Namespace, ref: str):
+    """With no ``--system``, the system prompt ``ref``'s job was trained with goes into ``args.system``,
+    and a line on stderr says so; returns the :class:`~tuneterm.core.trained_prompt.TrainedPrompt` or None."""
+    if args.system is not None:
+        return None
+    from tuneterm.core.trained_prompt import for_ref
+
+    trained = for_ref(ref)
+    if trained is not None:
+        args.system = trained.text
+        print(trained.announce(), file=sys.stderr, flush=True)
+    return trained
 
 
 def _artifact_kind(job_id: str) -> str | None:

@@ -140,6 +140,8 @@ def _describe(variants: dict, api_key: str | None, admission) -> None:
         if v.fewshot is not None:
             kind = f"{v.fewshot.k}-shot from {v.fewshot.pool}, {kind}"
         print(f"  model: {model_id}  ({kind})", flush=True)
+        if v.trained is not None:
+            print(f"    {v.trained.announce('a request with a system message of its own overrides it')}", flush=True)
     print(f"  {len(variants)} model(s) on {len(groups)} copy(ies) of base weights; up to {admission.max_running} "
           f"decoded together, {admission.max_waiting} waiting" + ("; API key required" if api_key else ""),
           flush=True)

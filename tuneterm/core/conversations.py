@@ -4,7 +4,9 @@ A conversation has columns (one model each) that all received the same user mess
 column has its own answers. Rows of ``chat_messages``: user messages have ``column_index``
 NULL (shared), answers carry their column and model. The system prompt and generation
 settings live in ``conversations.settings``: ``{"system": ..., "params": {...},
-"columns": [{"system": ..., "params": {...}}, ...]}`` (per-column overrides).
+"columns": [{"system": ..., "params": {...}, "trained_system": ..., "trained_by": JOB}, ...]}``
+(per-column overrides; ``trained_system`` is the prompt the column's job was trained with, used
+when neither the column nor the conversation has one).
 
 Exports: JSONL (one canonical ``{"messages": [...]}`` line per column) and Markdown. A turn
 can become a training example in a dataset (the chosen column's answer or an edited one).
@@ -89,7 +91,21 @@ class Conversation:
         cols = self.settings.setdefault("columns", [])
         while len(cols) <= column:
             cols.append({})
-        cols[column] = {"system": system or None, "params": dict(params)}
+        trained = {k: v for k, v in (cols[column] or {}).items() if k in ("trained_system", "trained_by")}
+        cols[column] = {"system": system or None, "params": dict(params), **trained}
+
+    def set_trained_system(self, column: int, text: str | None, job_id: str | None = None) -> None:
+        """The system prompt column ``column``'s model was trained with (None: none); used when neither
+        the column nor the conversation has a system prompt of its own."""
+        cols = self.settings.setdefault("columns", [])
+        while len(cols) <= column:
+            cols.append({})
+        own = dict(cols[column] or {})
+        own.pop("trained_system", None)
+        own.pop("trained_by", None)
+        if text:
+            own.update(trained_system=text, trained_by=job_id)
+        cols[column] = own
 
     def model_of(self, column: int) -> str | None:
         return self.models[column] if 0 <= column < len(self.models) else None
@@ -107,9 +123,10 @@ class Conversation:
         raise NotFoundError(f"the conversation has no turn {turn}", [("turns", str(self.n_turns))])
 
     def system_for(self, column: int) -> str:
+        """The column's own system prompt, else the conversation's, else the one its model was trained with."""
         cols = self.settings.get("columns") or []
-        own = cols[column].get("system") if column < len(cols) and isinstance(cols[column], dict) else None
-        return own if own else (self.settings.get("system") or "")
+        col = cols[column] if column < len(cols) and isinstance(cols[column], dict) else {}
+        return col.get("system") or self.settings.get("system") or col.get("trained_system") or ""
 
     def params_for(self, column: int) -> dict:
         cols = self.settings.get("columns") or []

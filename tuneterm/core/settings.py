@@ -11,7 +11,7 @@ import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     prices_file: Path | None = Field(
         default=None, description="A TOML price table that overrides the shipped one."
     )
+    start_screen: Literal["auto", "chat", "datasets"] = Field(
+        default="auto", description="The workbench's first screen: chat, datasets, or auto (Datasets while no "
+                                    "tuned job has finished, Chat after).")
     job_poll_seconds: float = Field(default=1.0, description="How often the TUI re-reads job folders.")
     jobs: JobSettings = Field(default_factory=JobSettings, description="Job queue settings "
                               "(TUNETERM_JOBS__MAX_RUNNING=2 in the environment).")
@@ -92,7 +95,19 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def _cached() -> Settings:
-    return Settings()
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:  # a bad value in config.toml or a TUNETERM_* variable: name it
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first.get("loc", ()))
+        raise ConfigError(
+            f"the setting {name} is not valid",
+            [("setting", name), ("value", repr(first.get("input"))), ("problem", first.get("msg", "")),
+             ("file", str(config_path())), ("environment", f"TUNETERM_{name.upper().replace('.', '__')}")],
+            "fix the value in the file, or in (or unset) the environment variable",
+        ) from None
 
 
 def get_settings(fresh: bool = False) -> Settings:

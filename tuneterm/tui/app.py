@@ -41,6 +41,11 @@ class TunetermApp(App):
             self.keymap = keymap
 
     def __init__(self, start: str | None = None) -> None:
+        if start == "auto":  # the start_screen setting: Chat once a tuned job has finished
+            from tuneterm.core.chat_lineup import start_screen
+            from tuneterm.core.settings import get_settings
+
+            start = start_screen(get_settings().start_screen)
         if start in BY_MODE:
             self.DEFAULT_MODE = start  # the first screen built is the one asked for, not Datasets
         super().__init__()

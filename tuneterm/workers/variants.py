@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from tuneterm.core import modelref
+from tuneterm.core import modelref, trained_prompt
 from tuneterm.core.errors import InputError
 from tuneterm.core.generation import GenerationParams, GenerationStats
 from tuneterm.workers import llamacpp
@@ -126,6 +126,7 @@ class ServedModel:
     facts: dict = field(default_factory=dict)
     fewshot: Any = None  # a tuneterm.core.fewshot.FewShotSpec, for fewshot:K:POOL@REF
     pool: list | None = None  # its examples, read once
+    trained: Any = None  # a tuneterm.core.trained_prompt.TrainedPrompt: used when a request has no system message
 
     def label(self) -> str:
         """What runs this variant, for a column's title: the engine, and for GGUF files the quant type and size."""
@@ -134,7 +135,10 @@ class ServedModel:
         return str(self.facts.get("engine") or "")  # plain torch models need no note
 
     def prepare(self, messages: list[dict]) -> list[dict]:
-        """The messages the model sees: with a few-shot variant's examples before the conversation."""
+        """The messages the model sees: the system prompt its job was trained with when the request has
+        none, and a few-shot variant's examples before the conversation."""
+        if self.trained is not None and not any(m.get("role") in ("system", "developer") for m in messages):
+            messages = [{"role": "system", "content": self.trained.text}, *messages]
         if self.fewshot is None:
             return messages
         from tuneterm.core.chat_client import with_fewshot
@@ -223,7 +227,8 @@ def load_variants(refs: list[str], dtype: str | None = None, device: str | None 
                 _add_adapter(group, adapter_dir, adapter_name, ref)
                 seen_dirs[(key, str(adapter_dir))] = adapter_name
         spec, pool = shots.get(ref, (None, None))
-        variants[ref] = ServedModel(ref, group, adapter_name, facts, fewshot=spec, pool=pool)
+        variants[ref] = ServedModel(ref, group, adapter_name, facts, fewshot=spec, pool=pool,
+                                    trained=trained_prompt.for_ref(ref))
     return variants
 
 

@@ -6,7 +6,10 @@ few-shot references over them share weights and decode in one batch) and stops w
 away; ``openai:...`` and ``http://...#MODEL`` (and ``fewshot:K:POOL@`` either) stream directly. One prompt box sends to every column; Escape stops every stream. Shared system
 prompt and settings (greedy by default) with per-column overrides; a diff of two columns'
 answers; conversations are saved in the workspace DB, reopened, exported, and a turn can be
-saved into a dataset as a training example.
+saved into a dataset as a training example. With no models given it opens ready
+(:mod:`tuneterm.tui.screens.chat_ready`): the base, the newest tuned job and its quantized artifact,
+each with the system prompt it was trained with and its latest eval scores in its header; ctrl+e
+evaluates the columns as an eval job. The keys avoid ctrl+n/w/t, which a browser keeps.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tuneterm.core import modelref
 from tuneterm.core.chat_client import LocalServers, is_remote
 from tuneterm.core.errors import TunetermError
 from tuneterm.tui.screens.base import WorkbenchScreen
+from tuneterm.tui.screens.chat_ready import ChatReadyMixin
 from tuneterm.tui.widgets.chat_column import ChatColumn
 from tuneterm.tui.widgets.chat_diff import ChatDiff
 
@@ -34,7 +38,7 @@ MAX_COLUMNS = 4
 DEFAULT_PARAMS = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256, "seed": None}
 
 
-class ChatScreen(WorkbenchScreen):
+class ChatScreen(ChatReadyMixin, WorkbenchScreen):
     MODE = "chat"
     CONTENT = "ChatColumn .col-log"
     DEFAULT_CSS = """
@@ -45,17 +49,19 @@ class ChatScreen(WorkbenchScreen):
     """
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="chat.stop", priority=True),
-        Binding("ctrl+n", "add_column", "Add column", id="chat.add_column", priority=True),
-        Binding("ctrl+w", "remove_column", "Close column", id="chat.remove_column", priority=True),
+        # no ctrl+n / ctrl+w / ctrl+t: a browser keeps those for itself (`tuneterm web`; ctrl+w closes the tab)
+        Binding("ctrl+o", "add_column", "Add column", id="chat.add_column", priority=True),
+        Binding("ctrl+x", "remove_column", "Close column", id="chat.remove_column", priority=True),
         Binding("ctrl+r", "swap_model", "Swap model", id="chat.swap_model", priority=True),
         Binding("ctrl+right", "select(1)", "Next column", id="chat.next_column", show=False, priority=True),
         Binding("ctrl+left", "select(-1)", "Previous column", id="chat.prev_column", show=False, priority=True),
         Binding("ctrl+d", "diff", "Diff", id="chat.diff", priority=True),
         Binding("ctrl+g", "settings", "Settings", id="chat.settings", priority=True),
-        Binding("ctrl+o", "column_settings", "Column settings", id="chat.column_settings", show=False, priority=True),
+        Binding("ctrl+b", "column_settings", "Column settings", id="chat.column_settings", show=False, priority=True),
         Binding("ctrl+s", "save", "Save", id="chat.save", priority=True),
-        Binding("ctrl+e", "export", "Export", id="chat.export", show=False, priority=True),
-        Binding("ctrl+t", "save_turn", "Turn→dataset", id="chat.save_turn", priority=True),
+        Binding("ctrl+f", "export", "Export", id="chat.export", show=False, priority=True),
+        Binding("ctrl+k", "save_turn", "Keep turn→dataset", id="chat.save_turn", priority=True),
+        Binding("ctrl+e", "eval_columns", "Eval", id="chat.eval", priority=True),
         Binding("i", "write", "Write", id="chat.write", show=False),
         Binding("ctrl+l", "reopen", "Reopen", id="chat.reopen", show=False, priority=True),
         Binding("ctrl+y", "new_conversation", "New", id="chat.new", show=False, priority=True),
@@ -79,7 +85,11 @@ class ChatScreen(WorkbenchScreen):
 
     def __init__(self, models: list[str] | None = None, servers: LocalServers | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.conversation = convs.Conversation(list(models or [modelref.EMBEDDED_NAME])[:MAX_COLUMNS],
+        if not models:  # opens ready: the base, the newest tuned job over it, its newest quantized artifact
+            from tuneterm.core.chat_lineup import default_lineup
+
+            models = list(default_lineup().refs)
+        self.conversation = convs.Conversation(list(models)[:MAX_COLUMNS],
                                                {"system": "", "params": dict(DEFAULT_PARAMS), "columns": []})
         self.servers = servers or LocalServers()
         self._own_servers = servers is None
@@ -100,6 +110,7 @@ class ChatScreen(WorkbenchScreen):
     def on_mount(self) -> None:
         self._render_settings()
         self._mark_selected()
+        self.ready_mount()
 
     def on_unmount(self) -> None:
         self.stop_all()
@@ -129,6 +140,9 @@ class ChatScreen(WorkbenchScreen):
                  f"max {p['max_tokens']} tokens", f"seed {p['seed'] if p['seed'] is not None else '—'}"]
         if overrides:
             parts.append(f"{overrides} column override(s)")
+        trained = self.trained_columns() if not system else []
+        if trained:
+            parts.append(f"trained system prompt in column(s) {', '.join(map(str, trained))}")
         if self.conversation.id is not None:
             parts.append(f"saved #{self.conversation.id}")
         self.query_one("#chat-settings", Static).update(" · ".join(parts))
@@ -209,9 +223,10 @@ class ChatScreen(WorkbenchScreen):
         self.conversation.models.append(ref)
         col = ChatColumn(len(self.conversation.models) - 1, ref, self._route)
         self.query_one("#chat-columns").mount(col)
-        self.call_after_refresh(col.show_history, self.conversation.history(col.index))
+        col.pending_history = self.conversation.history(col.index)  # shown once the column is built
         self.selected = col.index
         self._mark_selected()
+        self.columns_changed()
 
     def remove_column(self, index: int) -> None:
         if len(self.columns) <= 1:
@@ -229,6 +244,7 @@ class ChatScreen(WorkbenchScreen):
         self.selected = min(self.selected, len(self.conversation.models) - 1)
         self._diff_pair = None
         self._mark_selected()
+        self.columns_changed()
 
     def swap_model(self, index: int, ref: str) -> None:
         """Give column ``index`` another model; the conversation (and its past answers) stays."""
@@ -238,6 +254,7 @@ class ChatScreen(WorkbenchScreen):
             col.stop()
         self.conversation.models[index] = ref
         col.set_model(ref)
+        self.columns_changed()
 
     def action_select(self, step: int) -> None:
         self.selected = (self.selected + step) % len(self.columns)
@@ -286,7 +303,7 @@ class ChatScreen(WorkbenchScreen):
             self._diff_pair = None
             return
         if len(self.columns) < 2:
-            self.notify("a diff needs two columns (ctrl+n adds one)", severity="warning")
+            self.notify("a diff needs two columns (ctrl+o adds one)", severity="warning")
             return
         self.show_diff(self.selected, (self.selected + 1) % len(self.columns))
 
@@ -367,6 +384,7 @@ class ChatScreen(WorkbenchScreen):
         self.selected = 0
         self._mark_selected()
         self._render_settings()
+        self.columns_changed()
 
     def action_reopen(self) -> None:
         from tuneterm.tui.widgets.chat_dialogs import OpenConversationModal

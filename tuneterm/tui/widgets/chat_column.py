@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
@@ -21,6 +22,28 @@ from textual.widgets import Static
 
 from tuneterm.core import chat_client
 from tuneterm.core.errors import TunetermError
+
+def short_ref(ref: str) -> str:
+    """A column title's form of a reference: folders and files by name, ``fewshot:K:POOL@REF`` as
+    ``K-shot POOL-NAME @ REF``, ``http://HOST/v1#MODEL`` as ``MODEL @ HOST`` (the full one is the tooltip)."""
+    from pathlib import Path
+
+    if ref.startswith("fewshot:"):
+        try:
+            from tuneterm.core.fewshot import parse_spec
+
+            spec = parse_spec(ref)
+            return f"{spec.k}-shot {Path(spec.pool).name} @ {short_ref(spec.base)}"
+        except TunetermError:
+            return ref
+    if ref.startswith(("http://", "https://")):
+        url, _, model = ref.partition("#")
+        host = url.split("://", 1)[1].split("/", 1)[0]
+        return f"{short_ref(model)} @ {host}" if model else host
+    if ref.startswith(("/", "./", "~")):
+        return Path(ref).name or ref
+    return ref
+
 
 # (model ref, cancel) -> a reference chat_client can stream from; may block (starts servers)
 Router = Callable[[str, threading.Event], str]
@@ -30,7 +53,7 @@ class ChatColumn(Vertical):
     DEFAULT_CSS = """
     ChatColumn { width: 1fr; border: round $panel-lighten-2; padding: 0 1; }
     ChatColumn.-selected { border: round $primary; }
-    ChatColumn .col-title { text-style: bold; height: 1; }
+    ChatColumn .col-title { text-style: bold; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     ChatColumn .col-stats { color: $text-muted; height: 1; }
     ChatColumn.-error .col-stats { color: $error; }
     ChatColumn .col-log { height: 1fr; }
@@ -72,6 +95,7 @@ class ChatColumn(Vertical):
         self.memory_bytes: int | None = None
         self._cancel: threading.Event | None = None
         self._answer_widget: Static | None = None
+        self.pending_history: list[dict] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(classes="col-title")
@@ -80,6 +104,9 @@ class ChatColumn(Vertical):
 
     def on_mount(self) -> None:
         self._render_header()
+        if self.pending_history is not None:  # a column added to a conversation: its past turns
+            self.show_history(self.pending_history)
+            self.pending_history = None
 
     # --- state shown ---------------------------------------------------------------------
 
@@ -88,10 +115,12 @@ class ChatColumn(Vertical):
         return self._cancel is not None
 
     def _render_header(self) -> None:
-        title = f"{self.index + 1}. {self.model}"
+        title = f"{self.index + 1}. {short_ref(self.model)}"
         if self.memory_bytes:
             title += f"  [{self.memory_bytes / 2**20:.0f} MiB]"
-        self.query_one(".col-title", Static).update(title)
+        # one line that never wraps: a long reference wrapped after "2." left the title looking blank
+        self.query_one(".col-title", Static).update(Text(title, no_wrap=True, overflow="ellipsis"))
+        self.tooltip = self.model
         s = self.stats
         parts = [self.status]
         if s.get("ttft_ms") is not None:

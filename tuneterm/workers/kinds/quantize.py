@@ -28,10 +28,13 @@ def run(ctx: Any) -> None:
         ctx.log("stopped before the artifact was finished")
         return
     quality = result.get("quality") or {}
+    from tuneterm.core.trained_prompt import inherited_fields
+
     ctx.write_artifact(
         result["artifact_kind"], result["path"], base=config["model"], quant=finite(result["quant"]),
         method=config["method"], gate_passed=result["passed"],
         quality={k: finite(quality.get(k)) for k in ("ppl_increase", "mean_kl", "top1_agreement", "exact_match",
                                                        "size_ratio", "speedup")} if quality else None,
+        **inherited_fields(config["model"]),  # the system prompt the source job was trained with
     )
     ctx.log(artifact_ready_sentence(ctx.id, ctx.output_dir, ctx.output_dir / result["path"]))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import tomli_w
 
+from tuneterm.core import trained_prompt
 from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
 from tuneterm.workers.adapters import merge_adapter
 
@@ -51,11 +52,12 @@ def write(ctx, trainer, tokenizer, config: dict, base_path: Path, metrics: dict,
     if weights.exists():  # a half-written folder from before
         shutil.rmtree(weights)
     os.replace(partial, weights)
+    prompt = trained_prompt.artifact_fields(config.get("data"))  # the data's one system prompt, if it has one
     if adapter and config.get("lora", {}).get("merge"):
         merge_adapter(weights, base_path, out / "model", tokenizer)
-        ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter")
+        ctx.write_artifact("model", "model", base=base, method=method, adapter="adapter", **prompt)
     else:
-        ctx.write_artifact(weights.name, weights.name, base=base, method=method)
+        ctx.write_artifact(weights.name, weights.name, base=base, method=method, **prompt)
     atomic_write_text(out / "config.toml", tomli_w.dumps(config))
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "README.md", card if card is not None else model_card(ctx.id, config, metrics))
