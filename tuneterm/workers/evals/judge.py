@@ -59,6 +59,12 @@ def _ask(ref: str, prompt: str) -> str:
     return text
 
 
+def parse_score(text: str) -> float:
+    """The judge's reply as a score in [0, 1]: its first integer over 10 (capped); 0 when it gave none."""
+    found = re.search(r"\d+", text)
+    return min(10, int(found.group())) / 10 if found else 0.0
+
+
 def judge_scores(m: MetricRef, spec: TaskSpec, out: Any, samples: list[dict]) -> Scored:
     cfg = m.judge or {}
     threshold = float(cfg.get("threshold", 0.5))
@@ -66,8 +72,7 @@ def judge_scores(m: MetricRef, spec: TaskSpec, out: Any, samples: list[dict]) ->
     for row in samples:
         text = _ask(str(cfg["model"]), PROMPT.format(rubric=cfg["rubric"], prompt=row.get("prompt") or "",
                                                       target=row.get("target", ""), answer=row.get("output") or ""))
-        found = re.search(r"\d+", text)
-        score = min(10, int(found.group())) / 10 if found else 0.0
+        score = parse_score(text)
         row.setdefault("judge", {})[m.name] = {"raw": text.strip()[:40], "score": score}
         verdicts.append(int(score >= threshold))
     s = Scored(m.name, _MeanModule(), {}, verdicts, [0] * len(verdicts), "judge")
