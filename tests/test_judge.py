@@ -49,7 +49,9 @@ def test_verdict_from_the_embedded_model():
                       ["The capital of France is Paris.", "Bananas are yellow."], [0, 1])
     verdict = judge.judge_round(rnd, "smollm2-135m-instruct")
     assert verdict.scores == [parse_score(t) for t in verdict.raw]
-    assert any(ch.isdigit() for t in verdict.raw for ch in t), verdict.raw  # the instruct model answers a number
+    assert all(t for t in verdict.raw) and verdict.outcome == judge.decide(verdict.scores)
+    # SmolLM2-135M mostly replies in words ("The answer is correct"), which grades 0: too small a judge
+    assert votes.list_votes("judge")[0].detail["raw"] == verdict.raw
 
 
 def test_parse_score():

@@ -70,6 +70,7 @@ class ChatColumn(Vertical):
         self.stats: dict = {}
         self.status = "ready"
         self.memory_bytes: int | None = None
+        self.blind_title: str | None = None  # blind mode: "Model N" instead of the model (tui/chat_blind.py)
         self._cancel: threading.Event | None = None
         self._answer_widget: Static | None = None
 
@@ -89,7 +90,9 @@ class ChatColumn(Vertical):
 
     def _render_header(self) -> None:
         title = f"{self.index + 1}. {self.model}"
-        if self.memory_bytes:
+        if self.blind_title:
+            title = self.blind_title
+        elif self.memory_bytes:
             title += f"  [{self.memory_bytes / 2**20:.0f} MiB]"
         self.query_one(".col-title", Static).update(title)
         s = self.stats
