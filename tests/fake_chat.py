@@ -76,3 +76,14 @@ def arena_reply(model: str, messages: list[dict]) -> str:
         return "8" if "Paris" in answer else "3"
     return {"good": "The capital of France is Paris.", "weak": "I am not sure, maybe Lyon."}.get(
         model, f"{model} says hello")
+
+
+if __name__ == "__main__":  # `python tests/fake_chat.py PORT_FILE`: serve arena_reply until killed
+    import sys
+    import time
+
+    with FakeChat(arena_reply) as fake:
+        with open(sys.argv[1], "w") as fh:
+            fh.write(str(fake.server.server_address[1]))
+        while True:
+            time.sleep(3600)
