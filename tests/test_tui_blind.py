@@ -113,3 +113,31 @@ async def test_evals_screen_shows_the_win_rate_table():
         assert row.split()[2:5] == ["7", "2", "0"]
         await pilot.press("ctrl+y")
         assert board.has_class("-hidden")
+
+
+async def test_a_local_judge_is_served_by_the_screens_serve_child(tiny_model_dir, tmp_path):
+    """The judge key with a local model: it runs in the screen's `tuneterm serve` child, not in the UI, and its
+    real reply is parsed by the eval judge metric's parser."""
+    from test_tui_chat import wait_for
+
+    from tuneterm.core.chat_client import LocalServers
+    from tuneterm.workers.evals.judge import parse_score
+
+    with FakeChat(arena_reply) as fake:
+        servers = LocalServers(log_dir=tmp_path / "logs")
+        screen = ChatScreen([fake.ref("good"), fake.ref("weak")], servers=servers)
+        app = ChatApp(screen)
+        async with app.run_test(size=(120, 32)) as pilot:
+            screen.send("What is the capital of France?")
+            await wait_for(pilot, lambda: not screen.streaming and screen.columns[1].answer, "the answers")
+            screen.blind.judge(str(tiny_model_dir))
+            await wait_for(pilot, lambda: len(screen.query(".msg-judge")) == 2 or app.errors, "the verdict")
+            assert not app.errors, app.errors
+            [verdict] = votes.list_votes("judge")
+            assert verdict.voter == f"judge:{tiny_model_dir.resolve()}"
+            assert verdict.detail["scores"] == [parse_score(t) for t in verdict.detail["raw"]]
+            labels = [str(col.query_one(".msg-judge", Static).render()) for col in screen.columns]
+            assert labels[0].startswith(f"judge {verdict.detail['scores'][0] * 10:.0f}/10")
+            assert verdict.variants == [fake.ref("good"), fake.ref("weak")] and verdict.shuffle == [0, 1]
+            assert any(str(tiny_model_dir) in child.refs for child in servers.children)
+        servers.stop_all()
