@@ -121,7 +121,7 @@ async def test_a_local_judge_is_served_by_the_screens_serve_child(tiny_model_dir
     from test_tui_chat import wait_for
 
     from tuneterm.core.chat_client import LocalServers
-    from tuneterm.workers.evals.judge import parse_score
+    from tuneterm.core.evals.judge_prompt import parse_score
 
     with FakeChat(arena_reply) as fake:
         servers = LocalServers(log_dir=tmp_path / "logs")

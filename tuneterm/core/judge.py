@@ -1,11 +1,11 @@
 """A judge on demand: a model grades each answer of a blind round against a rubric, and the grades
 become a verdict stored like a vote (voter ``judge:<ref>``).
 
-The grading is the eval harness's judge metric (``tuneterm.workers.evals.judge``: the same prompt,
-a 0-10 integer per answer, the same parse). The judge is any model reference. ``route`` maps it to
-something :mod:`tuneterm.core.chat_client` streams from (the Chat screen passes its ``serve``
-child, so a local judge loads in that process, not in the TUI); without ``route`` a remote judge
-streams directly and a local one loads in this process.
+The grading is the eval harness's judge metric (:mod:`tuneterm.core.evals.judge_prompt`: the same
+prompt, a 0-10 integer per answer, the same parse). The judge is any model reference. ``route`` maps
+it to something :mod:`tuneterm.core.chat_client` streams from: the Chat screen passes its ``serve``
+child and ``chat --blind`` its in-process server, so a local judge is served like the columns'
+models. Without ``route`` only a remote judge can answer.
 
 Verdict: the answer with the highest score wins; a shared top score is a tie; when every score is
 below ``bad_below`` (default 0.5) it is "both bad".
@@ -48,11 +48,11 @@ def decide(scores: list[float], bad_below: float = 0.5) -> str:
 
 def _asker(ref: str, route: Callable[[str], str] | None) -> Callable[[str], str]:
     from tuneterm.core import chat_client
+    from tuneterm.core.errors import UsageError
 
     if route is None and not chat_client.is_remote(ref):
-        from tuneterm.workers.evals.judge import _ask  # heavy: loads the judge in this process
-
-        return lambda prompt: _ask(ref, prompt)
+        raise UsageError("a local judge needs a server to run in", [("judge", ref)],
+                         "use it from the Chat screen or `tuneterm chat --compare A,B --blind --judge REF`")
     target = route(ref) if route is not None else ref
 
     def ask(prompt: str) -> str:
@@ -67,7 +67,7 @@ def judge_round(rnd: Round, judge: str, rubric: str = DEFAULT_RUBRIC, route: Cal
                 store: bool = True) -> Verdict:
     """Grade every answer of ``rnd`` with ``judge``; store the verdict as a vote unless ``store`` is False."""
     from tuneterm.core import modelref
-    from tuneterm.workers.evals.judge import PROMPT, parse_score  # torch-free at import
+    from tuneterm.core.evals.judge_prompt import PROMPT, parse_score
 
     modelref.parse(judge)
     rnd.check()

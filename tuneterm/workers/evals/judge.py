@@ -6,25 +6,11 @@ through the local engine (loaded once per judge).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from tuneterm.core.evals.judge_prompt import PROMPT, parse_score
 from tuneterm.core.evals.spec import MetricRef, TaskSpec
 from tuneterm.workers.evals.scoring import Scored
-
-PROMPT = """You grade an answer against a rubric.
-Rubric: {rubric}
-
-Prompt given to the model:
-{prompt}
-
-Reference answer:
-{target}
-
-Model answer:
-{answer}
-
-Reply with one integer from 0 (fails the rubric) to 10 (fully meets it) and nothing else."""
 
 _LOCAL: dict[str, Any] = {}
 
@@ -57,12 +43,6 @@ def _ask(ref: str, prompt: str) -> str:
     lm = _LOCAL[ref]
     text, _ = generate_text(lm.model, lm.tokenizer, messages, GenerationParams(max_new_tokens=4))
     return text
-
-
-def parse_score(text: str) -> float:
-    """The judge's reply as a score in [0, 1]: its first integer over 10 (capped); 0 when it gave none."""
-    found = re.search(r"\d+", text)
-    return min(10, int(found.group())) / 10 if found else 0.0
 
 
 def judge_scores(m: MetricRef, spec: TaskSpec, out: Any, samples: list[dict]) -> Scored:
