@@ -110,7 +110,7 @@ async def test_evals_screen_shows_the_win_rate_table():
         assert "win rates" in text and "openai:alpha" in text and "too few votes" in text
         assert board.summary["ranking"][0]["model"] == "openai:alpha"
         row = next(line for line in text.splitlines() if line.startswith("openai:alpha"))
-        assert row.split()[2:5] == ["7", "2", "0"]
+        assert row.split()[2:5] == ["7-2", "0", "78%"]
         await pilot.press("ctrl+y")
         assert board.has_class("-hidden")
 

@@ -29,7 +29,7 @@ def test_eval_votes_table_and_json(cli):
     assert "win rates" in out and "openai:one" in out and "Bradley-Terry" in out
     assert "too few votes" not in out
     row = next(line for line in out.splitlines() if line.startswith("openai:one"))
-    assert row.split()[2:5] == ["9", "2", "1"] and "82%" in row  # 9 of 11 decisive
+    assert row.split()[2:5] == ["9-2", "1", "82%"]  # 9 of 11 decisive
     code, out, err = cli("eval", "votes", "--json")
     data = json.loads(out)
     assert data["votes"] == 12 and data["note"] is None

@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fewshot:K[:similar|:seed=N]:POOL@REF (REF prompted with K examples from POOL; it shares REF's model).",
         epilog="examples:\n  tuneterm eval evals/tickets --models smollm2-135m-instruct,job:abc123 --limit 40\n"
         "  tuneterm eval evals/tickets.yaml --models job:abc123,"
-        "fewshot:4:sample_data/fewshot/pool.jsonl@smollm2-135m-instruct",
+        "fewshot:4:sample_data/fewshot/pool.jsonl@smollm2-135m-instruct\n"
+        "  tuneterm eval votes --json                 (blind votes: win rates, Bradley-Terry ranking)\n"
+        "  tuneterm eval votes export --dpo prefs     (votes as DPO preference pairs; --sft NAME: the chosen answers)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("spec", metavar="SPEC|SUITE", help="a task .yaml, a suite .yaml or a folder of task files; "

@@ -217,18 +217,18 @@ def render(s: dict) -> str:
     if not s["pairs"]:
         lines.append("no votes yet: tuneterm chat --compare A,B --blind (or the blind mode of the Chat screen)")
         return "\n".join(lines) + "\n"
-    lines += ["", "win rates (decisive votes; 95% Wilson interval)",
-              f"{'model A':<28}  {'model B':<28}  {'A wins':>6}  {'B wins':>6}  {'ties':>4}  {'A win rate':>10}  95% CI"]
+    lines += ["", "win rates (A wins-B wins of the decisive votes; 95% Wilson interval)",
+              f"{'model A':<22} {'model B':<22} {'A-B':>7} {'ties':>4}  A win rate"]
     for r in s["pairs"]:
-        ci = "" if math.isnan(r["win_rate"]) else f"[{_pct(r['ci_low']).strip()}, {_pct(r['ci_high']).strip()}]"
-        lines.append(f"{_short(r['a']):<28}  {_short(r['b']):<28}  {r['wins_a']:>6}  {r['wins_b']:>6}  "
-                     f"{r['ties']:>4}  {_pct(r['win_rate']):>10}  {ci}{'  (too few)' if r['too_few'] else ''}")
+        ci = "" if math.isnan(r["win_rate"]) else f" [{_pct(r['ci_low']).strip()}, {_pct(r['ci_high']).strip()}]"
+        lines.append(f"{_short(r['a'], 22):<22} {_short(r['b'], 22):<22} {r['wins_a']:>3}-{r['wins_b']:<3} "
+                     f"{r['ties']:>4}  {_pct(r['win_rate']).strip()}{ci}{' (too few)' if r['too_few'] else ''}")
     for title, key in (("ranking (Bradley-Terry, Elo scale; 95% bootstrap interval)", "ranking"),
                        ("judge ranking", "judge_ranking")):
         if s[key]:
             lines += ["", title]
             for i, r in enumerate(s[key], 1):
-                lines.append(f"{i:>2}. {_short(r['model'], 40):<40}  {r['rating']:7.0f}  "
+                lines.append(f"{i:>2}. {_short(r['model'], 36):<36} {r['rating']:6.0f} "
                              f"[{r['ci_low']:.0f}, {r['ci_high']:.0f}]  {r['votes']} vote(s)")
     if s["agreement"]:
         lines += ["", "judge vs human (same rounds)"]

@@ -72,6 +72,7 @@ class EvalsScreen(WorkbenchScreen):
     #evals-status { height: auto; max-height: 6; padding: 0 1; }
     EvalReport { width: 1fr; padding: 0 1; }
     EvalReport.-hidden { display: none; }
+    #evals-left.-hidden { display: none; }
     #eval-report-head { height: auto; max-height: 3; }
     #eval-variants { height: auto; max-height: 8; }
     #eval-items { height: 1fr; }
@@ -300,5 +301,6 @@ class EvalsScreen(WorkbenchScreen):
         showing = board.has_class("-hidden")
         board.set_class(not showing, "-hidden")
         self.query_one(EvalReport).set_class(showing, "-hidden")
+        self.query_one("#evals-left").set_class(showing, "-hidden")  # the table gets the whole width
         if showing:
             board.load()

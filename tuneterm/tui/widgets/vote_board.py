@@ -15,7 +15,7 @@ from textual.widgets import Static
 
 class VoteBoard(VerticalScroll):
     DEFAULT_CSS = """
-    VoteBoard { width: 1fr; padding: 0 1; }
+    VoteBoard { width: 1fr; padding: 0 1; overflow-x: auto; }
     VoteBoard.-hidden { display: none; }
     VoteBoard #vote-board-text { width: auto; }
     """
