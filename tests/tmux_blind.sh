@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A blind round in the real workbench at 80x24: tmux runs `tuneterm tui --screen chat`, send-keys
 # types, capture-pane reads. Two columns stream from tests/fake_chat.py (a scripted OpenAI-compatible
-# server on 127.0.0.1); blind mode hides their names, a vote is stored and the names are revealed.
+# server on 127.0.0.1); blind mode hides their names, a vote is stored and the names are revealed;
+# the Evals screen shows the win-rate table.
 #
 #   tests/tmux_blind.sh [PYTHON]      (exit 0 = every check passed; needs tmux)
 set -euo pipefail
@@ -86,6 +87,14 @@ assert sorted(r.rsplit("#", 1)[1] for r in v.variants) == ["good", "weak"], v.va
 assert v.prompt == "What is the capital of France?"
 print("vote:", v.outcome, v.winner)
 PYEOF
+
+# the win-rate table on the Evals screen (the vote left the focus off the prompt: 6 switches screens)
+tm send-keys -t "$SESSION" "6"
+wait_for "^l Launch"
+tm send-keys -t "$SESSION" C-y
+wait_for "win rates"
+wait_for "too few votes"
+wait_for "1-0"
 
 tm send-keys -t "$SESSION" C-q
 i=0
