@@ -141,3 +141,29 @@ async def test_a_local_judge_is_served_by_the_screens_serve_child(tiny_model_dir
             assert verdict.variants == [fake.ref("good"), fake.ref("weak")] and verdict.shuffle == [0, 1]
             assert any(str(tiny_model_dir) in child.refs for child in servers.children)
         servers.stop_all()
+
+
+async def test_a_models_own_settings_follow_it_through_the_shuffle():
+    random.seed(1)
+    with FakeChat(arena_reply) as fake:
+        good, weak = fake.ref("good"), fake.ref("weak")
+        screen = ChatScreen([good, weak])
+        app = ChatApp(screen)
+        async with app.run_test(size=(120, 32)) as pilot:
+            await pilot.pause()
+            screen.set_column_settings(0, "You are the tuned model.", temperature=0.0)
+            await pilot.press("ctrl+b")
+            columns_of_good = set()
+            for i in range(4):
+                fake.requests.clear()
+                await _send(pilot, screen, f"hello {i}")
+                columns_of_good.add(screen.blind.round.variants.index(good))
+                sent = {r["model"]: r["messages"] for r in fake.requests}
+                assert sent["good"][0] == {"role": "system", "content": "You are the tuned model."}
+                assert sent["weak"][0]["role"] == "user"
+                await pilot.press("t")
+                assert await until(pilot, lambda: len(votes.list_votes()) == i + 1)
+            assert columns_of_good == {0, 1}  # it was shown in both columns (seeded)
+            await pilot.press("ctrl+b")
+            assert screen.conversation.settings["columns"][0]["system"] == "You are the tuned model."
+            assert [c.model for c in screen.columns] == [good, weak]

@@ -49,6 +49,7 @@ class BlindMode:
         self.screen = screen
         self.active = False
         self.models: list[str] = []  # the columns' models as the user set them (restored on leaving)
+        self.overrides: list = []    # their per-column settings, which travel with the model when shuffled
         self.round: Round | None = None
         self.voted = False
         self.rounds = 0
@@ -75,11 +76,13 @@ class BlindMode:
         self.round, self.voted = None, False
         if self.active:
             self.models = list(s.conversation.models)
+            self.overrides = list(s.conversation.settings.get("columns") or [])
             for col in s.columns:
                 col.blind_title = f"Model {col.index + 1}"
                 col.set_model(col.model)
             self._bar(f"blind mode: {len(self.models)} models, shuffled per prompt; write a prompt (i)")
         else:
+            s.conversation.settings["columns"] = list(self.overrides)
             for col, model in zip(s.columns, self.models):
                 col.blind_title = None
                 s.conversation.models[col.index] = model
@@ -93,7 +96,10 @@ class BlindMode:
         models = self.models[:len(s.columns)]
         order = shuffle_order(len(models))
         shown = [models[i] for i in order]
-        s.conversation = convs.Conversation(list(shown), s.conversation.settings)
+        settings = dict(s.conversation.settings)
+        if self.overrides:  # a model keeps its own system prompt and settings in whichever column it lands
+            settings["columns"] = [self.overrides[i] if i < len(self.overrides) else {} for i in order]
+        s.conversation = convs.Conversation(list(shown), settings)
         for col, ref in zip(s.columns, shown):
             col.blind_title = f"Model {col.index + 1}"
             col.set_model(ref)
@@ -101,7 +107,10 @@ class BlindMode:
             col.answer = ""
         system = (s.conversation.settings.get("system") or "").strip()
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        self.round = Round(text, shown, [], order, messages, s.params_for(0))
+        params = s.params_for(0)
+        if self.overrides:
+            params["columns"] = settings["columns"]
+        self.round = Round(text, shown, [], order, messages, params)
         self.voted = False
         self.rounds += 1
         self._bar(f"round {self.rounds}: answering…")
