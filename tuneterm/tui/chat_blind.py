@@ -6,7 +6,7 @@ of the focus and the vote bar asks for a vote: 1-4 (that answer is better), t (t
 bad). The vote is stored in the workspace database (tuneterm.core.votes) and the names are
 revealed. ctrl+b again puts the models back in their columns under their names.
 
-The judge (j, or ctrl+j in the palette): a judge model reference grades the visible answers
+The judge (j, when the prompt box does not have the focus): a judge model reference grades the visible answers
 against the rubric (tuneterm.core.judge); its grades are shown under each answer and stored as
 the judge's vote. A local judge is served by the screen's ``serve`` child, never loaded in the UI.
 """
