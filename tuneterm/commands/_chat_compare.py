@@ -81,27 +81,9 @@ def run_compare(args: argparse.Namespace, prompt: str | None) -> int:
         """The same conversation for every column, with each column's own trained system prompt."""
         system = trained[ref].text if ref in trained else args.system
         return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    server = None
-    load_s = 0.0
-    routes = {r: r for r in refs}
-    labels: dict[str, str] = {}  # which engine runs each local column (llama.cpp, quant type, file size)
-    if local:
-        if not args.json:
-            print(f"loading {', '.join(local)}…", file=sys.stderr, flush=True)
-        from tuneterm.core.generation import apply_inference_thread_env
-
-        apply_inference_thread_env()  # before torch loads: idle OpenMP threads sleep instead of spinning
-        from tuneterm.workers.server import make_server, serve_in_thread
-
-        started = time.perf_counter()
-        server = make_server(local, port=0, dtype=getattr(args, "dtype", None), device=getattr(args, "device", None))
-        load_s = time.perf_counter() - started
-        serve_in_thread(server)
-        routes.update({r: f"{server.url}#{r}" for r in local})
-        variants = getattr(server, "variants", {}) or {}
-        for v in variants.values():  # the columns' system prompts are chosen here (--system '' included)
-            v.trained = None
-        labels.update({r: variants[r].label() for r in local if r in variants and hasattr(variants[r], "label")})
+    server, routes, labels, load_s = start_local(refs, local, args)
+    for v in (getattr(server, "variants", {}) or {}).values():  # the columns' system prompts are chosen here
+        v.trained = None  # (--system '' included)
     results: dict[str, dict] = {}
 
     def ask(ref: str, echo: bool) -> None:
@@ -188,6 +170,30 @@ def _header(ref: str, labels: dict[str, str], scores: dict) -> None:
     for s in scores.get(ref, [])[:2]:
         print("   " + "  ".join(s.lines()))
     sys.stdout.flush()
+
+
+def start_local(refs: list[str], local: list[str], args: argparse.Namespace):
+    """Serve the ``local`` references in process: (server or None, routes for every ref, engine labels, load s)."""
+    server = None
+    load_s = 0.0
+    routes = {r: r for r in refs}
+    labels: dict[str, str] = {}  # which engine runs each local column (llama.cpp, quant type, file size)
+    if local:
+        if not args.json:
+            print(f"loading {', '.join(local)}…", file=sys.stderr, flush=True)
+        from tuneterm.core.generation import apply_inference_thread_env
+
+        apply_inference_thread_env()  # before torch loads: idle OpenMP threads sleep instead of spinning
+        from tuneterm.workers.server import make_server, serve_in_thread
+
+        started = time.perf_counter()
+        server = make_server(local, port=0, dtype=getattr(args, "dtype", None), device=getattr(args, "device", None))
+        load_s = time.perf_counter() - started
+        serve_in_thread(server)
+        routes.update({r: f"{server.url}#{r}" for r in local})
+        variants = getattr(server, "variants", {}) or {}
+        labels.update({r: variants[r].label() for r in local if r in variants and hasattr(variants[r], "label")})
+    return server, routes, labels, load_s
 
 
 def _title(ref: str, labels: dict[str, str]) -> str:

@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ask several models the same prompt (then give only PROMPT) and compare timings; with no "
                         "models: the base, the newest tuned job and its newest quantized artifact")
     p.add_argument("--parallel", action="store_true", help="with --compare: stream all models at the same time")
+    p.add_argument("--blind", action="store_true",
+                   help="with --compare: blind rounds (order shuffled, names hidden), a vote after each; "
+                        "prompts from PROMPT or, without it, one per line from the terminal")
+    p.add_argument("--judge", metavar="REF", default=None,
+                   help="with --blind: a judge model also grades every round (stored as the judge's vote)")
     p.add_argument("--system", "-s", default=None,
                    help="system prompt (default: the one a job:ID model was trained with, if any; "
                         "--system '' for none)")
@@ -55,9 +60,15 @@ def run(args: argparse.Namespace) -> int:
         if args.model and args.prompt:
             raise UsageError("with --compare give only the prompt", [("extra argument", args.model)],
                              'tuneterm chat --compare REF,REF "PROMPT"')
+        if args.blind:
+            from tuneterm.commands._chat_blind import run_blind
+
+            return run_blind(args, args.prompt or args.model)
         from tuneterm.commands._chat_compare import run_compare
 
         return run_compare(args, args.prompt or args.model)
+    if args.blind or args.judge:
+        raise UsageError("--blind and --judge go with --compare", hint='tuneterm chat --compare A,B --blind')
     if not args.model or args.prompt is None:
         raise UsageError("chat needs a model and a prompt", hint='tuneterm chat MODEL_REF "PROMPT"')
     ref = modelref.parse(args.model)

@@ -26,11 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fewshot:K[:similar|:seed=N]:POOL@REF (REF prompted with K examples from POOL; it shares REF's model).",
         epilog="examples:\n  tuneterm eval evals/tickets --models smollm2-135m-instruct,job:abc123 --limit 40\n"
         "  tuneterm eval evals/tickets.yaml --models job:abc123,"
-        "fewshot:4:sample_data/fewshot/pool.jsonl@smollm2-135m-instruct",
+        "fewshot:4:sample_data/fewshot/pool.jsonl@smollm2-135m-instruct\n"
+        "  tuneterm eval votes --json                 (blind votes: win rates, Bradley-Terry ranking)\n"
+        "  tuneterm eval votes export --dpo prefs     (votes as DPO preference pairs; --sft NAME: the chosen answers)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("spec", metavar="SPEC|SUITE", help="a task .yaml, a suite .yaml or a folder of task files")
-    p.add_argument("--models", "-m", required=True, help="comma-separated variants; the first is the default baseline")
+    p.add_argument("spec", metavar="SPEC|SUITE", help="a task .yaml, a suite .yaml or a folder of task files; "
+                   "or `votes` for the blind-vote win rates (`eval votes export --dpo NAME` turns them into data)")
+    p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)  # `eval votes export`
+    p.add_argument("--models", "-m", default=None, help="comma-separated variants; the first is the default baseline")
     p.add_argument("--out", "-o", default=None, help="report folder (default: <workspace>/evals/<run-id>)")
     p.add_argument("--limit", "-n", type=int, default=None, help="first N items of each task")
     p.add_argument("--batch-size", "-b", type=int, default=16)
@@ -43,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when visible, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on a GPU, float32 on the CPU), float32, bfloat16 "
                                                    "or float16")
+    from tuneterm.commands._eval_votes import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -53,6 +60,15 @@ def run(args: argparse.Namespace) -> int:
     from tuneterm.core.evals.spec import load_suite
     from tuneterm.core.evals.variants import parse_variants, split_models
 
+    if args.spec == "votes":
+        from tuneterm.commands._eval_votes import run_votes
+
+        return run_votes(args)
+    if args.rest:
+        raise UsageError("unexpected arguments after the spec", [("given", " ".join(args.rest))])
+    if not args.models:
+        raise UsageError("eval needs --models", [("spec", args.spec)],
+                         "tuneterm eval SPEC --models smollm2-135m-instruct,job:ID")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1", [("batch size", str(args.batch_size))])
     if args.limit is not None and args.limit < 1:

@@ -72,6 +72,25 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL
     );
     """,
+    # 2: blind-comparison votes and judge verdicts (tuneterm.core.votes)
+    """
+    CREATE TABLE votes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        round_id TEXT NOT NULL,
+        voter TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        messages TEXT NOT NULL DEFAULT '[]',
+        variants TEXT NOT NULL,
+        answers TEXT NOT NULL,
+        shuffle TEXT NOT NULL DEFAULT '[]',
+        outcome TEXT NOT NULL,
+        winner TEXT,
+        settings TEXT NOT NULL DEFAULT '{}',
+        detail TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX votes_round ON votes(round_id)
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

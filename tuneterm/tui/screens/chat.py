@@ -46,6 +46,9 @@ class ChatScreen(ChatReadyMixin, WorkbenchScreen):
     ChatScreen #chat-columns { height: 1fr; }
     ChatScreen #chat-diff.-hidden { display: none; }
     ChatScreen #chat-prompt { dock: bottom; margin-bottom: 1; }
+    ChatScreen #chat-vote-bar { height: 1; background: $boost; color: $warning; padding: 0 1; }
+    ChatScreen #chat-vote-bar.-hidden { display: none; }
+    ChatScreen .msg-judge { color: $success; text-style: italic; }
     """
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="chat.stop", priority=True),
@@ -57,7 +60,7 @@ class ChatScreen(ChatReadyMixin, WorkbenchScreen):
         Binding("ctrl+left", "select(-1)", "Previous column", id="chat.prev_column", show=False, priority=True),
         Binding("ctrl+d", "diff", "Diff", id="chat.diff", priority=True),
         Binding("ctrl+g", "settings", "Settings", id="chat.settings", priority=True),
-        Binding("ctrl+b", "column_settings", "Column settings", id="chat.column_settings", show=False, priority=True),
+        Binding("f2", "column_settings", "Column settings", id="chat.column_settings", show=False, priority=True),
         Binding("ctrl+s", "save", "Save", id="chat.save", priority=True),
         Binding("ctrl+f", "export", "Export", id="chat.export", show=False, priority=True),
         Binding("ctrl+k", "save_turn", "Keep turn→dataset", id="chat.save_turn", priority=True),
@@ -65,6 +68,12 @@ class ChatScreen(ChatReadyMixin, WorkbenchScreen):
         Binding("i", "write", "Write", id="chat.write", show=False),
         Binding("ctrl+l", "reopen", "Reopen", id="chat.reopen", show=False, priority=True),
         Binding("ctrl+y", "new_conversation", "New", id="chat.new", show=False, priority=True),
+        # blind votes and the judge (tuneterm/tui/chat_blind.py); vote keys act only in blind mode
+        Binding("ctrl+b", "toggle_blind", "Blind", id="chat.blind", priority=True),
+        *[Binding(str(n), f"vote('{n}')", f"Vote {n}", id=f"chat.vote_{n}", show=False) for n in range(1, 5)],
+        Binding("t", "vote('tie')", "Tie", id="chat.vote_tie", show=False),
+        Binding("b", "vote('both_bad')", "Both bad", id="chat.vote_bad", show=False),
+        Binding("j", "judge", "Judge", id="chat.judge", show=False),
     ]
 
     @dataclass
@@ -96,6 +105,9 @@ class ChatScreen(ChatReadyMixin, WorkbenchScreen):
         self.selected = 0
         self._diff_pair: tuple[int, int] | None = None
         self._unrecorded: set[int] = set()  # columns whose answer to the last send is not recorded yet
+        from tuneterm.tui.chat_blind import BlindMode
+
+        self.blind = BlindMode(self)
 
     # --- layout --------------------------------------------------------------------------
 
@@ -105,6 +117,7 @@ class ChatScreen(ChatReadyMixin, WorkbenchScreen):
             for i, model in enumerate(self.conversation.models):
                 yield ChatColumn(i, model, self._route)
         yield ChatDiff(id="chat-diff", classes="-hidden")
+        yield Static(id="chat-vote-bar", classes="-hidden", markup=False)
         yield Input(placeholder="message every column (tab or i to write) · enter sends · escape stops", id="chat-prompt")
 
     def on_mount(self) -> None:
@@ -188,6 +201,8 @@ class ChatScreen(ChatReadyMixin, WorkbenchScreen):
         if self.streaming:
             self.notify("still answering: wait, or press escape to stop", severity="warning")
             return False
+        if self.blind.active:
+            self.blind.new_round(text)
         turn = self.conversation.add_user(text)
         for col in self.columns:
             self._unrecorded.add(col.index)
@@ -212,6 +227,29 @@ class ChatScreen(ChatReadyMixin, WorkbenchScreen):
         self._unrecorded.discard(event.column)
         if self._diff_pair and event.column in self._diff_pair:
             self.show_diff(*self._diff_pair)
+        self.blind.answer_finished()
+
+    # --- blind votes and the judge (tuneterm/tui/chat_blind.py) --------------------------------
+
+    def action_toggle_blind(self) -> None:
+        self.blind.toggle()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "vote":  # digits go to the app's screen keys unless a blind round awaits a vote
+            return self.blind.can_vote()
+        return True
+
+    def action_vote(self, outcome: str) -> None:
+        self.blind.vote(outcome)
+
+    def action_judge(self) -> None:
+        self.blind.ask_judge()
+
+    def on_voted(self, event) -> None:
+        self.blind.on_voted(event)
+
+    def on_judged(self, event) -> None:
+        self.blind.on_judged(event)
 
     # --- columns -------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from tuneterm.tui.screens.base import WorkbenchScreen
 from tuneterm.tui.widgets.keyed_table import KeyedTable
 from tuneterm.tui.widgets.eval_report import EvalReport
 from tuneterm.tui.widgets.eval_variants import VariantsInput
+from tuneterm.tui.widgets.vote_board import VoteBoard
 
 RUN_COLUMNS = (("id", "job"), ("state", "state"), ("progress", "progress"))
 
@@ -37,6 +38,7 @@ class EvalsScreen(WorkbenchScreen):
         Binding("ctrl+t", "toggle_items", "Disagree/all", id="evals.toggle"),
         Binding("ctrl+b", "cancel_eval", "Cancel job", id="evals.cancel"),
         Binding("ctrl+r", "refresh", "Refresh", id="evals.refresh", show=False),
+        Binding("ctrl+y", "toggle_votes", "Votes", id="evals.votes"),
     ]
 
     @dataclass
@@ -69,6 +71,8 @@ class EvalsScreen(WorkbenchScreen):
     #evals-runs { height: 1fr; }
     #evals-status { height: auto; max-height: 6; padding: 0 1; }
     EvalReport { width: 1fr; padding: 0 1; }
+    EvalReport.-hidden { display: none; }
+    #evals-left.-hidden { display: none; }
     #eval-report-head { height: auto; max-height: 3; }
     #eval-variants { height: auto; max-height: 8; }
     #eval-items { height: 1fr; }
@@ -104,6 +108,7 @@ class EvalsScreen(WorkbenchScreen):
                     yield runs
                     yield Static("select an eval job", id="evals-status")
                 yield EvalReport(id="evals-report")
+                yield VoteBoard(id="evals-votes", classes="-hidden")
 
     def on_mount(self) -> None:
         self.query_one("#evals-limit", Input).styles.width = 12
@@ -290,3 +295,12 @@ class EvalsScreen(WorkbenchScreen):
         self.poke_jobs()
         self.query_one("#evals-models", VariantsInput).reload()
 
+    def action_toggle_votes(self) -> None:
+        """Show the blind-vote win rates and ranking in place of the report (and back)."""
+        board = self.query_one(VoteBoard)
+        showing = board.has_class("-hidden")
+        board.set_class(not showing, "-hidden")
+        self.query_one(EvalReport).set_class(showing, "-hidden")
+        self.query_one("#evals-left").set_class(showing, "-hidden")  # the table gets the whole width
+        if showing:
+            board.load()

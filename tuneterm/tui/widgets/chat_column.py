@@ -93,6 +93,7 @@ class ChatColumn(Vertical):
         self.stats: dict = {}
         self.status = "ready"
         self.memory_bytes: int | None = None
+        self.blind_title: str | None = None  # blind mode: "Model N" instead of the model (tui/chat_blind.py)
         self._cancel: threading.Event | None = None
         self._answer_widget: Static | None = None
         self.pending_history: list[dict] | None = None
@@ -116,7 +117,9 @@ class ChatColumn(Vertical):
 
     def _render_header(self) -> None:
         title = f"{self.index + 1}. {short_ref(self.model)}"
-        if self.memory_bytes:
+        if self.blind_title:
+            title = self.blind_title
+        elif self.memory_bytes:
             title += f"  [{self.memory_bytes / 2**20:.0f} MiB]"
         # one line that never wraps: a long reference wrapped after "2." left the title looking blank
         self.query_one(".col-title", Static).update(Text(title, no_wrap=True, overflow="ellipsis"))

@@ -6,25 +6,11 @@ through the local engine (loaded once per judge).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from tuneterm.core.evals.judge_prompt import PROMPT, parse_score
 from tuneterm.core.evals.spec import MetricRef, TaskSpec
 from tuneterm.workers.evals.scoring import Scored
-
-PROMPT = """You grade an answer against a rubric.
-Rubric: {rubric}
-
-Prompt given to the model:
-{prompt}
-
-Reference answer:
-{target}
-
-Model answer:
-{answer}
-
-Reply with one integer from 0 (fails the rubric) to 10 (fully meets it) and nothing else."""
 
 _LOCAL: dict[str, Any] = {}
 
@@ -66,8 +52,7 @@ def judge_scores(m: MetricRef, spec: TaskSpec, out: Any, samples: list[dict]) ->
     for row in samples:
         text = _ask(str(cfg["model"]), PROMPT.format(rubric=cfg["rubric"], prompt=row.get("prompt") or "",
                                                       target=row.get("target", ""), answer=row.get("output") or ""))
-        found = re.search(r"\d+", text)
-        score = min(10, int(found.group())) / 10 if found else 0.0
+        score = parse_score(text)
         row.setdefault("judge", {})[m.name] = {"raw": text.strip()[:40], "score": score}
         verdicts.append(int(score >= threshold))
     s = Scored(m.name, _MeanModule(), {}, verdicts, [0] * len(verdicts), "judge")
