@@ -13,6 +13,12 @@ def run(ctx) -> None:
     metrics = train_classifier(model, cfg["dataset"], ctx.output_dir, int(cfg.get("layer", -1)),
                                cfg.get("pooling", "mean"), float(cfg.get("c", 1.0)),
                                int(cfg.get("seed", 0)), event=ctx.event, log=ctx.log)
+    from tuneterm.workers.tracking import TrackerRun
+
+    run = TrackerRun.start(ctx, cfg)  # no Trainer here: the figures go to the trackers directly
+    if run is not None:
+        run.metrics({f"feature/{k}": v for k, v in metrics.items()})
+        run.close()
     ctx.write_artifact("classifier", ctx.output_dir / CLASSIFIER_FILE, base=model,
                        layer=int(cfg.get("layer", -1)), pooling=cfg.get("pooling", "mean"),
                        metrics={k: v for k, v in metrics.items() if k.endswith("accuracy")})

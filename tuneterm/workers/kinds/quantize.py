@@ -34,4 +34,17 @@ def run(ctx: Any) -> None:
         quality={k: finite(quality.get(k)) for k in ("ppl_increase", "mean_kl", "top1_agreement", "exact_match",
                                                        "size_ratio", "speedup")} if quality else None,
     )
+    if quality:  # the gate's figures join the training run of the model it came from
+        from tuneterm.workers.tracking import log_to_source
+
+        log_to_source(str(ctx.config.get("model", "")), ctx.job_dir.parent,
+                      {**{f"quant/{k}": v for k, v in quality.items()}, "quant/gate_passed": int(bool(result["passed"]))},
+                      text=("quantize_gate", _gate_text(ctx.id, config["method"], result)), log=ctx.log)
     ctx.log(artifact_ready_sentence(ctx.id, ctx.output_dir, ctx.output_dir / result["path"]))
+
+
+def _gate_text(job_id: str, method: str, result: dict) -> str:
+    quality = result.get("quality") or {}
+    lines = [f"quantize job {job_id} ({method}): gate {'passed' if result.get('passed') else 'failed'}", ""]
+    lines += [f"- {k}: {v}" for k, v in quality.items() if isinstance(v, (int, float, str))]
+    return "\n".join(lines)

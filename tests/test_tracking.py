@@ -1,0 +1,135 @@
+"""Experiment trackers: a LoRA job with log.report_to=["tensorboard","mlflow"] leaves TensorBoard
+event files and an MLflow run (read back with their own readers), with the job id as the run name
+and the frozen config as parameters; a quantize gate's figures join that run; a tracker that is not
+installed fails in the plan, naming the extra."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tuneterm.core import tracking
+from tuneterm.core.errors import ConfigError, UsageError
+from tuneterm.core.jobs.plan import plan_train
+
+REPO = Path(__file__).resolve().parents[1]
+ENV_KEYS = ("TENSORBOARD_LOGGING_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_ALLOW_FILE_STORE",
+            "MLFLOW_RUN_ID", "WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "TRACKIO_DIR")
+
+
+@pytest.fixture
+def clean_tracker_env(monkeypatch):
+    for key in ENV_KEYS:  # set-then-restored: the job sets its stores into this process's environment
+        monkeypatch.setenv(key, "")
+
+
+def _data(tmp_path, n=16) -> Path:
+    lines = (REPO / "sample_data" / "tickets" / "train.jsonl").read_text().splitlines()[:n]
+    path = tmp_path / "tickets.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_lora_job_logs_to_tensorboard_and_mlflow(tiny_model_dir, tmp_path, tmp_workspace, clean_tracker_env):
+    pytest.importorskip("tensorboard")
+    mlflow = pytest.importorskip("mlflow")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tuneterm.workers.jobctx import JobContext
+    from tuneterm.workers.kinds import train
+
+    plan = plan_train("lora", model=str(tiny_model_dir), data=str(_data(tmp_path)),
+                      overrides=['log.report_to=["tensorboard","mlflow"]', "train.max_steps=4", "train.batch_size=2",
+                                 "log.every_steps=1", "lora.r=4", "checkpoint.every_steps=100"])
+    job = plan.create()
+    train.run(JobContext(job.dir))
+    record = json.loads((job.dir / "tracking.json").read_text())
+    assert set(record) == {"tensorboard", "mlflow"}
+
+    acc = EventAccumulator(str(job.dir / "tracking" / "tensorboard"))
+    acc.Reload()
+    losses = acc.Scalars("train/loss")
+    assert [e.step for e in losses] == [1, 2, 3, 4]
+    events = [json.loads(x) for x in (job.dir / "events.jsonl").read_text().splitlines()]
+    ours = [e["loss"] for e in events if e.get("type") == "train"]
+    assert [round(e.value, 4) for e in losses] == [round(v, 4) for v in ours]  # the same curve as events.jsonl
+    assert "tuneterm_config/text_summary" in acc.Tags()["tensors"]  # the frozen config, as text
+
+    uri = (tmp_workspace.root / "mlruns").as_uri()
+    assert record["mlflow"]["tracking_uri"] == uri
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([record["mlflow"]["experiment_id"]], f"tags.`mlflow.runName` = '{job.id}'")
+    assert [r.info.run_id for r in runs] == [record["mlflow"]["run_id"]]
+    run = runs[0]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
+    assert run.data.params["tuneterm.lora.r"] == "4"
+    assert run.data.params["tuneterm.method"] == "lora"
+    assert json.loads(run.data.params["tuneterm.log.report_to"]) == ["tensorboard", "mlflow"]
+    assert run.info.status == "FINISHED"
+
+    # a quantize gate's figures land in the same run (the quantize job came from job:ID)
+    from tuneterm.workers.tracking import log_to_source
+
+    lines: list[str] = []
+    assert log_to_source(f"job:{job.id}", job.dir.parent, {"quant/ppl_increase": 0.031, "quant/gate_passed": 1},
+                         text=("quantize_gate", "gate passed"), log=lines.append)
+    hist = client.get_metric_history(run.info.run_id, "quant/ppl_increase")
+    assert [round(m.value, 3) for m in hist] == [0.031]
+    acc = EventAccumulator(str(job.dir / "tracking" / "tensorboard"))
+    acc.Reload()
+    assert [round(e.value, 3) for e in acc.Scalars("quant/ppl_increase")] == [0.031]
+
+
+def test_quantize_of_an_untracked_job_logs_nowhere(tmp_path):
+    from tuneterm.workers.tracking import log_to_source
+
+    (tmp_path / "abc").mkdir()
+    (tmp_path / "abc" / "spec.toml").write_text('[job]\nid = "abc"\n[config]\nmodel = "smollm2-135m-instruct"\n')
+    assert not log_to_source("job:abc", tmp_path, {"x": 1.0})
+    assert not log_to_source("smollm2-135m-instruct", tmp_path, {"x": 1.0})
+
+
+def test_missing_tracker_fails_in_the_plan_naming_the_extra(tiny_model_dir, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(UsageError) as err:
+        plan_train("lora", model=str(tiny_model_dir), data=str(_data(tmp_path)), overrides=["log.report_to=wandb"])
+    text = err.value.render()
+    assert "wandb" in text and "tuneterm[tracking]" in text and "not installed" in text
+    with pytest.raises(ConfigError) as err:
+        plan_train("lora", model=str(tiny_model_dir), data=str(_data(tmp_path)),
+                   overrides=["log.report_to=tensorbord"])
+    assert "did you mean tensorboard" in err.value.render()
+
+
+def test_missing_tracker_from_the_cli_exits_2_before_a_job(cli, tiny_model_dir, tmp_path, monkeypatch, tmp_workspace):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    code, out, err = cli("train", "--method", "lora", "--model", str(tiny_model_dir), "--data",
+                         str(_data(tmp_path)), "log.report_to=mlflow")
+    assert code == 2 and "pip install 'tuneterm[tracking]'" in err
+    assert not list((tmp_workspace.root / "jobs").glob("*")) if (tmp_workspace.root / "jobs").exists() else True
+
+
+def test_every_training_recipe_has_report_to():
+    from tuneterm.core import recipes
+
+    for method in recipes.ALL_METHODS:
+        config = recipes.default_recipe(method)
+        assert config["log"]["report_to"] == [], method
+
+
+def test_tracking_env_keeps_what_the_user_set(tmp_path):
+    job = tmp_path / "ws" / "jobs" / "j1"
+    env = tracking.tracking_env(job, {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000", "WANDB_MODE": "online"})
+    assert "MLFLOW_TRACKING_URI" not in env and "WANDB_MODE" not in env and "MLFLOW_ALLOW_FILE_STORE" not in env
+    assert env["TENSORBOARD_LOGGING_DIR"] == str(job.resolve() / "tracking" / "tensorboard")
+    env = tracking.tracking_env(job, {})
+    assert env["MLFLOW_TRACKING_URI"] == (tmp_path / "ws" / "mlruns").resolve().as_uri()
+    assert env["WANDB_MODE"] == "offline" and env["MLFLOW_ALLOW_FILE_STORE"] == "true"
