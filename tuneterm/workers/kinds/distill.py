@@ -164,3 +164,9 @@ def run(ctx) -> None:
     student.save_pretrained(out)
     tok.save_pretrained(out)
     ctx.write_artifact("model", out, base=cfg["teacher"], distill=report)
+    from tuneterm.core.fsutil import atomic_write_text
+    from tuneterm.workers.train.output import hub_card
+
+    atomic_write_text(Path(ctx.output_dir) / "README.md", hub_card(ctx, "\n".join(
+        [f"Distilled from `{cfg['teacher']}`: alpha {alpha}, temperature {temperature}, {cfg.get('steps')} steps.", ""]
+        + [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in report.items()])))

@@ -40,6 +40,10 @@ def run(ctx: Any) -> None:
         log_to_source(str(ctx.config.get("model", "")), ctx.job_dir.parent,
                       {**{f"quant/{k}": v for k, v in quality.items()}, "quant/gate_passed": int(bool(result["passed"]))},
                       text=("quantize_gate", _gate_text(ctx.id, config["method"], result)), log=ctx.log)
+    from tuneterm.core.fsutil import atomic_write_text
+    from tuneterm.workers.train.output import hub_card
+
+    atomic_write_text(ctx.output_dir / "README.md", hub_card(ctx, f"Quantized with {config['method']}.\n"))
     ctx.log(artifact_ready_sentence(ctx.id, ctx.output_dir, ctx.output_dir / result["path"]))
 
 

@@ -344,4 +344,6 @@ def _write_summary(ctx, state: dict) -> None:
              + (", ".join(f"{k} {v:+.4f}" for k, v in state.get("forgetting", {}).items()) or "-"), "",
              f"Use it: `tuneterm chat job:{ctx.id} \"...\"`. Figures: `stages.json`.", ""]
     if ctx.is_main:
-        atomic_write_text(ctx.output_dir / "README.md", "\n".join(lines))
+        from tuneterm.workers.train.output import hub_card
+
+        atomic_write_text(ctx.output_dir / "README.md", hub_card(ctx, "\n".join(lines)))
