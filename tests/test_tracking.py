@@ -82,6 +82,18 @@ def test_lora_job_logs_to_tensorboard_and_mlflow(tiny_model_dir, tmp_path, tmp_w
     assert [round(e.value, 3) for e in acc.Scalars("quant/ppl_increase")] == [0.031]
 
 
+    # and an eval report that scored job:ID, with its intervals
+    from tuneterm.workers.tracking import log_eval_report
+
+    report = {"variants": [{"id": "tuned", "ref": f"job:{job.id}"}, {"id": "base", "ref": "smollm2-135m-instruct"}],
+              "tasks": {"tickets": {"variants": {"tuned": {"n": 40, "metrics": {
+                  "accuracy": {"value": 0.8, "ci95": [0.66, 0.9]}}}}}}}
+    assert log_eval_report(report) == [f"job:{job.id}"]
+    run = client.get_run(run.info.run_id)
+    assert run.data.metrics["eval/tickets/accuracy"] == 0.8
+    assert run.data.metrics["eval/tickets/accuracy_ci_low"] == 0.66
+
+
 def test_quantize_of_an_untracked_job_logs_nowhere(tmp_path):
     from tuneterm.workers.tracking import log_to_source
 

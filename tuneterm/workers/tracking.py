@@ -267,3 +267,31 @@ def log_to_source(ref: str, jobs_dir: Path, metrics: dict, step: int = 0, text: 
     if log:
         log(f"logged {len(metrics)} figures to the runs of {ref} ({', '.join(tracking.read_record(folder))})")
     return True
+
+
+def log_eval_report(report: dict, log=None) -> list[str]:
+    """Each ``job:ID`` variant's scores (value and 95% interval per task and metric) into the runs of
+    the training job it came from. Returns the refs it logged to."""
+    from tuneterm.core.errors import TunetermError
+    from tuneterm.core.jobs import store
+
+    done = []
+    for variant in report.get("variants", []):
+        ref = str(variant.get("ref", ""))
+        if not ref.startswith("job:") or variant.get("shots"):
+            continue
+        try:
+            ref = f"job:{store.resolve_id(ref)}"
+        except TunetermError:
+            continue
+        figures: dict = {}
+        for task, body in (report.get("tasks") or {}).items():
+            cell = (body.get("variants") or {}).get(variant["id"]) or {}
+            for name, m in (cell.get("metrics") or {}).items():
+                figures[f"eval/{task}/{name}"] = m.get("value")
+                ci = m.get("ci95")
+                if isinstance(ci, (list, tuple)) and len(ci) == 2:
+                    figures[f"eval/{task}/{name}_ci_low"], figures[f"eval/{task}/{name}_ci_high"] = ci
+        if figures and log_to_source(ref, store.jobs_root(), figures, log=log):
+            done.append(ref)
+    return done

@@ -474,4 +474,7 @@ def finish(tasks: list[TaskSpec], variants: list[EvalVariant], outcomes: dict, f
     )
     if opts.out_dir is not None:
         report_mod.write_report(Path(opts.out_dir), report, all_samples)
+    from tuneterm.workers.tracking import log_eval_report
+
+    log_eval_report(report)  # a tuned job's scores join its training run, when it logged to trackers
     return report
