@@ -118,6 +118,16 @@ def test_missing_tracker_fails_in_the_plan_naming_the_extra(tiny_model_dir, tmp_
     assert "did you mean tensorboard" in err.value.render()
 
 
+def test_trackio_when_absent_names_its_own_install(tiny_model_dir, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("trackio") is not None:
+        pytest.skip("trackio is installed here")
+    with pytest.raises(UsageError) as err:
+        plan_train("lora", model=str(tiny_model_dir), data=str(_data(tmp_path)), overrides=["log.report_to=trackio"])
+    assert "pip install trackio" in err.value.render() and "tuneterm[tracking]" not in err.value.render()
+
+
 def test_missing_tracker_from_the_cli_exits_2_before_a_job(cli, tiny_model_dir, tmp_path, monkeypatch, tmp_workspace):
     import importlib.util
 
@@ -145,3 +155,56 @@ def test_tracking_env_keeps_what_the_user_set(tmp_path):
     env = tracking.tracking_env(job, {})
     assert env["MLFLOW_TRACKING_URI"] == (tmp_path / "ws" / "mlruns").resolve().as_uri()
     assert env["WANDB_MODE"] == "offline" and env["MLFLOW_ALLOW_FILE_STORE"] == "true"
+
+
+def _wandb_records(path: Path):
+    """The protobuf records of an offline W&B run file (its LevelDB-style log: 32 KiB blocks, each record
+    a 7-byte header - crc32, length, type full/first/middle/last - after the file's 7-byte ':W&B' header)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, block, pending = path.read_bytes(), 7, 32768, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:  # block padding
+            pos += left
+            continue
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def test_lora_job_logs_to_wandb_offline(tiny_model_dir, tmp_path, tmp_workspace, clean_tracker_env):
+    pytest.importorskip("wandb")
+
+    from tuneterm.workers.jobctx import JobContext
+    from tuneterm.workers.kinds import train
+
+    plan = plan_train("lora", model=str(tiny_model_dir), data=str(_data(tmp_path)),
+                      overrides=['log.report_to=["wandb"]', "train.max_steps=3", "train.batch_size=2",
+                                 "log.every_steps=1", "lora.r=4"])
+    job = plan.create()
+    train.run(JobContext(job.dir))
+    record = json.loads((job.dir / "tracking.json").read_text())["wandb"]
+    assert record["mode"] == "offline" and record["name"] == job.id
+    files = list((job.dir / "tracking" / "wandb").glob(f"offline-run-*-{record['run_id']}/run-{record['run_id']}.wandb"))
+    assert len(files) == 1
+    records = list(_wandb_records(files[0]))
+    runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert [r.display_name for r in runs] == [job.id]
+    config = {u.key: json.loads(u.value_json) for r in records if r.WhichOneof("record_type") == "config"
+              for u in r.config.update}
+    assert config["tuneterm.lora.r"] == "4" and config["tuneterm.method"] == "lora"  # the frozen config
+    losses = [json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "history"
+              for i in r.history.item if (i.key or "/".join(i.nested_key)) == "train/loss"]
+    events = [json.loads(x) for x in (job.dir / "events.jsonl").read_text().splitlines()]
+    assert [round(v, 4) for v in losses] == [round(e["loss"], 4) for e in events if e.get("type") == "train"]

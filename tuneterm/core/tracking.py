@@ -24,6 +24,7 @@ from tuneterm.core.errors import ConfigError, UsageError
 TRACKERS = ("tensorboard", "mlflow", "wandb", "trackio")
 MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio"}
 EXTRA = "tracking"
+IN_EXTRA = ("tensorboard", "mlflow", "wandb")  # what ``tuneterm[tracking]`` installs; trackio is installed on its own
 RECORD = "tracking.json"
 PROJECT = "tuneterm"  # the MLflow experiment, W&B and trackio project, unless the environment names one
 
@@ -50,10 +51,11 @@ def check_trackers(config: dict) -> list[str]:
             seen.append(name)
     missing = [n for n in seen if importlib.util.find_spec(MODULES[n]) is None]
     if missing:
+        steps = [f"pip install 'tuneterm[{EXTRA}]'"] if any(n in IN_EXTRA for n in missing) else []
+        steps += ["pip install trackio"] if "trackio" in missing else []
         raise UsageError(f"log.report_to asks for {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'}"
                          " not installed", [("report_to", ", ".join(seen)), ("missing", ", ".join(missing))],
-                         f"pip install 'tuneterm[{EXTRA}]' (TensorBoard and MLflow), or pip install "
-                         f"{' '.join(missing)}; or drop them from log.report_to")
+                         " and ".join(steps) + ", or drop them from log.report_to")
     return seen
 
 

@@ -73,6 +73,13 @@ class RunRecordCallback(_trainer_callback_base()):
             record[name] = _describe_and_tag(name, run_name(self.ctx), params, self.config)
         write_record(self.ctx.job_dir, record)
 
+    def on_train_end(self, args, state, control, **kw):
+        if state.is_world_process_zero and "wandb" in self.names:  # Trainer leaves the W&B run open
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
+
 
 def write_record(job_dir: Path, record: dict) -> None:
     merged = {**tracking.read_record(job_dir), **record}
