@@ -69,18 +69,20 @@ def test_lora_job_logs_to_tensorboard_and_mlflow(tiny_model_dir, tmp_path, tmp_w
     assert json.loads(run.data.params["tuneterm.log.report_to"]) == ["tensorboard", "mlflow"]
     assert run.info.status == "FINISHED"
 
-    # a quantize gate's figures land in the same run (the quantize job came from job:ID)
-    from tuneterm.workers.tracking import log_to_source
+    # a real quantize job of job:ID: its gate figures and report land in the same run, its card has the gate
+    from test_quant_cpu import run_job
 
-    lines: list[str] = []
-    assert log_to_source(f"job:{job.id}", job.dir.parent, {"quant/ppl_increase": 0.031, "quant/gate_passed": 1},
-                         text=("quantize_gate", "gate passed"), log=lines.append)
+    quant = run_job(f"job:{job.id}", "int8-dynamic")
     hist = client.get_metric_history(run.info.run_id, "quant/ppl_increase")
-    assert [round(m.value, 3) for m in hist] == [0.031]
+    quality = json.loads((quant.dir / "output" / "quality.json").read_text())
+    assert [round(m.value, 6) for m in hist] == [round(quality["ppl_increase"], 6)]
+    assert client.get_run(run.info.run_id).data.metrics["quant/gate_passed"] == 1.0
     acc = EventAccumulator(str(job.dir / "tracking" / "tensorboard"))
     acc.Reload()
-    assert [round(e.value, 3) for e in acc.Scalars("quant/ppl_increase")] == [0.031]
-
+    assert len(acc.Scalars("quant/ppl_increase")) == 1
+    card = (quant.dir / "output" / "README.md").read_text()
+    assert card.startswith("---\n") and "## Quantization gate" in card and "Gate: **passed**" in card
+    assert f"`job:{job.id}`" in card  # its lineage
 
     # and an eval report that scored job:ID, with its intervals
     from tuneterm.workers.tracking import log_eval_report

@@ -203,7 +203,7 @@ def render(job_dir: Path, details: str | None = None, repo_id: str | None = None
     name = repo_id or f"tuneterm-{job_id}"
 
     tags = ["tuneterm", job.get("kind", "")]
-    tags += [t for t in (method, kind if kind in ("gguf", "adapter") else "", "quantized" if quality else "")
+    tags += [t for t in (method, kind if kind in ("gguf", "adapter") else "", "quantized" if quality or artifact.get("quality") or job.get("kind") == "quantize" else "")
              if t and t not in tags]
     if kind == "adapter":
         tags.append("lora")
