@@ -210,3 +210,31 @@ def test_lora_job_logs_to_wandb_offline(tiny_model_dir, tmp_path, tmp_workspace,
               for i in r.history.item if (i.key or "/".join(i.nested_key)) == "train/loss"]
     events = [json.loads(x) for x in (job.dir / "events.jsonl").read_text().splitlines()]
     assert [round(v, 4) for v in losses] == [round(e["loss"], 4) for e in events if e.get("type") == "train"]
+
+
+def test_sequential_pipeline_logs_each_stage_as_its_own_run(tiny_model_dir, tmp_path, tmp_workspace,
+                                                            clean_tracker_env):
+    pytest.importorskip("tensorboard")
+    mlflow = pytest.importorskip("mlflow")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_method_sequential import _recipe
+
+    from tuneterm.workers.jobctx import JobContext
+    from tuneterm.workers.kinds import sequential
+
+    plan = plan_train("sequential", model=str(tiny_model_dir), recipe=_recipe(tmp_path),
+                      overrides=["train.max_steps=2", "log.every_steps=1", "stages.domain_qa.lora.r=4",
+                                 'log.report_to=["tensorboard","mlflow"]', "eval.base=false"])
+    job = plan.create()
+    sequential.run(JobContext(job.dir))
+    client = mlflow.MlflowClient((tmp_workspace.root / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("tuneterm")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {f"{job.id}-stage1-general", f"{job.id}-stage2-domain_qa"}
+    for run in runs.values():
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    assert runs[f"{job.id}-stage2-domain_qa"].data.params["tuneterm.method"] == "lora"
+    for name in runs:  # each stage's curve in its own TensorBoard folder
+        acc = EventAccumulator(str(job.dir / "tracking" / "tensorboard" / name))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]

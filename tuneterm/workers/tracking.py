@@ -24,9 +24,18 @@ def run_name(ctx) -> str:
     return f"{ctx.id}-stage{index}-{ctx.name}" if isinstance(index, int) else ctx.id
 
 
-def use_offline_stores(job_dir: Path) -> None:
-    """Each tracker's offline store for this process, where the environment names none."""
-    os.environ.update(tracking.tracking_env(Path(job_dir), os.environ))
+_OURS: dict[str, str] = {}  # tracker variables this process set (the rest of the environment is the user's)
+
+
+def use_offline_stores(job_dir: Path, run: str | None = None) -> None:
+    """Each tracker's offline store for this process, where the user's environment names none. ``run``
+    (a sequential stage): its own TensorBoard folder, so the stages' curves do not overlap."""
+    user = {k: v for k, v in os.environ.items() if _OURS.get(k) != v}
+    env = tracking.tracking_env(Path(job_dir), user)
+    if run and "TENSORBOARD_LOGGING_DIR" in env:
+        env["TENSORBOARD_LOGGING_DIR"] = str(Path(env["TENSORBOARD_LOGGING_DIR"]) / run)
+    os.environ.update(env)
+    _OURS.update(env)
 
 
 def trainer_setup(ctx, config: dict) -> tuple[list[str], list]:
@@ -34,14 +43,16 @@ def trainer_setup(ctx, config: dict) -> tuple[list[str], list]:
     names = tracking.check_trackers(config)
     if not names:
         return [], []
-    use_offline_stores(ctx.job_dir)
+    use_offline_stores(ctx.job_dir, run_name(ctx) if run_name(ctx) != ctx.id else None)
+    if _OURS.get("MLFLOW_RUN_ID") == os.environ.get("MLFLOW_RUN_ID"):
+        os.environ.pop("MLFLOW_RUN_ID", None)  # a run this process reopened before (an earlier stage) is not this one's
     if "mlflow" in names:  # the process may have pointed MLflow elsewhere before (tests, a pipeline)
         import mlflow
 
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     record = tracking.read_record(ctx.job_dir)
     if ctx.resume and "mlflow" in names and record.get("mlflow", {}).get("name") == run_name(ctx):
-        os.environ["MLFLOW_RUN_ID"] = record["mlflow"]["run_id"]  # a resumed job goes on in the same run
+        os.environ["MLFLOW_RUN_ID"] = _OURS["MLFLOW_RUN_ID"] = record["mlflow"]["run_id"]  # a resumed job: same run
     return names, [RunRecordCallback(ctx, config, names)]
 
 

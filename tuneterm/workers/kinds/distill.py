@@ -130,12 +130,12 @@ def run(ctx) -> None:
 
     _, tracker_callbacks = tracking.trainer_setup(ctx, cfg)
     trackers = tracking.trainer_args(ctx, cfg)
-    logging = {"logging_strategy": "steps", "logging_steps": int(cfg.get("log", {}).get("every_steps", 5))} \
+    log_args = {"logging_strategy": "steps", "logging_steps": int(cfg.get("log", {}).get("every_steps", 5))} \
         if tracker_callbacks else {"logging_strategy": "no"}
     args = TrainingArguments(output_dir=str(ctx.checkpoints_dir), max_steps=int(cfg.get("steps", 20)),
                              per_device_train_batch_size=int(cfg.get("batch_size", 8)),
                              learning_rate=float(cfg.get("lr", 5e-4)), save_strategy="steps",
-                             save_steps=int(cfg.get("save_steps", 50)), save_total_limit=2, **trackers, **logging,
+                             save_steps=int(cfg.get("save_steps", 50)), save_total_limit=2, **trackers, **log_args,
                              use_cpu=not torch.cuda.is_available(),
                              seed=int(cfg.get("seed", 0)), remove_unused_columns=False)
     trainer = DistillTrainer(model=student, args=args, train_dataset=train_ds, data_collator=collate,
