@@ -238,3 +238,32 @@ def test_sequential_pipeline_logs_each_stage_as_its_own_run(tiny_model_dir, tmp_
         acc = EventAccumulator(str(job.dir / "tracking" / "tensorboard" / name))
         acc.Reload()
         assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
+
+
+def test_feature_classifier_without_a_trainer_logs_through_its_own_hook(tiny_model_dir, tmp_path, tmp_workspace,
+                                                                       clean_tracker_env):
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_method_feature import _write
+
+    from tuneterm.workers.jobctx import JobContext
+    from tuneterm.workers.kinds import feature
+
+    data = tmp_path / "easy"
+    data.mkdir()
+    for split, n, seed in (("train", 20, 1), ("val", 10, 2), ("test", 10, 3)):
+        _write(data, split, n, seed)
+    job = plan_train("feature", model=str(tiny_model_dir), data=str(data),
+                     overrides=['log.report_to=["tensorboard","mlflow"]']).create()
+    feature.run(JobContext(job.dir))
+    metrics = json.loads((job.dir / "output" / "metrics.json").read_text())
+    record = json.loads((job.dir / "tracking.json").read_text())
+    run = mlflow.MlflowClient(record["mlflow"]["tracking_uri"]).get_run(record["mlflow"]["run_id"])
+    assert run.info.run_name == job.id and run.data.params["tuneterm.pooling"] == "mean"
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["feature/val_accuracy"] == pytest.approx(metrics["val_accuracy"])
+    acc = EventAccumulator(record["tensorboard"]["logdir"])
+    acc.Reload()
+    assert acc.Scalars("feature/test_accuracy")[0].value == pytest.approx(metrics["test_accuracy"])
+    assert (job.dir / "output" / "README.md").read_text().startswith("---\n")

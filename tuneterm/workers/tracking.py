@@ -138,8 +138,9 @@ def _tb_writer(logdir: str):
 class TrackerRun:
     """Runs of several trackers as one: ``params``, ``metrics`` (with a step) and ``text``."""
 
-    def __init__(self, record: dict):
+    def __init__(self, record: dict, started: bool = False):
         self.record = record
+        self.started = started  # runs this object began (closed as finished), not reopened ones
         self._open: dict = {}
         for name, info in record.items():
             self._open[name] = _open(name, info)
@@ -154,7 +155,7 @@ class TrackerRun:
         use_offline_stores(ctx.job_dir)
         record = {name: _new_run(name, run_name(ctx)) for name in names}
         write_record(ctx.job_dir, record)
-        run = cls(record)
+        run = cls(record, started=True)
         run.params(tracking.flat_params(config, "tuneterm."))
         return run
 
@@ -208,6 +209,9 @@ class TrackerRun:
         for name, handle in self._open.items():
             if name == "tensorboard":
                 handle.close()
+            elif name == "mlflow" and self.started:
+                client, run_id = handle
+                client.set_terminated(run_id)
             elif name in ("wandb", "trackio"):
                 handle.finish()
         self._open = {}
