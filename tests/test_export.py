@@ -135,3 +135,13 @@ def test_export_of_a_job_without_a_gguf_says_how_to_make_one(cli, tmp_workspace)
     (job.dir / "output" / "artifact.json").write_text(json.dumps({"kind": "adapter", "path": "adapter"}))
     code, _, err = cli("export", f"job:{job.id}", "--to", "ollama")
     assert code == 3 and f"tuneterm quantize job:{job.id} --method gguf" in err
+
+
+def test_the_self_check_notices_a_template_that_renders_differently():
+    from tuneterm.commands.export import _same_prompt
+
+    smol = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+            "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    assert _same_prompt(ollama.CHATML, smol, "")
+    assert not _same_prompt(ollama.CHATML, smol.replace("'<|im_end|>' + '\n'", "'<|im_end|>' + '\n\n'"), "")
+    assert not _same_prompt(ollama.CHATML, "{{ messages | no_such_filter }}", "")  # cannot render: says so

@@ -66,8 +66,24 @@ def recipe_params(job_id: str) -> dict:
     return params
 
 
-def run(args: argparse.Namespace) -> int:
+def _same_prompt(family, hf_template: str, system: str) -> bool:
+    """Whether the Modelfile's template, filled as Ollama fills it, renders the GGUF's own template's prompt
+    for a test conversation (without its system message where the template refuses one)."""
     from tuneterm.core import gotemplate, ollama
+
+    for messages in (PROBE, PROBE[1:]):
+        try:
+            theirs = ollama.render_hf_template(hf_template, messages)
+        except ValueError:  # the template's own raise_exception (Gemma 2 refuses a system message)
+            continue
+        except Exception:  # noqa: BLE001 - jinja features this renderer lacks
+            return False
+        return gotemplate.render(family.template, gotemplate.ollama_values(messages, system)) == theirs
+    return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from tuneterm.core import ollama
     from tuneterm.core.fsutil import atomic_write_text
 
     job_id, gguf = _gguf_of(args.job)
@@ -78,21 +94,19 @@ def run(args: argparse.Namespace) -> int:
     meta = ollama.gguf_metadata(gguf)
     hf_template = meta.get("tokenizer.chat_template") or ""
     family = ollama.family_of(hf_template)
-    system = ollama.default_system(family, ollama.render_hf_template(hf_template, PROBE[1:2]))
+    try:
+        system = ollama.default_system(family, ollama.render_hf_template(hf_template, PROBE[1:2]))
+    except Exception:  # noqa: BLE001 - a template this renderer cannot run: no default system prompt taken
+        system = ""
     text = ollama.modelfile(gguf, family, system, params, f"job:{job_id}")
     target = gguf.parent / "Modelfile"
     atomic_write_text(target, text)
-    ours = gotemplate.render(family.template, gotemplate.ollama_values(PROBE, system))
-    try:
-        theirs = ollama.render_hf_template(hf_template, PROBE)
-    except ValueError:  # a template that refuses a system message (Gemma 2): compare without one
-        ours = gotemplate.render(family.template, gotemplate.ollama_values(PROBE[1:], system))
-        theirs = ollama.render_hf_template(hf_template, PROBE[1:])
+    same = _same_prompt(family, hf_template, system)
     name = args.name or "tuneterm-" + re.sub(r"[^a-z0-9._-]", "-", job_id.lower().rsplit("-", 1)[-1])
     print(f"wrote {target} ({family.name} template, stop {', '.join(family.stop)})")
-    if ours != theirs:
+    if not same:
         print("note: the Modelfile's template renders a different prompt than the GGUF's own chat template "
-              "for a test conversation; check it before relying on it")
+              "for a test conversation (or that template could not be rendered here); check it before relying on it")
     print(f"ollama create {name} -f {target}")
     print(f"ollama run {name}")
     return 0

@@ -97,6 +97,7 @@ def render_hf_template(chat_template: str, messages: list[dict], bos: str = "", 
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: __import__("datetime").datetime.now().strftime(fmt)
     return env.from_string(chat_template).render(messages=messages, add_generation_prompt=True,
                                                  bos_token=bos, eos_token=eos)
 
