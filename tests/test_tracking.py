@@ -80,6 +80,11 @@ def test_lora_job_logs_to_tensorboard_and_mlflow(tiny_model_dir, tmp_path, tmp_w
     acc = EventAccumulator(str(job.dir / "tracking" / "tensorboard"))
     acc.Reload()
     assert len(acc.Scalars("quant/ppl_increase")) == 1
+    from tuneterm.workers.quantize.gate import GateFailed
+
+    with pytest.raises(GateFailed):  # a failed gate is logged too
+        run_job(f"job:{job.id}", "int8-dynamic", "quant.bits=2", "gate.min_top1_agreement=0.9", "gate.max_mean_kl=0.01")
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "quant/gate_passed")] == [1.0, 0.0]
     card = (quant.dir / "output" / "README.md").read_text()
     assert card.startswith("---\n") and "## Quantization gate" in card and "Gate: **passed**" in card
     assert f"`job:{job.id}`" in card  # its lineage
