@@ -272,3 +272,24 @@ def test_feature_classifier_without_a_trainer_logs_through_its_own_hook(tiny_mod
     acc.Reload()
     assert acc.Scalars("feature/test_accuracy")[0].value == pytest.approx(metrics["test_accuracy"])
     assert (job.dir / "output" / "README.md").read_text().startswith("---\n")
+
+
+def test_a_resumed_job_goes_on_in_the_same_mlflow_run(tiny_model_dir, tmp_path, tmp_workspace, clean_tracker_env):
+    mlflow = pytest.importorskip("mlflow")
+    from stop_context import StopAtStep
+
+    from tuneterm.workers.jobctx import JobContext
+    from tuneterm.workers.kinds import train
+
+    job = plan_train("lora", model=str(tiny_model_dir), data=str(_data(tmp_path)),
+                     overrides=['log.report_to=["mlflow"]', "train.max_steps=5", "train.batch_size=2",
+                                "log.every_steps=1", "lora.r=4", "checkpoint.every_steps=100"]).create()
+    train.run(StopAtStep(job.dir, at=2))
+    first = json.loads((job.dir / "tracking.json").read_text())["mlflow"]["run_id"]
+    train.run(JobContext(job.dir, resume=True))
+    record = json.loads((job.dir / "tracking.json").read_text())["mlflow"]
+    assert record["run_id"] == first
+    client = mlflow.MlflowClient(record["tracking_uri"])
+    steps = sorted({m.step for m in client.get_metric_history(first, "loss")})
+    assert steps == [1, 2, 3, 4, 5]
+    assert len(client.search_runs([record["experiment_id"]])) == 1

@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from tuneterm.core import tracking
 from tuneterm.core.fsutil import atomic_write_json
 
@@ -62,13 +64,7 @@ def trainer_args(ctx, config: dict) -> dict:
     return {"report_to": names or "none", "run_name": run_name(ctx), "project": tracking.PROJECT}
 
 
-def _trainer_callback_base():
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-class RunRecordCallback(_trainer_callback_base()):
+class RunRecordCallback(TrainerCallback):
     """After Trainer's integrations opened their runs (they run first): the frozen config as run
     parameters, and the job's ``tracking.json`` naming each run."""
 
