@@ -293,3 +293,29 @@ def test_a_resumed_job_goes_on_in_the_same_mlflow_run(tiny_model_dir, tmp_path, 
     steps = sorted({m.step for m in client.get_metric_history(first, "loss")})
     assert steps == [1, 2, 3, 4, 5]
     assert len(client.search_runs([record["experiment_id"]])) == 1
+
+
+def test_an_eval_of_a_tracked_job_logs_its_scores_to_the_run(tiny_model_dir, tmp_path, tmp_workspace,
+                                                             clean_tracker_env):
+    mlflow = pytest.importorskip("mlflow")
+    from tuneterm.core.evals.spec import load_task
+    from tuneterm.core.evals.variants import parse_variants
+    from tuneterm.workers.evals.runner import RunOptions, run_eval
+    from tuneterm.workers.jobctx import JobContext
+    from tuneterm.workers.kinds import train
+
+    job = plan_train("lora", model=str(tiny_model_dir), data=str(_data(tmp_path)),
+                     overrides=['log.report_to=["mlflow"]', "train.max_steps=2", "train.batch_size=2",
+                                "lora.r=4"]).create()
+    train.run(JobContext(job.dir))
+    rows = [{"id": f"g{i}", "messages": [{"role": "user", "content": f"Ticket {i}"},
+                                         {"role": "assistant", "content": "billing"}]} for i in range(4)]
+    (tmp_path / "gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "gen.yaml").write_text("name: gen\nversion: 1\ntype: generate\ndata: {path: gen.jsonl}\n"
+                                       "generation: {max_new_tokens: 3}\nmetrics: [exact_match]\n")
+    report = run_eval([load_task(tmp_path / "gen.yaml")], parse_variants([f"job:{job.id}"]),
+                      RunOptions(out_dir=tmp_path / "eval", progress=False))
+    value = next(iter(report["tasks"]["gen"]["variants"].values()))["metrics"]["exact_match"]["value"]
+    record = json.loads((job.dir / "tracking.json").read_text())["mlflow"]
+    metrics = mlflow.MlflowClient(record["tracking_uri"]).get_run(record["run_id"]).data.metrics
+    assert metrics["eval/gen/exact_match"] == pytest.approx(value)
