@@ -319,3 +319,7 @@ def test_an_eval_of_a_tracked_job_logs_its_scores_to_the_run(tiny_model_dir, tmp
     record = json.loads((job.dir / "tracking.json").read_text())["mlflow"]
     metrics = mlflow.MlflowClient(record["tracking_uri"]).get_run(record["run_id"]).data.metrics
     assert metrics["eval/gen/exact_match"] == pytest.approx(value)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard((job.dir / "output" / "README.md").read_text())  # the job's card now has the eval
+    assert [(r.task_name, r.metric_type) for r in card.data.eval_results] == [("gen", "exact_match")]

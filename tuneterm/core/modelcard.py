@@ -130,12 +130,14 @@ def provenance(config: dict) -> list[dict]:
     return rows
 
 
-def eval_reports(job_id: str, workspace_root: Path) -> list[tuple[Path, dict, str]]:
-    """(report path, report, variant id) for every eval report in the workspace that scored ``job:ID``."""
+def eval_reports(job_id: str, workspace_root: Path, extra: tuple = ()) -> list[tuple[Path, dict, str]]:
+    """(report path, report, variant id) for every eval report in the workspace (and in ``extra``) that
+    scored ``job:ID``."""
     out = []
     candidates = list((workspace_root / "jobs").glob("*/output/report.json")) + \
         list((workspace_root / "evals").glob("*/report.json"))
-    for path in sorted(candidates):
+    candidates = sorted({p.resolve() for p in candidates} | {Path(p).resolve() for p in extra})
+    for path in candidates:
         report = _read_json(path)
         for variant in report.get("variants", []):
             ref = str(variant.get("ref", ""))
@@ -144,13 +146,13 @@ def eval_reports(job_id: str, workspace_root: Path) -> list[tuple[Path, dict, st
     return out
 
 
-def eval_results(job_id: str, workspace_root: Path, metrics: dict) -> list[dict]:
+def eval_results(job_id: str, workspace_root: Path, metrics: dict, extra: tuple = ()) -> list[dict]:
     """Flat results: task, dataset, metric, value, ci95 (or None), source."""
     results = []
     if metrics.get("eval_loss") is not None:
         results.append({"task": "validation", "dataset": "validation split", "metric": "loss",
                         "value": float(metrics["eval_loss"]), "ci95": None, "source": "metrics.json"})
-    for path, report, vid in eval_reports(job_id, workspace_root):
+    for path, report, vid in eval_reports(job_id, workspace_root, extra):
         for task, body in (report.get("tasks") or {}).items():
             cell = (body.get("variants") or {}).get(vid) or {}
             for name, m in (cell.get("metrics") or {}).items():
@@ -159,6 +161,17 @@ def eval_results(job_id: str, workspace_root: Path, metrics: dict) -> list[dict]
                                     "value": float(m["value"]), "ci95": m.get("ci95"), "n": cell.get("n"),
                                     "source": str(path)})
     return results
+
+
+def refresh(job_dir: Path, reports: tuple = ()) -> bool:
+    """Rewrites a finished job's card (after an eval that scored it); False when it has none."""
+    from tuneterm.core.fsutil import atomic_write_text
+
+    readme = Path(job_dir) / "output" / "README.md"
+    if not readme.is_file() or not (Path(job_dir) / "output" / "artifact.json").is_file():
+        return False
+    atomic_write_text(readme, render(job_dir, reports=reports))
+    return True
 
 
 def _model_index(name: str, results: list[dict]) -> list[dict]:
@@ -179,9 +192,10 @@ def _fmt_ci(ci) -> str:
     return "-"
 
 
-def render(job_dir: Path, details: str | None = None, repo_id: str | None = None) -> str:
+def render(job_dir: Path, details: str | None = None, repo_id: str | None = None, reports: tuple = ()) -> str:
     """The model card of the job in ``job_dir``. ``details``: the kind's own summary (default: what the
-    existing README holds between the markers); ``repo_id``: the name it is pushed under."""
+    existing README holds between the markers); ``repo_id``: the name it is pushed under; ``reports``:
+    eval reports outside the workspace to include."""
     job_dir = Path(job_dir)
     spec = _spec(job_dir)
     job, config = spec.get("job", {}), spec.get("config", {})
@@ -199,7 +213,7 @@ def render(job_dir: Path, details: str | None = None, repo_id: str | None = None
     licence = base_license(root) if root else None
     kind = artifact.get("kind") or ("model" if job.get("kind") != "feature" else "classifier")
     method = str(artifact.get("method") or config.get("method") or job.get("kind") or "")
-    results = eval_results(job_id, job_dir.parent.parent, metrics)
+    results = eval_results(job_id, job_dir.parent.parent, metrics, tuple(reports))
     name = repo_id or f"tuneterm-{job_id}"
 
     tags = ["tuneterm", job.get("kind", "")]

@@ -313,3 +313,19 @@ def log_eval_report(report: dict, log=None) -> list[str]:
         if figures and log_to_source(ref, store.jobs_root(), figures, log=log):
             done.append(ref)
     return done
+
+
+def refresh_cards(report: dict, report_path: Path | None) -> None:
+    """The model cards of the ``job:ID`` variants an eval scored, rewritten with its results."""
+    from tuneterm.core import modelcard
+    from tuneterm.core.errors import TunetermError
+    from tuneterm.core.jobs import store
+
+    for variant in report.get("variants", []):
+        ref = str(variant.get("ref", ""))
+        if ref.startswith("job:") and not variant.get("shots"):
+            try:
+                modelcard.refresh(store.jobs_root() / store.resolve_id(ref),
+                                  (report_path,) if report_path is not None else ())
+            except (TunetermError, OSError):
+                continue
