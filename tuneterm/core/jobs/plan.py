@@ -255,6 +255,9 @@ def plan_train(method: str, *, model: str | None = None, data: str | None = None
             store.resolve_path(data, "train")  # fails here, with a hint, for an unknown name
             config["dataset"] = data
         summary = f"feature classifier on {config['model']}"
+    from tuneterm.core.tracking import check_trackers
+
+    check_trackers(config)  # a tracker that is not installed fails here, not after a model load
     label = Path(str(data)).stem if data else "-".join(s["name"] for s in config.get("stages", []))
     return _frozen(kind, config, name or f"{method} {label}".strip(), summary, nproc=nproc, notes=notes)
 

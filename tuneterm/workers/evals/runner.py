@@ -474,4 +474,8 @@ def finish(tasks: list[TaskSpec], variants: list[EvalVariant], outcomes: dict, f
     )
     if opts.out_dir is not None:
         report_mod.write_report(Path(opts.out_dir), report, all_samples)
+    from tuneterm.workers.tracking import log_eval_report, refresh_cards
+
+    log_eval_report(report)  # a tuned job's scores join its training run, when it logged to trackers
+    refresh_cards(report, Path(opts.out_dir) / "report.json" if opts.out_dir is not None else None)  # and its card
     return report

@@ -126,15 +126,21 @@ def run(ctx) -> None:
     def on_step(**m):
         ctx.event(type="train", **m)
 
+    from tuneterm.workers import tracking
+
+    _, tracker_callbacks = tracking.trainer_setup(ctx, cfg)
+    trackers = tracking.trainer_args(ctx, cfg)
+    log_args = {"logging_strategy": "steps", "logging_steps": int(cfg.get("log", {}).get("every_steps", 5))} \
+        if tracker_callbacks else {"logging_strategy": "no"}
     args = TrainingArguments(output_dir=str(ctx.checkpoints_dir), max_steps=int(cfg.get("steps", 20)),
                              per_device_train_batch_size=int(cfg.get("batch_size", 8)),
                              learning_rate=float(cfg.get("lr", 5e-4)), save_strategy="steps",
-                             save_steps=int(cfg.get("save_steps", 50)), save_total_limit=2, report_to=[],
-                             logging_strategy="no", use_cpu=not torch.cuda.is_available(),
+                             save_steps=int(cfg.get("save_steps", 50)), save_total_limit=2, **trackers, **log_args,
+                             use_cpu=not torch.cuda.is_available(),
                              seed=int(cfg.get("seed", 0)), remove_unused_columns=False)
     trainer = DistillTrainer(model=student, args=args, train_dataset=train_ds, data_collator=collate,
                              teacher=teacher, alpha=alpha, temperature=temperature, on_step=on_step,
-                             callbacks=[StopOnRequest(ctx)])
+                             callbacks=[StopOnRequest(ctx), *tracker_callbacks])
     if train_or_resume(ctx, trainer) is None:  # stopped: `tuneterm jobs resume` continues
         return
     after = evaluate(student, teacher, val_ds, collate, temperature)
@@ -149,7 +155,18 @@ def run(ctx) -> None:
     }
     ctx.event(type="eval", stage="after", **after)
     ctx.event(type="report", **report)
+    if tracker_callbacks:  # the before/after figures join the training curves
+        tracking.log_to_source(f"job:{ctx.id}", ctx.job_dir.parent, {
+            **{f"distill/before_{k}": v for k, v in before.items()},
+            **{f"distill/after_{k}": v for k, v in after.items()},
+            **{f"distill/{k}": v for k, v in report.items()}}, step=int(cfg.get("steps", 20)), log=ctx.log)
     out = Path(ctx.output_dir) / "model"
     student.save_pretrained(out)
     tok.save_pretrained(out)
     ctx.write_artifact("model", out, base=cfg["teacher"], distill=report)
+    from tuneterm.core.fsutil import atomic_write_text
+    from tuneterm.workers.train.output import hub_card
+
+    atomic_write_text(Path(ctx.output_dir) / "README.md", hub_card(ctx, "\n".join(
+        [f"Distilled from `{cfg['teacher']}`: alpha {alpha}, temperature {temperature}, {cfg.get('steps')} steps.", ""]
+        + [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in report.items()])))

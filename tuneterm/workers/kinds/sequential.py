@@ -114,7 +114,7 @@ def run(ctx) -> dict:
             ctx.log(f"stage {index} {name}: finished earlier, skipped")
             continue
         if entry.get("state") != "trained":
-            stage_config = _stage_config(stage, model)
+            stage_config = _stage_config(stage, model, (ctx.config.get("log") or {}).get("report_to") or ())
             sctx = StageContext(ctx, index, name, stage_config,
                                 resume=bool(ctx.resume and entry.get("state") in ("running", "cancelled")))
             entry.update(state="running", start_model=str(model))
@@ -172,10 +172,12 @@ def _start_model(ref: str) -> str:
     return str(path)
 
 
-def _stage_config(stage: dict, model: str) -> dict:
+def _stage_config(stage: dict, model: str, report_to=()) -> dict:
     """The stage as a train job's config, starting from ``model``."""
     config = {k: v for k, v in stage.items() if k not in ("name", "val")}
     config["model"] = model
+    if report_to and not (config.get("log") or {}).get("report_to"):  # the pipeline's trackers
+        config["log"] = {**config.get("log", {}), "report_to": list(report_to)}
     if "lora" in config and isinstance(config["lora"], dict):
         config["lora"] = {**config["lora"], "merge": True}  # the next stage needs full weights
     return config
@@ -342,4 +344,6 @@ def _write_summary(ctx, state: dict) -> None:
              + (", ".join(f"{k} {v:+.4f}" for k, v in state.get("forgetting", {}).items()) or "-"), "",
              f"Use it: `tuneterm chat job:{ctx.id} \"...\"`. Figures: `stages.json`.", ""]
     if ctx.is_main:
-        atomic_write_text(ctx.output_dir / "README.md", "\n".join(lines))
+        from tuneterm.workers.train.output import hub_card
+
+        atomic_write_text(ctx.output_dir / "README.md", hub_card(ctx, "\n".join(lines)))

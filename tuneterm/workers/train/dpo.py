@@ -127,11 +127,11 @@ def _trainer_class():
     return TunetermDPOTrainer
 
 
-def dpo_args(config: dict, output_dir: Path, has_eval: bool, n_train: int):
+def dpo_args(config: dict, output_dir: Path, has_eval: bool, n_train: int, trackers: dict | None = None):
     """The plain worker's TrainingArguments, as a DPOConfig with the ``[dpo]`` settings."""
     from trl import DPOConfig
 
-    base = build_args(config, output_dir, has_eval, n_train)
+    base = build_args(config, output_dir, has_eval, n_train, trackers=trackers)
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
     fields.pop("gradient_checkpointing", None)  # deprecated alias; activation_checkpointing carries it
     fields.pop("gradient_checkpointing_kwargs", None)
@@ -222,9 +222,13 @@ def run(ctx):
     # --- train ---------------------------------------------------------------------------------
     from transformers import EarlyStoppingCallback, PrinterCallback
 
-    args = dpo_args(config, ctx.checkpoints_dir, eval_pairs is not None, len(train_pairs) // max(1, ctx.world_size))
+    from tuneterm.workers import tracking
+
+    _, tracker_callbacks = tracking.trainer_setup(ctx, config)
+    args = dpo_args(config, ctx.checkpoints_dir, eval_pairs is not None, len(train_pairs) // max(1, ctx.world_size),
+                    trackers=tracking.trainer_args(ctx, config))
     ref: list = []
-    callbacks = [_DPOEvents(ctx, ref, config)]
+    callbacks = [_DPOEvents(ctx, ref, config), *tracker_callbacks]
     patience = int(config.get("eval", {}).get("early_stopping_patience", 0))
     if eval_pairs and patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))

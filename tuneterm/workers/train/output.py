@@ -60,7 +60,8 @@ def write(ctx, trainer, tokenizer, config: dict, base_path: Path, metrics: dict,
         ctx.write_artifact(weights.name, weights.name, base=base, method=method, **prompt)
     atomic_write_text(out / "config.toml", tomli_w.dumps(config))
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "README.md", card if card is not None else model_card(ctx.id, config, metrics))
+    summary = card if card is not None else model_card(ctx.id, config, metrics)
+    atomic_write_text(out / "README.md", hub_card(ctx, summary))
     ctx.log(f"output written to {out}")
 
 
@@ -77,6 +78,17 @@ def _portable_base(adapter: Path, base: str) -> None:
     if "@" in base:
         cfg["revision"] = base.split("@", 1)[1]
     atomic_write_text(cfg_path, json.dumps(cfg, indent=2))
+
+
+def hub_card(ctx, summary: str) -> str:
+    """``summary`` (a kind's own card) inside the Hub-style card of the job (``core/modelcard.py``); a
+    sequential stage's output keeps the plain summary (the pipeline's card is the job's)."""
+    from tuneterm.core import modelcard
+
+    if Path(ctx.output_dir).resolve() != (Path(ctx.job_dir) / "output").resolve():
+        return summary
+    kept = [line for line in summary.splitlines() if not line.startswith(("# ", "Use it:"))]
+    return modelcard.render(ctx.job_dir, details="\n".join(kept).strip("\n") + "\n")
 
 
 def model_card(job_id: str, config: dict, metrics: dict) -> str:
@@ -103,4 +115,4 @@ def model_card(job_id: str, config: dict, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["write", "model_card"]
+__all__ = ["write", "model_card", "hub_card"]

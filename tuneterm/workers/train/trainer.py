@@ -110,7 +110,9 @@ def _attn_implementation(model) -> str:
     return getattr(config, "_attn_implementation", None) or "sdpa"
 
 
-def build_args(config: dict, output_dir: Path, has_eval: bool, n_train: int) -> TrainingArguments:
+def build_args(config: dict, output_dir: Path, has_eval: bool, n_train: int,
+               trackers: dict | None = None) -> TrainingArguments:
+    """``trackers``: report_to, run_name and project (``tuneterm.workers.tracking.trainer_args``)."""
     t = config.get("train", {})
     ev = config.get("eval", {})
     ck = config.get("checkpoint", {})
@@ -158,7 +160,7 @@ def build_args(config: dict, output_dir: Path, has_eval: bool, n_train: int) -> 
         logging_strategy="steps",
         logging_steps=int(lg.get("every_steps", 5)),
         logging_first_step=True,
-        report_to="none",
+        **(trackers or {"report_to": "none"}),
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
