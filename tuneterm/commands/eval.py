@@ -39,7 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="exit 1 when a variant is significantly worse than its baseline")
     p.add_argument("--no-cache", action="store_true", help="ignore and do not write the per-item cache")
     p.add_argument("--check", action="store_true", help="validate the specs and data only; load no model")
-    p.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
+    p.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table "
+                                                       "(with --job: the job as JSON)")
+    p.add_argument("--job", action="store_true",
+                   help="run as a background job (follow it with `tuneterm jobs logs ID -f`; the workbench's "
+                        "Evals screen shows its report); it takes a device slot like a training job")
+    p.add_argument("--gpus", metavar="0",
+                   help="with --job: the GPU to run on (default: any free one); the job waits queued while it is busy")
     p.add_argument("--device", default="auto", help="auto (CUDA when visible, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on a GPU, float32 on the CPU), float32, bfloat16 "
                                                    "or float16")
@@ -58,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--limit must be at least 1", [("limit", str(args.limit))])
     if args.check:
         return _check(args)
+    if args.job:
+        return _as_job(args)
+    if args.gpus:
+        raise UsageError("--gpus places a job on a GPU", [("--gpus", args.gpus)],
+                         "add --job to run the eval as a job, or use --device cuda:N to run it in this terminal")
     tasks = load_suite(args.spec)
     variants = parse_variants(split_models(args.models))
     from tuneterm.core.workspace import workspace
@@ -136,3 +147,25 @@ def _check(args: argparse.Namespace) -> int:
         print(err.render(), file=sys.stderr)
     print(f"eval --check: {len(errors)} problem{'s' if len(errors) != 1 else ''} found", file=sys.stderr)
     return errors[0].exit_code
+
+
+def _as_job(args: argparse.Namespace) -> int:
+    """``--job``: the same checks as a run, then an ``eval`` job in its device slot (like the Evals screen)."""
+    from tuneterm.core import jobs
+    from tuneterm.core.evals.variants import split_models
+    from tuneterm.core.evals.views import check_and_config
+    from tuneterm.core.jobs import slots
+
+    config, command = check_and_config(args.spec, split_models(args.models), args.limit, args.batch_size)
+    if args.baseline:
+        config["baseline"] = args.baseline
+    devices, _ = slots.devices_for(args.gpus, 1, "eval")
+    job = jobs.create_job("eval", config, name=f"eval {Path(args.spec).stem}", devices=devices)
+    job = jobs.launch(job.id)
+    if args.json:
+        print(json.dumps(job.to_dict(), default=str))
+        return 0
+    print(f"started eval job {job.id}: {command}")
+    print(f"  follow it:  tuneterm jobs logs {job.id} --follow")
+    print(f"  report:     {job.dir / 'output' / 'report.md'} when it succeeds")
+    return 0
