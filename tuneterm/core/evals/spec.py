@@ -18,6 +18,7 @@ Errors name the file and the field (``data.path``, ``metrics[2]``...).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -70,6 +71,10 @@ class GenerationSpec(_Strict):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
+    # generate tasks: answers constrained to this JSON schema (inline, or a .json file relative to the
+    # spec), through the grammar engine of `tuneterm serve`'s response_format (xgrammar); remote
+    # variants get it as response_format json_schema
+    json_schema: dict[str, Any] | str | None = None
 
 
 class MetricRef(_Strict):
@@ -244,7 +249,31 @@ def load_task(path: str | Path) -> TaskSpec:
         found = [_validation_error(path, err) for err in exc.errors()]
         raise (found[0] if len(found) == 1 else SpecErrors(found)) from exc
     check_templates(spec)
+    _resolve_json_schema(spec, path)
     return spec
+
+
+def _resolve_json_schema(spec: TaskSpec, path: Path) -> None:
+    """``generation.json_schema`` as a mapping (a file name is read now, so the cache key holds the schema)."""
+    schema = spec.generation.json_schema
+    if schema is None:
+        return
+    field, line = "generation.json_schema", _key_line(path, "generation")
+    if spec.type != "generate":
+        raise _spec_error(path, field, f"only generate tasks take a JSON schema (this task's type is {spec.type})", line)
+    if isinstance(schema, str):
+        file = (spec.base_dir / schema).expanduser()
+        try:
+            schema = json.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise _spec_error(path, field, f"cannot read {file}: {exc.strerror or exc}", line) from exc
+        except ValueError as exc:
+            raise _spec_error(path, field, f"{file} is not JSON: {exc}", line) from exc
+        if not isinstance(schema, dict):
+            raise _spec_error(path, field, f"{file} holds no JSON object (a JSON schema is an object)", line)
+    if not schema:
+        raise _spec_error(path, field, "an empty schema constrains nothing; give {type: object, properties: ...}", line)
+    spec.generation.json_schema = schema
 
 
 def check_templates(spec: TaskSpec) -> None:
