@@ -25,6 +25,7 @@ from textual.widgets import Input, Static
 from tuneterm.core import conversations as convs
 from tuneterm.core import modelref
 from tuneterm.core.chat_client import LocalServers, is_remote
+from tuneterm.core.shared_servers import chat_servers
 from tuneterm.core.errors import TunetermError
 from tuneterm.tui.screens.base import WorkbenchScreen
 from tuneterm.tui.widgets.chat_column import ChatColumn
@@ -81,7 +82,7 @@ class ChatScreen(WorkbenchScreen):
         super().__init__(**kwargs)
         self.conversation = convs.Conversation(list(models or [modelref.EMBEDDED_NAME])[:MAX_COLUMNS],
                                                {"system": "", "params": dict(DEFAULT_PARAMS), "columns": []})
-        self.servers = servers or LocalServers()
+        self.servers = servers or chat_servers()  # shared by the tabs of `tuneterm web`
         self._own_servers = servers is None
         self.selected = 0
         self._diff_pair: tuple[int, int] | None = None
