@@ -10,7 +10,7 @@ ORDER = 37
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from tuneterm.commands._slots import add_slot_options
+    from tuneterm.core.jobs.placement import add_slot_options
 
     p = sub.add_parser("distill", help="distil a teacher model into a smaller student (= train --method distill)",
                        description="KL on temperature-softened token distributions mixed with CE. The same job "

@@ -10,7 +10,7 @@ ORDER = 36
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from tuneterm.commands._slots import add_slot_options
+    from tuneterm.core.jobs.placement import add_slot_options
 
     p = sub.add_parser("feature", help="train a classifier on a frozen model's hidden states (= train --method feature)",
                        description="Feature-based fine-tuning: extract (and cache) hidden states, fit a "

@@ -15,7 +15,7 @@ ORDER = 30
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from tuneterm.commands._slots import add_slot_options
+    from tuneterm.core.jobs.placement import add_slot_options
 
     p = sub.add_parser(
         "quantize",
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"# tuneterm quantize {args.model} --method {config['method']}")
         print(config_toml(job_plan.spec()))
         return 0
-    from tuneterm.commands._slots import place
+    from tuneterm.core.jobs.placement import place
 
     info = place(job_plan, args).create()
     if not args.foreground:
