@@ -125,17 +125,22 @@ class SharedServers:
             if all(r in self.urls for r in refs):
                 return {r: f"{self.urls[r]}#{r}" for r in refs}
             key = key_for(refs)
-            with FileLock(str(self.dir / f"{key}.lock")):
-                entry = next((e for e in self._entries() if set(refs) <= set(e["refs"])), None)
-                if entry is None:
-                    entry = self._start(key, refs)
-                else:
-                    self._hold(entry["key"])
-            try:
-                self._wait_ready(entry, timeout, cancel)
-            except BaseException:
-                self._drop(entry["key"])
-                raise
+            for attempt in (1, 2):
+                with FileLock(str(self.dir / f"{key}.lock")):
+                    entry = next((e for e in self._entries() if set(refs) <= set(e["refs"])), None)
+                    joined = entry is not None
+                    if entry is None:
+                        entry = self._start(key, refs)
+                    else:
+                        self._hold(entry["key"])
+                try:
+                    self._wait_ready(entry, timeout, cancel)
+                    break
+                except BaseException:
+                    self._drop(entry["key"])
+                    # a server joined just as it stopped itself (its last tab had left): start a new one
+                    if not (joined and attempt == 1 and not pid_alive(int(entry["pid"]))):
+                        raise
             base = f"http://127.0.0.1:{entry['port']}/v1"
             for r in entry["refs"]:
                 self.urls[r] = base
