@@ -43,7 +43,9 @@ def _progress(job, events: list[dict] | None = None) -> str:
     event = getattr(job, "last_event", None) or {}
     step, total = event.get("step"), event.get("max_steps") or event.get("total_steps")
     if not isinstance(step, int):
-        return "-"
+        from tuneterm.core.jobs.describe import progress_text
+
+        return (progress_text(event) if event.get("phase") else "") or "-"  # a quantize job: its phase
     text = f"{step}/{total}" if total else str(step)
     if str(job.state) in ("queued", "running"):
         left = eta_seconds(events or [event], time.time())
