@@ -96,3 +96,27 @@ def test_the_web_command_turns_sharing_on_for_its_tabs(monkeypatch):
     assert isinstance(chat_servers(), LocalServers)
     monkeypatch.setenv("TUNETERM_SHARED_CHAT_SERVERS", "1")
     assert isinstance(chat_servers(), SharedServers)
+
+
+async def test_the_chat_screen_of_a_web_tab_uses_the_shared_server(tiny_model_dir, monkeypatch, tmp_workspace):
+    """The hook: with sharing on (as `tuneterm web` sets it), the Chat screen's local model is served by the
+    workspace's shared server, and leaving the screen gives its lease back (the server then stops itself)."""
+    from test_tui_chat import ChatApp
+
+    from tuneterm.core.shared_servers import registry_dir
+    from tuneterm.tui.screens.chat import ChatScreen
+
+    monkeypatch.setenv("TUNETERM_SHARED_CHAT_SERVERS", "1")
+    screen = ChatScreen(models=[str(tiny_model_dir)])
+    assert isinstance(screen.servers, SharedServers)
+    app = ChatApp(screen)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("i", *"hi", "enter")
+        for _ in range(1200):
+            await pilot.pause(0.1)
+            if screen.columns[0].answer and not screen.streaming:
+                break
+        assert screen.columns[0].answer and not screen.streaming
+        [entry] = _entries(registry_dir())
+        assert entry["refs"] == [str(tiny_model_dir)]
+    assert _until(lambda: not pid_alive(entry["pid"]) or _zombie(entry["pid"]), 30)
