@@ -305,6 +305,13 @@ def test_cli_and_job_kind(tasks, tiny_model_dir, tmp_path, cli, tmp_workspace, m
     assert kinds[0] == "eval_plan" and events[0]["total"] == 12 and kinds[-1] == "eval_report"
     progress = [e for e in events if e.get("type") == "eval_progress"]
     assert progress and progress[-1]["done"] == progress[-1]["total"] == 6
+    # items over the whole run, so `jobs ls`, `jobs show` and the workbench give an eval job an ETA
+    assert [e["step"] for e in progress] == sorted(e["step"] for e in progress) and progress[-1]["step"] == 12
+    assert all(e["total_steps"] == 12 for e in progress)
+    from tuneterm.core.jobs.eta import eta_seconds
+
+    assert eta_seconds(events[:1] + progress[:1], now=progress[0]["time"]) is None  # one point: no pace yet
+    assert eta_seconds(events[:1] + progress, now=progress[-1]["time"]) == 0.0
     from tuneterm.core.evals.views import job_progress
 
     assert job_progress(events).finished and job_progress(events).done == 12

@@ -149,3 +149,28 @@ def test_identical_rows_are_items_of_their_own_with_stable_ids(tmp_path, cli):
     code, out, err = cli("eval", str(path), "--models", "smollm2-135m-instruct", "--check")
     assert code == 0, err
     assert "4 items" in out and "2 duplicate row(s)" in out
+
+
+def test_check_reports_every_problem_in_one_run(tmp_path, cli, monkeypatch):
+    """`eval --check` checks metric names (with a close-match hint) and model references without loading
+    weights, and prints every problem of the run, not the first one only."""
+    monkeypatch.setenv("TUNETERM_HOME", str(tmp_path / "ws"))
+    rows(tmp_path / "d.jsonl", [{"q": "a", "a": "b"}])
+    write(tmp_path / "suite" / "t.yaml", "name: t\nversion: 1\ntype: generate\ndata: {path: ../d.jsonl}\n"
+                                         "prompt: {template: '{{q}}'}\ntarget: '{{a}}'\nmetrics: [exact_matc, f1]\n")
+    write(tmp_path / "suite" / "u.yaml", "name: u\nversion: 1\ntype: generat\ndata: {path: ../d.jsonl}\n"
+                                         "promt: {template: '{{q}}'}\n")
+    write(tmp_path / "suite" / "ok.yaml", "name: ok\nversion: 1\ntype: generate\ndata: {path: ../d.jsonl}\n"
+                                          "prompt: {template: '{{q}}'}\ntarget: '{{a}}'\n")
+    code, out, err = cli("eval", str(tmp_path / "suite"), "--models", "smollm2-135m-instruct,job:nope,foo-bar", "--check")
+    assert code == 3 and "Traceback" not in err
+    assert "no metric module 'exact_matc'; did you mean 'exact_match'?" in err
+    assert "field: type" in err and "field: promt" in err  # both problems of one file
+    assert "no job 'nope'" in err and "unknown model reference 'foo-bar'" in err
+    assert "eval --check: 5 problems found" in err
+    assert "ok: generate, version 1, 1 items" in out and "t: generate" not in out
+    # the real run rejects the same metric before any model loads, with the same hint
+    from tuneterm.core.evals.metrics import check_metrics
+
+    with pytest.raises(NotFoundError, match="did you mean 'exact_match'"):
+        check_metrics(load_task(tmp_path / "suite" / "t.yaml"))

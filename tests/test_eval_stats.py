@@ -146,3 +146,23 @@ def test_report_rendering_and_regressions(tmp_path):
     table = report_mod.render_table(bad)
     assert "(+2/-12)" in table and "tuned" in table
     assert json.loads((tmp_path / "r" / "samples.jsonl").read_text())["id"] == "1"
+
+
+def test_table_fits_the_terminal(monkeypatch):
+    """80 columns: one compact table per task, long variant names wrapped, nothing wider than the terminal;
+    the width comes from $COLUMNS when none is given."""
+    rep = _report((2, 12))
+    task = rep["tasks"]["t"]
+    long = "fewshot:4:sample_data/fewshot/pool.jsonl@smollm2-135m-instruct"
+    task["variants"][long] = task["variants"]["tuned"]
+    task["comparisons"].append({**task["comparisons"][0], "variant": long})
+    for width in (60, 80, 100, 120):
+        text = report_mod.render_table(rep, width)
+        assert max(len(line) for line in text.splitlines()) <= width, text
+        assert "(+2/-12)" in text and "paired difference to base" in text
+        rest = iter(text[text.index("fewshot:4:"):])
+        assert all(ch in rest for ch in long)  # wrapped over lines, not cut: its characters in order
+    wide = report_mod.render_table(rep, 200)
+    assert "exact_match -10.0 pt * p=0.0129 (+2/-12) vs base" in wide and "speed" in wide
+    monkeypatch.setenv("COLUMNS", "80")
+    assert max(len(line) for line in report_mod.render_table(rep).splitlines()) <= 80

@@ -188,3 +188,45 @@ def test_on_a_gpu_machine_the_gpus_come_from_nvidia_smi_and_a_job_sees_its_own(m
     job = _start(2, devices=[slots.ANY_GPU])
     assert jobs.wait_for(job.id, 60).state == "succeeded"
     assert json.loads((job.dir / "output" / "result.json").read_text())["cuda_visible_devices"] == "0"
+
+
+def test_gpus_and_force_on_every_job_creating_command(cli, tiny_model_dir, tmp_path, monkeypatch):
+    """quantize, distill, feature and `eval --job` take --gpus (checked, frozen into the spec) like train;
+    quantize and the train aliases take --force for the disk check; eval without --job refuses --gpus."""
+    from collections import namedtuple
+    from pathlib import Path
+    import shutil
+
+    monkeypatch.setenv("TUNETERM_GPUS", "1")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    repo = Path(__file__).resolve().parents[1]
+    data = str(repo / "sample_data" / "tickets" / "train.jsonl")
+    model = str(tiny_model_dir)
+    for cmd in (("quantize", model, "--method", "int8-dynamic"),
+                ("distill", "--teacher", model, "--data", data),
+                ("feature", "--model", model, "--data", data),
+                ("eval", str(repo / "evals" / "tickets"), "--models", model, "--job")):
+        code, _, err = cli(*cmd, "--gpus", "3")
+        assert code == 2 and "no GPU 3 on this machine" in err, (cmd, err)
+    code, _, err = cli("eval", str(repo / "evals" / "tickets"), "--models", model, "--gpus", "0")
+    assert code == 2 and "add --job" in err
+    assert not jobs.list_jobs()
+
+    real = shutil.disk_usage
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(real(p).total, real(p).total - 10_000, 10_000))
+    code, _, err = cli("quantize", model, "--method", "int8-dynamic", "--gpus", "0")
+    assert code == 5 and "not enough disk space" in err and "the quantized model" in err
+    assert not jobs.list_jobs()
+    code, out, err = cli("quantize", model, "--method", "int8-dynamic", "--gpus", "0", "--force")
+    assert code == 0, err
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    code, out, err = cli("eval", str(repo / "evals" / "tickets"), "--models", model, "--job", "--gpus", "0",
+                         "--limit", "2")
+    assert code == 0 and "started eval job" in out, err
+    made = {j.kind: j for j in jobs.list_jobs()}
+    assert set(made) == {"quantize", "eval"}
+    for job in made.values():
+        assert jobs.read_spec(job.dir)["job"]["devices"] == ["cuda:0"]
+        jobs.cancel(job.id)
+        jobs.wait_for(job.id, 120)

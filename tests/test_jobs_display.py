@@ -73,3 +73,14 @@ def test_quantize_log_lines_are_sentences():
     failed = dict(done, failures=["ppl_increase 0.0123 > 0.01"])
     assert quantize_sentence(failed).startswith("the quality gate failed: ppl_increase 0.0123 > 0.01 (")
     assert "{" not in quantize_sentence({"type": "quantize", "phase": "new_phase", "n": 3})
+
+
+def test_a_quantize_jobs_progress_is_its_phase_in_words():
+    """`jobs ls` PROGRESS (and `jobs show`) of a quantize job, whose events have phases, not steps."""
+    from tuneterm.core.jobs.describe import progress_text
+
+    assert progress_text({"type": "quantize", "phase": "quantize", "method": "int8-dynamic"}) == \
+        "quantizing with int8-dynamic on the CPU"
+    assert progress_text({"type": "gate", "phase": "generation", "prompts": 8}) == \
+        "comparing greedy generations with the parent on 8 prompts"
+    assert progress_text({"type": "train", "step": 3, "total_steps": 9}) == "step 3/9"

@@ -107,6 +107,7 @@ async def test_keymap_from_the_settings_file(tmp_path, monkeypatch):
 async def test_number_keys_never_type_every_footer_quits_every_column_has_a_title():
     from textual.widgets import DataTable, Input, TextArea
     from textual.widgets._footer import FooterKey
+    from textual.widgets._header import HeaderIcon
 
     from tui_recording import until
 
@@ -123,6 +124,9 @@ async def test_number_keys_never_type_every_footer_quits_every_column_has_a_titl
             footer = list(screen.query(FooterKey))
             assert footer[0].description == "Quit" and footer[0].key_display == "^q", key
             assert footer[0].region.right <= 80
+            # the header icon draws in any monospace font (Textual's U+2B58 is an empty box in browsers)
+            icon = str(screen.query_one(HeaderIcon).render()).strip()
+            assert icon and all(ord(c) < 0x2300 for c in icon), (key, icon)
             for table in screen.query(DataTable):
                 titles = [str(c.label).strip() for c in table.columns.values()]
                 assert all(titles), (key, table.id, titles)

@@ -133,3 +133,33 @@ async def test_a_real_detached_job_cancel_resume_and_artifact():
         await pilot.press("escape")
     # Closing the workbench changed nothing for the jobs.
     assert jobs.get_job(done.id).state == "succeeded"
+
+
+async def test_a_waiting_job_says_what_it_waits_for_in_the_table():
+    """Two jobs for one CPU slot (real processes, the torch-free ``sleep`` kind): the second stays queued
+    and its row says what it waits for, as `jobs ls` does."""
+    first = jobs.create_job("sleep", {"steps": 400, "step_seconds": 0.05}, devices=["cpu"])
+    jobs.launch(first.id)
+    for _ in range(400):
+        if jobs.get_job(first.id).state == "running":
+            break
+        import time
+
+        time.sleep(0.05)
+    second = jobs.create_job("sleep", {"steps": 1, "step_seconds": 0.01}, devices=["cpu"])
+    jobs.launch(second.id)
+    app = RecordingApp(start="jobs")
+    try:
+        async with app.run_test(size=(140, 30)) as pilot:
+            table = app.screen.query_one(JobTable)
+
+            def cell() -> str:
+                if second.id not in table.job_ids:
+                    return ""
+                return str(table.get_row(second.id)[3])
+
+            assert await _until(pilot, lambda: cell().startswith("waiting for the CPU: job "), tries=300), cell()
+            assert first.id in cell()
+    finally:
+        jobs.cancel(first.id, wait=20)
+        jobs.wait_for(second.id, 60)

@@ -9,6 +9,7 @@ import os
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -214,7 +215,7 @@ def test_chat_keys_reach_the_page(browser, web):
     tab.page.keyboard.press("F7")
     assert tab.wait_for("message every column")
     for key, marker in (("Control+o", "Model for the new column"), ("Control+e", "Eval spec or suite"),
-                        ("Control+b", "Overrides for column 1")):
+                        ("F2", "Overrides for column 1")):
         since = len(tab.frames)
         tab.page.keyboard.press(key)
         assert tab.wait_for(marker, 30, since), f"{key}: no {marker!r} on screen"
@@ -224,4 +225,75 @@ def test_chat_keys_reach_the_page(browser, web):
     tab.page.keyboard.press("Control+k")  # keep the turn: there is none yet, and the app says so
     assert tab.wait_for("nothing to save yet", 30, since)
     assert tab.errors == []
+    context.close()
+
+
+def _rss_mb(pids) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def _tree(pid: int) -> set[int]:
+    from tests.web_server import children_of
+
+    out, todo = set(), [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+@pytest.mark.slow
+def test_three_chatting_tabs_share_one_model(browser, web, tmp_workspace):
+    """Issue 24 item 6: tabs that chat with the same model share one model server (one copy of the
+    weights); three chatting tabs use at most 1.3x the memory of one; the server leaves with the last tab."""
+    import json
+
+    registry = tmp_workspace.root / "run" / "chat-servers"
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    tabs = []
+
+    def chat(tab: Tab, first: bool) -> None:
+        tab.page.goto(web.url if first else web.base + "/")
+        assert tab.wait_for("1 Datasets")
+        tab.page.locator(".xterm").click()
+        since = len(tab.frames)
+        tab.page.keyboard.press("F7")
+        assert tab.wait_for("message every column", 60, since)
+        since = len(tab.frames)
+        tab.page.wait_for_timeout(1000)
+        tab.page.keyboard.press("i")
+        tab.page.wait_for_timeout(500)
+        tab.page.keyboard.type("hi", delay=100)
+        tab.page.wait_for_timeout(500)
+        tab.page.keyboard.press("Enter")
+        assert _wait(lambda: list(registry.glob("*.json")), 60), "no message sent: no chat server was asked for"
+        if not tab.wait_for("tok/s", 420 if first else 120, since):
+            logs = "".join(p.read_text(errors="replace")[-1500:] for p in registry.glob("*.log"))
+            raise AssertionError((logs, [p.name for p in registry.glob("*")], b"".join(tab.frames)[-600:]))
+
+    tabs.append(Tab(context))
+    chat(tabs[0], True)
+    [entry] = [json.loads(p.read_text()) for p in registry.glob("*.json")]
+    one = _rss_mb(_tree(web.proc.pid) | {entry["pid"]})
+    for _ in range(2):
+        tabs.append(Tab(context))
+        chat(tabs[-1], False)
+    entries = [json.loads(p.read_text()) for p in registry.glob("*.json")]
+    assert [e["pid"] for e in entries] == [entry["pid"]]  # one server for the three tabs
+    three = _rss_mb(_tree(web.proc.pid) | {entry["pid"]})
+    print(f"memory: one chatting tab {one:.0f} MB, three {three:.0f} MB ({three / one:.2f}x)")
+    assert three <= 1.3 * one, (one, three)
+    for tab in tabs:
+        tab.page.close()
+    assert _wait(lambda: not alive(entry["pid"]), 30), "the shared server outlived its last tab"
     context.close()

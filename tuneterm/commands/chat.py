@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=None, help="a stop string (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object with text and timings")
+    p.add_argument("--json-schema", metavar="FILE", default=None,
+                   help="constrain the answer to this JSON schema (local models: xgrammar, the 'structured' extra; "
+                        "servers: response_format json_schema)")
     p.add_argument("--device", default="auto", help="auto (CUDA when visible, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on a GPU, float32 on the CPU), float32, bfloat16 "
                                                    "or float16")
@@ -56,6 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from tuneterm.core import modelref
     from tuneterm.core.errors import UsageError
 
+    args.schema = None
+    if getattr(args, "json_schema", None):
+        from tuneterm.workers.constrained import load_schema_file
+
+        args.schema = load_schema_file(args.json_schema)
+    if args.compare is not None and args.schema is not None:
+        raise UsageError("--json-schema works with one model, not with --compare", [("--json-schema", args.json_schema)],
+                         'tuneterm chat MODEL_REF --json-schema FILE "PROMPT"')
     if args.compare is not None:
         if args.model and args.prompt:
             raise UsageError("with --compare give only the prompt", [("extra argument", args.model)],
@@ -90,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if ref.is_remote:
         return _run_remote(args, shots)
     if ref.kind == "job" and _artifact_kind(ref.target) == "classifier":
+        if args.schema is not None:
+            raise UsageError("a classifier answers with a label; --json-schema does not apply", [("model", args.model)])
         from tuneterm.workers.classifier import predict  # feature-based: the answer is a label
 
         label = predict([args.prompt], args.model)[0]
@@ -107,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     messages = _messages(args) if shots is None else shots + [{"role": "user", "content": args.prompt}]
     stats = GenerationStats()
     pieces = []
-    gguf_file = llamacpp.engine_file(args.model)
+    gguf_file = llamacpp.engine_file(args.model) if args.schema is None else None  # a schema: the torch path
     if gguf_file is not None and llamacpp.available():  # the file as it is, in a llama.cpp worker
         loaded = llamacpp.LlamaCppEngine(gguf_file)
         if interactive:
@@ -120,7 +133,13 @@ def run(args: argparse.Namespace) -> int:
         from tuneterm.workers.loading import load
 
         loaded = load(args.model, dtype=args.dtype, device=args.device)
-        stream = stream_chat(loaded.model, loaded.tokenizer, messages, params, stats)
+        extra = None
+        if args.schema is not None:
+            from tuneterm.workers.constrained import logits_processor, vocab_size
+
+            extra = {"logits_processor": logits_processor(args.schema, loaded.tokenizer, vocab_size(loaded.model),
+                                                          "--json-schema")}
+        stream = stream_chat(loaded.model, loaded.tokenizer, messages, params, stats, generate_kwargs=extra)
     for piece in stream:
         pieces.append(piece)
         if not args.json:
@@ -191,7 +210,9 @@ def _messages(args: argparse.Namespace) -> list[dict]:
 def _run_remote(args: argparse.Namespace, shots: list[dict] | None = None) -> int:
     from tuneterm.core.chat_client import ChatStats, stream_chat
 
-    params = generation_params(args)
+    params = generation_params(args).to_dict()
+    if getattr(args, "schema", None) is not None:
+        params["json_schema"] = args.schema
     messages = _messages(args) if shots is None else shots + [{"role": "user", "content": args.prompt}]
     stats = ChatStats()
     pieces = []

@@ -10,6 +10,8 @@ ORDER = 37
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from tuneterm.core.jobs.placement import add_slot_options
+
     p = sub.add_parser("distill", help="distil a teacher model into a smaller student (= train --method distill)",
                        description="KL on temperature-softened token distributions mixed with CE. The same job "
                                    "as `tuneterm train --method distill --model TEACHER`.")
@@ -17,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="training data (file or dataset name)")
     p.add_argument("--val-data", default=None, help="validation data (default: the dataset's val split if any)")
     p.add_argument("--foreground", action="store_true", help="run attached and print the log")
+    add_slot_options(p)
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="steps=50 alpha=0.9 keep_layers=[0,2]")

@@ -15,6 +15,8 @@ ORDER = 30
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from tuneterm.core.jobs.placement import add_slot_options
+
     p = sub.add_parser(
         "quantize",
         help="quantize a model (bnb int8/nf4/fp4, int8 CPU, GGUF) and gate it against its parent",
@@ -32,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="settings, e.g. quant.outtype=f16 gate.max_ppl_increase=0.02 gate.data=tickets")
     p.add_argument("--foreground", "-f", action="store_true", help="run attached and print the quality report")
     p.add_argument("--name", default=None, help="a name for the job")
+    add_slot_options(p)
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit (nothing is written)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
@@ -71,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"# tuneterm quantize {args.model} --method {config['method']}")
         print(config_toml(job_plan.spec()))
         return 0
-    info = job_plan.create()
+    from tuneterm.core.jobs.placement import place
+
+    info = place(job_plan, args).create()
     if not args.foreground:
         jobs.launch(info.id)
         if args.json:

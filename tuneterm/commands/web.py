@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     token = resolve_token(args)
+    from tuneterm.core.shared_servers import SHARED_ENV
+
+    os.environ.setdefault(SHARED_ENV, "1")  # tabs chatting with the same models share one server (one copy)
     guard = Guard(args.host, args.port, token, args.public_url)
     server = WorkbenchServer(app_argv(args.screen), guard, args.host, args.port, args.public_url)
 

@@ -156,6 +156,9 @@ def request_body(ep: Endpoint, messages: list[dict], params: dict) -> dict:
         body["seed"] = int(params["seed"])
     if params.get("stop"):
         body["stop"] = params["stop"]
+    if params.get("json_schema"):  # structured output, as OpenAI's API, vLLM and `tuneterm serve` take it
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "answer", "schema": params["json_schema"], "strict": True}}
     return body
 
 

@@ -153,9 +153,38 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_table(report: dict) -> str:
-    """The terminal table (rich), as text."""
+WIDE = 150  # from this many columns on, the full table (every metric's delta and the speed in words)
+
+
+def terminal_width() -> int:
+    """The terminal's width (``$COLUMNS`` first, as :func:`shutil.get_terminal_size` reads it)."""
+    import shutil
+
+    return max(40, shutil.get_terminal_size((100, 24)).columns)
+
+
+def render_table(report: dict, width: int | None = None) -> str:
+    """The terminal table (rich), as text, fitted to ``width`` columns (default: the terminal's).
+
+    From :data:`WIDE` columns on, one table with every column; narrower, one compact table per task:
+    variant names wrap, the metric names become column titles, the baseline is named once under the
+    table, and the speed is tokens/s only (the full figures are in report.md)."""
     from rich.console import Console
+
+    width = width or terminal_width()
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=False, color_system=None)
+    if width >= WIDE:
+        console.print(_wide_table(report))
+    else:
+        for name, task in report["tasks"].items():
+            console.print(_compact_table(name, task, width))
+    for w in warnings(report):
+        console.print(f"warning: {w}")
+    return "".join(line.rstrip() + "\n" for line in buf.getvalue().splitlines())
+
+
+def _wide_table(report: dict):
     from rich.table import Table
 
     table = Table(title="tuneterm eval", show_lines=False)
@@ -163,9 +192,58 @@ def render_table(report: dict) -> str:
         table.add_column(h, overflow="fold")
     for r in rows(report):
         table.add_row(*r)
-    buf = io.StringIO()
-    console = Console(file=buf, width=160, force_terminal=False, color_system=None)
-    console.print(table)
-    for w in warnings(report):
-        console.print(f"warning: {w}")
-    return buf.getvalue()
+    return table
+
+
+def _compact_delta(c: dict, common: str | None, metric: str | None) -> str:
+    """``-10.0 pt * p=0.013`` then ``(+2/-12)`` on a line of its own; names only what is not in the titles."""
+    if c.get("delta") is None:
+        return "–"
+    d = c["delta"]
+    scale, unit = (100, " pt") if c.get("unit", "fraction") == "fraction" else (1, "")
+    p = c.get("p_value")
+    p_text = " p<0.001" if p is not None and p < 0.001 else f" p={p:.2g}" if p is not None else ""
+    head = (f"{metric} " if metric else "") + f"{d * scale:+.1f}{unit}{' *' if c.get('significant') else ''}{p_text}"
+    if c["baseline"] != common:
+        head += f" vs {c['baseline']}"
+    return head + (f"\n(+{c['fixed']}/-{c['broken']})" if "fixed" in c else "")
+
+
+def _compact_table(name: str, task: dict, width: int):
+    from rich import box
+    from rich.table import Table
+
+    baselines = [c["baseline"] for c in task["comparisons"]]
+    common = max(set(baselines), key=baselines.count) if baselines else None
+    metrics = task["metrics"]
+    caption = (f"Δ: paired difference to {common}" + (f" ({metrics[0]})" if len(metrics) > 1 and width < 100 else "")
+               + "; * = significant at p < 0.05" if common else None)
+    table = Table(title=f"{name} ({task.get('type', '')})", caption=caption, box=box.SIMPLE_HEAD,
+                  title_justify="left", caption_justify="left", pad_edge=False)
+    table.add_column("variant", overflow="fold", min_width=12)
+    table.add_column("n", justify="right", no_wrap=True)
+    narrow = width < 100
+    for m in metrics:
+        table.add_column(f"{m} (95% CI)" if not narrow else m, overflow="fold")
+    if common:
+        table.add_column("Δ", overflow="fold")
+    table.add_column("tok/s", justify="right", no_wrap=True)
+    comps = {(c["variant"], c["metric"]): c for c in task["comparisons"]}
+    for vid, res in task["variants"].items():
+        if res.get("skipped"):
+            cells = [vid, "0", f"skipped: {res['skipped']}", *[""] * (len(metrics) - 1)]
+            table.add_row(*cells, *([""] if common else []), "")
+            continue
+        cells = [vid, str(res["n"])]
+        for m in metrics:
+            v = res["metrics"].get(m)
+            cells.append(fmt_metric(v).replace(" [", "\n[", 1) if narrow else fmt_metric(v))
+        if common:
+            shown = metrics[:1] if narrow else metrics
+            deltas = [_compact_delta(comps[(vid, m)], common, m if len(shown) > 1 else None)
+                      for m in shown if (vid, m) in comps]
+            cells.append("\n".join(deltas) or "(baseline)")
+        tps = (res.get("speed") or {}).get("tokens_per_s")
+        cells.append(f"{tps:.0f}" if tps else "–")
+        table.add_row(*cells)
+    return table

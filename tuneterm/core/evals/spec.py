@@ -18,6 +18,7 @@ Errors name the file and the field (``data.path``, ``metrics[2]``...).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tuneterm.core.errors import InputError, NotFoundError
+from tuneterm.core.errors import InputError, NotFoundError, TunetermError
 
 TASK_TYPES = ("generate", "choice", "perplexity")
 EXTRACT_STEPS = ("strip", "lowercase", "first_line", "first_word", "json", "remove_punctuation")
@@ -70,6 +71,10 @@ class GenerationSpec(_Strict):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
+    # generate tasks: answers constrained to this JSON schema (inline, or a .json file relative to the
+    # spec), through the grammar engine of `tuneterm serve`'s response_format (xgrammar); remote
+    # variants get it as response_format json_schema
+    json_schema: dict[str, Any] | str | None = None
 
 
 class MetricRef(_Strict):
@@ -168,6 +173,34 @@ def _metric_refs(raw: Any, file: Path) -> list[dict]:
     return out
 
 
+class SpecErrors(InputError):
+    """Several problems in one spec file; reads as the first one (facts) and renders them all."""
+
+    def __init__(self, errors: list[TunetermError]):
+        first = errors[0]
+        super().__init__(f"{len(errors)} problems in the eval spec; the first: {first.title}", first.facts, first.hint)
+        self.errors = errors
+
+    def render(self) -> str:
+        return "\n".join(e.render() for e in self.errors)
+
+
+def flatten(errors: list[TunetermError]) -> list[TunetermError]:
+    """One entry per problem (a :class:`SpecErrors` counts as its parts)."""
+    return [part for e in errors for part in (e.errors if isinstance(e, SpecErrors) else [e])]
+
+
+def _validation_error(path: Path, err: dict) -> InputError:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        msg = "required field is missing"
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown field (typo?)"
+    top = str(err["loc"][0]) if err["loc"] else ""
+    return _spec_error(path, loc, msg, _key_line(path, top) if top else None)
+
+
 def _spec_error(file: Path, field: str, message: str, line: int | None = None) -> InputError:
     facts = [("file", str(file))]
     if line is not None:
@@ -213,17 +246,34 @@ def load_task(path: str | Path) -> TaskSpec:
     try:
         spec = TaskSpec.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "required field is missing"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown field (typo?)"
-        top = str(err["loc"][0]) if err["loc"] else ""
-        raise _spec_error(path, loc, msg, _key_line(path, top) if top else None) from exc
+        found = [_validation_error(path, err) for err in exc.errors()]
+        raise (found[0] if len(found) == 1 else SpecErrors(found)) from exc
     check_templates(spec)
+    _resolve_json_schema(spec, path)
     return spec
+
+
+def _resolve_json_schema(spec: TaskSpec, path: Path) -> None:
+    """``generation.json_schema`` as a mapping (a file name is read now, so the cache key holds the schema)."""
+    schema = spec.generation.json_schema
+    if schema is None:
+        return
+    field, line = "generation.json_schema", _key_line(path, "generation")
+    if spec.type != "generate":
+        raise _spec_error(path, field, f"only generate tasks take a JSON schema (this task's type is {spec.type})", line)
+    if isinstance(schema, str):
+        file = (spec.base_dir / schema).expanduser()
+        try:
+            schema = json.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise _spec_error(path, field, f"cannot read {file}: {exc.strerror or exc}", line) from exc
+        except ValueError as exc:
+            raise _spec_error(path, field, f"{file} is not JSON: {exc}", line) from exc
+        if not isinstance(schema, dict):
+            raise _spec_error(path, field, f"{file} holds no JSON object (a JSON schema is an object)", line)
+    if not schema:
+        raise _spec_error(path, field, "an empty schema constrains nothing; give {type: object, properties: ...}", line)
+    spec.generation.json_schema = schema
 
 
 def check_templates(spec: TaskSpec) -> None:
@@ -242,8 +292,11 @@ def is_suite_file(path: Path) -> bool:
     return isinstance(raw, dict) and "suite" in raw
 
 
-def load_suite(path: str | Path) -> list[TaskSpec]:
-    """A task file, a suite file or a folder of task files -> validated tasks (names unique)."""
+def load_suite(path: str | Path, errors: list | None = None) -> list[TaskSpec]:
+    """A task file, a suite file or a folder of task files -> validated tasks (names unique).
+
+    With ``errors`` (a list), a task file or suite entry that fails is appended to it and the others
+    still load, so ``eval --check`` reports every problem in one run."""
     from tuneterm.core.resources import builtin_fallback
 
     path = builtin_fallback(Path(path))  # evals/... from any directory: the built-in suites
@@ -260,7 +313,7 @@ def load_suite(path: str | Path) -> list[TaskSpec]:
             raise NotFoundError("the folder holds no task files", [("folder", str(path))], "add NAME.yaml task specs")
         tasks = []
         for f in files:
-            tasks.extend(load_suite(f) if is_suite_file(f) else [load_task(f)])
+            tasks.extend(_collecting(errors, lambda f=f: load_suite(f, errors) if is_suite_file(f) else [load_task(f)]))
     elif is_suite_file(path):
         raw = _read_yaml(path)
         entries = raw.get("tasks")
@@ -273,8 +326,12 @@ def load_suite(path: str | Path) -> list[TaskSpec]:
         for i, entry in enumerate(entries):
             target = (path.parent / str(entry))
             if not target.exists():
-                raise _spec_error(path, f"tasks[{i}]", f"{entry} does not exist (relative to the suite file)")
-            tasks.extend(load_suite(target))
+                err = _spec_error(path, f"tasks[{i}]", f"{entry} does not exist (relative to the suite file)")
+                if errors is None:
+                    raise err
+                errors.append(err)
+                continue
+            tasks.extend(_collecting(errors, lambda target=target: load_suite(target, errors)))
     else:
         tasks = [load_task(path)]
     seen: dict[str, str] = {}
@@ -285,3 +342,14 @@ def load_suite(path: str | Path) -> list[TaskSpec]:
     # the same file reached twice (folder + suite file) counts once
     unique = {t.source: t for t in tasks}
     return list(unique.values())
+
+
+def _collecting(errors: list | None, load) -> list[TaskSpec]:
+    """``load()``, or [] with its error appended to ``errors`` (raised when ``errors`` is None)."""
+    if errors is None:
+        return load()
+    try:
+        return load()
+    except TunetermError as exc:
+        errors.append(exc)
+        return []

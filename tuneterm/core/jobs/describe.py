@@ -29,6 +29,8 @@ def progress_text(event: dict) -> str:
     for key in ("loss", "eval_loss"):
         if isinstance(event.get(key), (int, float)):
             parts.append(f"{key.replace('_', ' ')} {event[key]:.4g}")
+    if not parts and event.get("phase") and event.get("type") in ("quantize", "gate"):
+        parts.append(quantize_sentence(event))  # a quantize job's PROGRESS: its phase in words
     if not parts and event.get("type") == "state":
         parts.append(str(event.get("state")))
     return ", ".join(parts)

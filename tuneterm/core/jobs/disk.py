@@ -121,6 +121,8 @@ def _adapter_params(params: int, config: dict, lora: dict) -> int:
 
 def estimate(kind: str, config: dict) -> list[tuple[str, int]]:
     """What a job of ``kind`` with ``config`` writes, as (what, bytes); [] when unknown."""
+    if kind == "quantize":
+        return _quantize_estimate(str(config.get("model") or ""))
     if kind not in ("train", "distill", "sequential"):
         return []
     params, model_cfg, gguf = model_facts(str(config.get("model") or config.get("teacher") or ""))
@@ -141,6 +143,30 @@ def estimate(kind: str, config: dict) -> list[tuple[str, int]]:
         out.append((f"{keep} checkpoint(s) of the weights with optimizer state", keep * params * 12))
         out.append(("the model", params * 4))
     return out
+
+
+def _quantize_estimate(ref: str) -> list[tuple[str, int]]:
+    """A quantize job: the merged model when its input is an adapter, and the quantized model (at most
+    16 bits a weight, with the scales)."""
+    params, _, gguf = model_facts(ref)
+    out: list[tuple[str, int]] = []
+    if not params and ref.startswith("job:"):
+        from tuneterm.core import modelref
+        from tuneterm.core.workspace import workspace
+
+        try:
+            art = modelref.job_artifact(ref[4:], workspace().jobs_dir)
+        except Exception:  # noqa: BLE001 - an estimate never blocks a job the command already checked
+            return []
+        if art.kind == "adapter" and art.base:
+            params, _, gguf = model_facts(art.base)
+            if params:
+                out.append(("the merged model", params * 4))
+    if not params:
+        return []
+    if gguf is not None:
+        out.append(("the converted base model (once, in the models folder)", params * 4))
+    return out + [("the quantized model", params * 2)]
 
 
 def free_bytes(folder: Path) -> int:

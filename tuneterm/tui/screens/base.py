@@ -21,6 +21,12 @@ from tuneterm.tui.widgets.nav_bar import NavBar
 SHORT_ROWS = 32
 
 
+# The header's icon (it opens the command palette). Textual's default, U+2B58, is missing from most
+# monospace fonts and draws as an empty box in the browser (`tuneterm web`); U+2261 is in WGL4, the
+# set every Windows, macOS and Linux monospace font covers.
+HEADER_ICON = "\u2261"
+
+
 class WorkbenchScreen(Screen):
     MODE: ClassVar[str] = ""
     # What has focus when the screen is opened or comes back (a table, a scroll, the tabs):
@@ -35,7 +41,7 @@ class WorkbenchScreen(Screen):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield Header(icon=HEADER_ICON)
         yield NavBar(self.MODE, id="nav")
         yield from self.compose_body()
         yield Footer()

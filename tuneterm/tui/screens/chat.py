@@ -28,6 +28,7 @@ from textual.widgets import Input, Static
 from tuneterm.core import conversations as convs
 from tuneterm.core import modelref
 from tuneterm.core.chat_client import LocalServers, is_remote
+from tuneterm.core.shared_servers import chat_servers
 from tuneterm.core.errors import TunetermError
 from tuneterm.tui.screens.base import WorkbenchScreen
 from tuneterm.tui.screens.chat_ready import ChatReadyMixin
@@ -100,7 +101,7 @@ class ChatScreen(ChatReadyMixin, WorkbenchScreen):
             models = list(default_lineup().refs)
         self.conversation = convs.Conversation(list(models)[:MAX_COLUMNS],
                                                {"system": "", "params": dict(DEFAULT_PARAMS), "columns": []})
-        self.servers = servers or LocalServers()
+        self.servers = servers or chat_servers()  # shared by the tabs of `tuneterm web`
         self._own_servers = servers is None
         self.selected = 0
         self._diff_pair: tuple[int, int] | None = None

@@ -33,13 +33,19 @@ def _when(value) -> str:
 
 def _progress(job, events: list[dict] | None = None) -> str:
     """``4/10 · ETA 12s``: the last step and, while the job runs, the time left (from its events,
-    or from its last event when it is not followed)."""
+    or from its last event when it is not followed); for a queued job, what it waits for
+    (``waiting for GPU 0: job 20261205-113233-a0c1``)."""
     from tuneterm.core.jobs.eta import eta_seconds, format_duration
 
+    note = getattr(job, "note", None)
+    if str(job.state) == "queued" and note:
+        return str(note)
     event = getattr(job, "last_event", None) or {}
     step, total = event.get("step"), event.get("max_steps") or event.get("total_steps")
     if not isinstance(step, int):
-        return "-"
+        from tuneterm.core.jobs.describe import progress_text
+
+        return (progress_text(event) if event.get("phase") else "") or "-"  # a quantize job: its phase
     text = f"{step}/{total}" if total else str(step)
     if str(job.state) in ("queued", "running"):
         left = eta_seconds(events or [event], time.time())

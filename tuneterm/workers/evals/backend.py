@@ -246,6 +246,11 @@ class LocalGroup:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if gen.get("stop"):
                 kwargs["stopping_criteria"] = _stop_criteria(self.tokenizer, list(gen["stop"]), width)
+            if gen.get("json_schema"):  # one grammar state per row, fresh for each batch
+                from tuneterm.workers.constrained import logits_processor, vocab_size
+
+                kwargs["logits_processor"] = logits_processor(gen["json_schema"], self.tokenizer,
+                                                              vocab_size(self.model), "generation.json_schema")
             t0 = time.perf_counter()
             with torch.inference_mode():
                 out = self.model.generate(**kwargs)

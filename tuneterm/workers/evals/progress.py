@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 import time
 
+from tuneterm.core.jobs.eta import format_duration
+
 
 class ProgressBar:
     def __init__(self, label: str, total: int, enabled: bool, on_change=None) -> None:
@@ -32,8 +34,9 @@ class ProgressBar:
         width = 24
         filled = int(width * self.done / self.total) if self.total else width
         rate = self.done / (now - self._started) if now > self._started else 0.0
+        eta = f" ETA {format_duration((self.total - self.done) / rate)}" if rate > 0 and self.done < self.total else ""
         sys.stderr.write(f"\r{self.label[:40]:<40} [{'█' * filled}{'░' * (width - filled)}] "
-                         f"{self.done}/{self.total} {rate:5.1f} it/s")
+                         f"{self.done}/{self.total} {rate:5.1f} it/s{eta}\x1b[K")
         sys.stderr.flush()
 
     def close(self) -> None:

@@ -363,7 +363,7 @@ def _run_remote(v: EvalVariant, spec: TaskSpec, its: list[EvalItem], fp: dict, c
 
     gen = spec.generation.model_dump()
     params = {"max_new_tokens": gen["max_new_tokens"], "temperature": gen["temperature"], "top_p": gen["top_p"],
-              "seed": gen["seed"], "stop": gen["stop"] or None}
+              "seed": gen["seed"], "stop": gen["stop"] or None, "json_schema": gen.get("json_schema")}
     msgs = [it.messages if it.messages is not None else [{"role": "user", "content": it.context}] for it in its]
     keys = [_key(fp, spec, it, json.dumps(m, sort_keys=True), {"generation": gen}) for it, m in zip(its, msgs)]
     hits = cache.get_many(keys) if cache is not None else {}

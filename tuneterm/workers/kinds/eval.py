@@ -28,6 +28,22 @@ def _from(base: Path, path: str) -> str:
     return str((base / p).resolve())
 
 
+def _with_steps(emit):
+    """Adds ``step``/``total_steps`` (items done over the whole run) to ``eval_progress`` events, so
+    the ETA that `jobs ls`, `jobs show` and the workbench compute for every job works for evals too."""
+    state = {"total": 0, "per": {}}
+
+    def on_event(**kw):
+        if kw.get("type") == "eval_plan":
+            state["total"], state["per"] = int(kw.get("total") or 0), {}
+        elif kw.get("type") == "eval_progress" and state["total"]:
+            state["per"][(kw.get("task"), kw.get("variant"))] = int(kw.get("done") or 0)
+            kw = {**kw, "step": sum(state["per"].values()), "total_steps": state["total"]}
+        emit(**kw)
+
+    return on_event
+
+
 def run(ctx) -> None:
     cfg = dict(ctx.config)
     if not cfg.get("spec") or not cfg.get("models"):
@@ -45,7 +61,7 @@ def run(ctx) -> None:
         out_dir=ctx.output_dir, limit=cfg.get("limit"), batch_size=int(cfg.get("batch_size") or 16),
         baseline=cfg.get("baseline"), progress=False,
         should_stop=lambda: ctx.should_stop,
-        on_event=lambda **kw: (ctx.event(**kw), ctx.heartbeat()),
+        on_event=_with_steps(lambda **kw: (ctx.event(**kw), ctx.heartbeat())),
     )
     try:
         report = run_eval(tasks, variants, opts)
