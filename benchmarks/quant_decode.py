@@ -1,6 +1,9 @@
 """Decode speed, perplexity and size of tuneterm's CPU quantizations of the embedded model.
 
-    .venv/bin/python benchmarks/quant_decode.py [--tokens 64] [--variants int8_dynamic,...] [--threads N]
+    .venv/bin/python benchmarks/quant_decode.py [--tokens 64] [--variants int8_dynamic,...] [--threads N] [--busy N]
+
+``--busy 1`` keeps one other process spinning on a core for the whole run (the loaded condition of
+issue 23: run once without and once with it).
 
 In one run, with the same prompts (greedy, up to --tokens new tokens, after a warm-up; the median
 over the prompts of (tokens - 1) / (time after the first token)):
@@ -111,6 +114,8 @@ def main() -> int:
     parser.add_argument("--variants", default=",".join(ALL))
     parser.add_argument("--texts", type=int, default=16, help="held-out texts for perplexity")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for every variant (0 = torch's default)")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="keep N other processes busy (one core each) for the whole run: the loaded condition")
     parser.add_argument("--llamacpp-alone", metavar="FILE", help=argparse.SUPPRESS)  # the anchor's own process
     parser.add_argument("--prompts", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -124,6 +129,12 @@ def main() -> int:
     apply_inference_thread_env()
     wanted = [v for v in args.variants.split(",") if v]
     load_start = os.getloadavg()[0]
+    import atexit
+    import subprocess
+
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    for proc in spinners:
+        atexit.register(proc.kill)
 
     import torch
 
@@ -263,8 +274,11 @@ def main() -> int:
         "tokens": n, "prompts": len(prompts), "threads": torch.get_num_threads(),
         "usable_cores": threadplan.usable_cores(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "omp_wait_policy_user": user_policy,
+        "busy_processes": args.busy,
         "load_avg_start": round(load_start, 2), "load_avg_end": round(os.getloadavg()[0], 2),
     }
+    for proc in spinners:
+        proc.kill()
     print(json.dumps(result))
     return 0
 

@@ -209,9 +209,18 @@ def resolve(model: str, method: str | None = None, recipe: dict | None = None,
     if config["method"] == "int8-weight-only" and not _given(recipe_q, overrides, "compute_dtype"):
         # _weight_int8pack_mm is fast with bf16 activations and very slow with fp32 ones on CPU
         config["quant"]["compute_dtype"] = "bfloat16"
+    outtype = config["quant"].get("outtype")
+    if config["method"] == "gguf" and outtype in LOW_BIT_GGUF and not _given_gate(recipe, overrides, "max_ppl_increase"):
+        # 4 bits and fewer cost more than 8 (as the bnb 4-bit recipes say): fail above +15%, not +5%
+        config["gate"]["max_ppl_increase"] = 0.15
     if config["method"] in _FIXED_BITS:  # bitsandbytes and GGUF types fix their own width
         config["quant"]["bits"] = _FIXED_BITS[config["method"]]
     return validate(config, source)
+
+
+def _given_gate(recipe: dict, overrides: list[str] | None, key: str) -> bool:
+    return key in dict(recipe.get("gate", {}) or {}) or any(
+        o.split("=", 1)[0].strip() in (key, f"gate.{key}") for o in overrides or [])
 
 
 def _given(recipe_q: dict, overrides: list[str] | None, key: str) -> bool:
@@ -264,6 +273,7 @@ def validate(config: dict, source: str = "config") -> dict:
 
 
 LLAMACPP_TYPES = GGUF_OUTTYPES[3:]  # made by llama.cpp's quantizer, not by tuneterm's writer
+LOW_BIT_GGUF = ("q4_k_m", "iq4_xs", "q4_k_s", "q3_k_m", "q2_k")  # gate.max_ppl_increase defaults to 0.15
 LLAMACPP_HINT = ("pip install 'tuneterm[gguf]' (llama-cpp-python; docs/gguf.md gives the CMAKE_ARGS of a portable "
                  "build), or put llama.cpp's llama-quantize on PATH")
 
