@@ -289,6 +289,12 @@ def markdown(report: dict, title: str) -> str:
         f"- top-1 next-token agreement: {100 * report['top1_agreement']:.1f}%",
         f"- greedy generations identical to the parent: {100 * report['exact_match']:.0f}% of {report['prompts']} prompts",
         f"- size ratio {report['size_ratio']}, memory ratio {report['memory_ratio']}, decode speedup {report['speedup']}",
-        "",
     ]
+    for name, side in (("parent", p), ("quantized", q)):
+        how = [str(side[k]) for k in ("runtime",) if side.get(k)]
+        if side.get("decode_threads"):
+            how.append(f"{side['decode_threads']} decode threads (measured fastest)")
+        if how:
+            lines.append(f"- {name} run by: {', '.join(how)}")
+    lines.append("")
     return "\n".join(lines)
