@@ -136,3 +136,11 @@ def test_an_importance_matrix_goes_to_llama_quantize(tiny_model_dir):
 
     quant = json.loads((info.dir / "output" / "quality.json").read_text())["quant"]
     assert quant["quantizer"] == "llama-quantize --imatrix" and quant["imatrix"]["entries"] > 0
+
+
+def test_every_llama_cpp_type_the_config_accepts_has_a_quantizer_type_and_a_width():
+    from tuneterm.core.quantize_config import GGUF_OUTTYPES, LLAMACPP_TYPES
+    from tuneterm.workers.quantize import kquant
+
+    assert set(LLAMACPP_TYPES) == set(kquant.TYPES) == set(kquant.BITS)
+    assert set(GGUF_OUTTYPES) == set(LLAMACPP_TYPES) | {"f32", "f16", "q8_0"}

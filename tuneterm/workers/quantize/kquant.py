@@ -19,7 +19,6 @@ type (q5_0/q5_1/q8_0); llama.cpp chooses them, the file's type stays the one ask
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
@@ -34,10 +33,8 @@ from tuneterm.core.quantize_config import LLAMACPP_HINT
 TYPES = {
     "q4_k_m": (15, "Q4_K_M"), "q4_k_s": (14, "Q4_K_S"), "q5_k_m": (17, "Q5_K_M"), "q5_k_s": (16, "Q5_K_S"),
     "q6_k": (18, "Q6_K"), "q3_k_m": (12, "Q3_K_M"), "q2_k": (10, "Q2_K"), "iq4_xs": (30, "IQ4_XS"),
-    "q4_0": (2, "Q4_0"), "q5_0": (8, "Q5_0"),
 }
-BITS = {"q4_k_m": 4, "q4_k_s": 4, "q5_k_m": 5, "q5_k_s": 5, "q6_k": 6, "q3_k_m": 3, "q2_k": 2, "iq4_xs": 4,
-        "q4_0": 4, "q5_0": 5}
+BITS = {"q4_k_m": 4, "q4_k_s": 4, "q5_k_m": 5, "q5_k_s": 5, "q6_k": 6, "q3_k_m": 3, "q2_k": 2, "iq4_xs": 4}
 
 
 def llama_quantize_tool() -> str | None:
@@ -53,11 +50,13 @@ def binding_available() -> bool:
 def quantize_file(src: Path, dst: Path, outtype: str, threads: int | None = None, imatrix: Path | None = None) -> str:
     """Quantize the f16/f32 GGUF ``src`` into ``dst`` as ``outtype``; returns the tool used."""
     ftype, name = TYPES[outtype]
-    threads = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    from tuneterm.workers.threadplan import usable_cores
+
+    threads = threads or usable_cores()
     tool = llama_quantize_tool()
     if imatrix is not None or (tool is not None and not binding_available()):
         if tool is None:
-            raise ConfigError("quantize.imatrix needs llama.cpp's llama-quantize on PATH", [("quant.outtype", outtype)],
+            raise ConfigError("quant.imatrix needs llama.cpp's llama-quantize on PATH", [("quant.outtype", outtype)],
                               LLAMACPP_HINT)
         cmd = [tool] + (["--imatrix", str(imatrix)] if imatrix is not None else []) + [str(src), str(dst), name, str(threads)]
         used = "llama-quantize" + (" --imatrix" if imatrix is not None else "")
