@@ -132,7 +132,8 @@ def main() -> int:
     import atexit
     import subprocess
 
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"  # ends with this process
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(args.busy)]
     for proc in spinners:
         atexit.register(proc.kill)
 
