@@ -1,6 +1,8 @@
 """Streaming through `tuneterm serve` + the openai client vs transformers' generate, directly.
 
-    .venv/bin/python benchmarks/chat_stream.py [--tokens 64] [--runs 3]
+    .venv/bin/python benchmarks/chat_stream.py [--tokens 64] [--runs 3] [--busy N]
+
+``--busy 1`` keeps one other process spinning on a core for the whole run (the loaded condition).
 
 The embedded model (SmolLM2-135M-Instruct, fp32), greedy, the same prompt and settings on both
 paths; the server runs as a `tuneterm serve` child (as the TUI runs it) and the direct path in
@@ -106,7 +108,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--busy", type=int, default=0,
+                    help="keep N other processes busy (one core each) for the whole run: the loaded condition")
     args = ap.parse_args()
+    import subprocess
+
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"  # ends with this process
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(args.busy)]
 
     import torch
     from peft import LoraConfig, get_peft_model
@@ -143,11 +151,14 @@ def main() -> None:
     def med(rows, key):
         return round(statistics.median(r[key] for r in rows), 2)
 
+    for proc in spinners:
+        proc.kill()
     serve_tok_s, direct_tok_s = med(served, "tok_s"), med(direct, "tok_s")
     print(json.dumps({
         "benchmark": "chat_stream", "model": "smollm2-135m-instruct", "dtype": "float32", "greedy": True,
         "max_new_tokens": args.tokens, "runs": args.runs, "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_avg_1m": round(os.getloadavg()[0], 2),
+        "busy_processes": args.busy,
         "serve_tok_s": serve_tok_s, "direct_tok_s": direct_tok_s,
         "ratio": round(serve_tok_s / direct_tok_s, 3) if direct_tok_s else None,
         "serve_ttft_ms": med(served, "ttft_ms"), "direct_ttft_ms": med(direct, "ttft_ms"),

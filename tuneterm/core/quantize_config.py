@@ -18,7 +18,8 @@ from pathlib import Path
 from tuneterm.core.errors import ConfigError, NotFoundError
 
 METHODS = ("bnb-int8", "bnb-nf4", "bnb-fp4", "int8-dynamic", "int8-weight-only", "gguf")
-GGUF_OUTTYPES = ("f32", "f16", "q8_0")
+# f32/f16/q8_0: tuneterm's own writer; the K-quants and iq4_xs: llama.cpp's quantizer (workers/quantize/kquant.py)
+GGUF_OUTTYPES = ("f32", "f16", "q8_0", "q4_k_m", "q5_k_m", "q6_k", "iq4_xs", "q4_k_s", "q5_k_s", "q3_k_m", "q2_k")
 
 DEFAULTS: dict = {
     "quant": {
@@ -28,7 +29,8 @@ DEFAULTS: dict = {
         "compute_dtype": "float32",  # bnb 4-bit compute dtype / int8-weight-only activation dtype
         "double_quant": False,  # bnb 4-bit: quantize the quantization constants too
         "int8_threshold": 6.0,  # bnb-int8: outlier threshold of LLM.int8()
-        "outtype": "q8_0",  # gguf: f32 | f16 | q8_0
+        "outtype": "q8_0",  # gguf: f32 | f16 | q8_0 (tuneterm) | q4_k_m | q5_k_m | q6_k | iq4_xs ... (llama.cpp)
+        "imatrix": False,  # gguf K-quants: an importance matrix from calibration text (needs llama-quantize on PATH)
         "tokenizer_pre": "auto",  # gguf: llama.cpp pre-tokenizer name (auto: detected)
         "bits": 8,  # int8-*: 8 (fewer bits = deliberately lossy, for tests of the gate)
         "quantize_embedding": False,  # int8-*: store the token embedding as int8 too (smaller, a little less exact)
@@ -207,9 +209,18 @@ def resolve(model: str, method: str | None = None, recipe: dict | None = None,
     if config["method"] == "int8-weight-only" and not _given(recipe_q, overrides, "compute_dtype"):
         # _weight_int8pack_mm is fast with bf16 activations and very slow with fp32 ones on CPU
         config["quant"]["compute_dtype"] = "bfloat16"
+    outtype = config["quant"].get("outtype")
+    if config["method"] == "gguf" and outtype in LOW_BIT_GGUF and not _given_gate(recipe, overrides, "max_ppl_increase"):
+        # 4 bits and fewer cost more than 8 (as the bnb 4-bit recipes say): fail above +15%, not +5%
+        config["gate"]["max_ppl_increase"] = 0.15
     if config["method"] in _FIXED_BITS:  # bitsandbytes and GGUF types fix their own width
         config["quant"]["bits"] = _FIXED_BITS[config["method"]]
     return validate(config, source)
+
+
+def _given_gate(recipe: dict, overrides: list[str] | None, key: str) -> bool:
+    return key in dict(recipe.get("gate", {}) or {}) or any(
+        o.split("=", 1)[0].strip() in (key, f"gate.{key}") for o in overrides or [])
 
 
 def _given(recipe_q: dict, overrides: list[str] | None, key: str) -> bool:
@@ -259,6 +270,47 @@ def validate(config: dict, source: str = "config") -> dict:
                               "known: " + ", ".join(sorted(DEFAULTS[section])))
     check(settings_model(), config, source=source, bounds=BOUNDS, choices=CHOICES)
     return config
+
+
+LLAMACPP_TYPES = GGUF_OUTTYPES[3:]  # made by llama.cpp's quantizer, not by tuneterm's writer
+LOW_BIT_GGUF = ("q4_k_m", "iq4_xs", "q4_k_s", "q3_k_m", "q2_k")  # gate.max_ppl_increase defaults to 0.15
+LLAMACPP_HINT = ("pip install 'tuneterm[gguf]' (llama-cpp-python; docs/gguf.md gives the CMAKE_ARGS of a portable "
+                 "build), or put llama.cpp's llama-quantize on PATH")
+
+
+def llama_cpp_python_installed() -> bool:
+    """llama-cpp-python importable (not imported: that loads the library); TUNETERM_NO_LLAMACPP hides it."""
+    import importlib.util
+    import os
+
+    if os.environ.get("TUNETERM_NO_LLAMACPP"):
+        return False
+    try:
+        return importlib.util.find_spec("llama_cpp") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_gguf_tools(outtype: str, imatrix: bool) -> None:
+    """Refuse, before a job exists, a GGUF type or an importance matrix this install cannot make."""
+    import shutil
+
+    if outtype not in LLAMACPP_TYPES:
+        if imatrix:
+            raise ConfigError("quant.imatrix applies to llama.cpp's quant types only",
+                              [("quant.outtype", outtype)], "use e.g. quant.outtype=q4_k_m, or quant.imatrix=false")
+        return
+    tool = shutil.which("llama-quantize")
+    if imatrix and tool is None:
+        raise ConfigError(
+            "quant.imatrix needs llama.cpp's llama-quantize on PATH",
+            [("quant.outtype", outtype), ("quant.imatrix", "true")],
+            "build llama.cpp (cmake -B build && cmake --build build --target llama-quantize) and put build/bin "
+            "on PATH, or set quant.imatrix=false",
+        )
+    if tool is None and not llama_cpp_python_installed():
+        raise ConfigError(f"quant.outtype={outtype} is made by llama.cpp's quantizer, which is not installed",
+                          [("quant.outtype", outtype)], LLAMACPP_HINT)
 
 
 def from_spec(config: dict) -> dict:

@@ -14,7 +14,6 @@ for torch and says so (:func:`fallback_note`).
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import queue
@@ -31,7 +30,7 @@ from tuneterm.core.errors import ModelLoadError, RuntimeFailure
 from tuneterm.core.generation import GenerationParams, GenerationStats
 
 INSTALL_HINT = ("pip install 'tuneterm[gguf]' (builds llama.cpp; where the native build crashes, set "
-                "CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON\" first, see docs/quantization.md)")
+                "CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON\" first, see docs/gguf.md)")
 FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",
               12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K",
               30: "IQ4_XS", 32: "BF16"}
@@ -40,12 +39,9 @@ _warned: set[str] = set()
 
 def available() -> bool:
     """True when llama-cpp-python is importable (without importing it: that loads the library)."""
-    if os.environ.get("TUNETERM_NO_LLAMACPP"):
-        return False
-    try:
-        return importlib.util.find_spec("llama_cpp") is not None
-    except (ImportError, ValueError):
-        return False
+    from tuneterm.core.quantize_config import llama_cpp_python_installed
+
+    return llama_cpp_python_installed()
 
 
 def status() -> dict:
@@ -235,6 +231,19 @@ class LlamaCppEngine:
 
     def render(self, messages: list[dict]) -> str:
         return self.call({"op": "render", "messages": messages})["prompt"]
+
+    def logits(self, ids: list[int]) -> Any:
+        """Every position's logits for ``ids`` (a float32 numpy array [len(ids), n_vocab]): what the
+        quality gate compares with the parent model's."""
+        import numpy as np
+
+        fd, name = tempfile.mkstemp(prefix="tuneterm-logits-", suffix=".npy")
+        os.close(fd)
+        try:
+            self.call({"op": "logits", "ids": [int(i) for i in ids], "out": name})
+            return np.load(name)
+        finally:
+            os.unlink(name)
 
     def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[dict]:
         return self.call({"op": "loglik", "requests": [[list(c), list(t)] for c, t in requests]})["results"]

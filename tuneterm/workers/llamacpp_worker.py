@@ -15,6 +15,8 @@ object per line on stdout (llama.cpp's own log goes to stderr):
     {"op": "render", "messages"}            -> {"prompt": TEXT}
     {"op": "loglik", "requests": [[CTX_IDS, CONT_IDS], ...]}
                                             -> {"results": [{"logprob", "greedy", "tokens"}, ...]}
+    {"op": "logits", "ids": [...], "out": PATH} -> {"shape": [T, N_VOCAB]}: every position's logits, written
+                                               to PATH as a float32 .npy (too large for a JSON line)
 
 An error in a request is answered ``{"error": MESSAGE}``; the worker keeps serving.
 """
@@ -108,15 +110,30 @@ class Worker:
                 break
         out({"end": reason})
 
-    def loglik(self, requests: list) -> list[dict]:
-        import numpy as np
-
+    def scorer(self) -> Any:
         if self._scorer is None:
             from llama_cpp import Llama
 
             self._scorer = Llama(model_path=self.path, n_ctx=self.score_ctx, n_threads=self.n_threads,
                                  n_threads_batch=self.n_threads, logits_all=True, verbose=False)
-        llm = self._scorer
+        return self._scorer
+
+    def logits(self, ids: list[int], out: str) -> dict:
+        import numpy as np
+
+        if not ids or len(ids) > self.score_ctx:
+            raise ValueError(f"{len(ids)} tokens: score between 1 and {self.score_ctx} at a time")
+        llm = self.scorer()
+        llm.reset()
+        llm.eval(list(ids))
+        rows = np.asarray(llm.scores[: len(ids)], dtype=np.float32)
+        np.save(out, rows)
+        return {"shape": list(rows.shape)}
+
+    def loglik(self, requests: list) -> list[dict]:
+        import numpy as np
+
+        llm = self.scorer()
         results = []
         for ctx, cont in requests:
             whole = (list(ctx) + list(cont))[-(self.score_ctx + 1):]
@@ -179,6 +196,8 @@ def main(argv: list[str]) -> int:
                 out({"ids": worker.tokenize(req["text"], bool(req.get("special", False)), req.get("add_bos"))})
             elif op == "render":
                 out({"prompt": worker.render(req["messages"])})
+            elif op == "logits":
+                out(worker.logits(req["ids"], req["out"]))
             elif op == "loglik":
                 out({"results": worker.loglik(req["requests"])})
             else:

@@ -80,3 +80,87 @@ def plan(window_s: float = 0.25) -> ThreadPlan:
         threads, reason = cores, f"all {cores} cores busy elsewhere"
     policy = user_wait_policy() or ("ACTIVE" if threads <= free else "PASSIVE")
     return ThreadPlan(threads, policy.upper(), cores, round(busy, 2), reason)
+
+
+# --- torch's decode loop -------------------------------------------------------------------------
+#
+# One decode step of a small model is a handful of small matrix products: on the 2-core machine a
+# second torch thread made the int8 lean loop slower (2.07x fp32 with 2 threads, 3.6x with 1),
+# while a larger model gains from every core. Which count is fastest depends on the model, the
+# machine and what else runs on it, so the loop measures it: a few decode steps at each candidate
+# count, the fastest kept. Prefill (many tokens at once) keeps torch's own count.
+
+
+def candidate_counts(cores: int | None = None) -> list[int]:
+    """Thread counts worth timing: every count up to 4, then 1, a quarter, a half and all cores."""
+    cores = cores or usable_cores()
+    if cores <= 4:
+        return list(range(1, cores + 1))
+    return sorted({1, max(1, cores // 4), max(1, cores // 2), cores})
+
+
+@dataclass
+class DecodeThreads:
+    threads: int
+    timings_ms: dict[int, float]  # median step time per candidate count
+    reason: str
+
+
+def pick_decode_threads(step, rounds: int = 3, steps: int = 4, cores: int | None = None) -> DecodeThreads:
+    """The thread count at which ``step()`` (one decode step) is fastest.
+
+    A user's ``OMP_NUM_THREADS`` wins (nothing is timed). Otherwise each candidate count runs
+    ``steps`` steps per round, the rounds interleaved so that a burst of load elsewhere hits every
+    candidate alike; the median of each candidate's per-round best decides. torch's own count is
+    restored afterwards."""
+    import statistics
+
+    import torch
+
+    user = os.environ.get("OMP_NUM_THREADS", "")
+    if user.isdigit() and int(user) > 0:
+        return DecodeThreads(int(user), {}, "OMP_NUM_THREADS")
+    candidates = candidate_counts(cores)
+    if len(candidates) == 1:
+        return DecodeThreads(candidates[0], {}, "one usable core")
+    before = torch.get_num_threads()
+    samples: dict[int, list[float]] = {c: [] for c in candidates}
+    try:
+        step()  # warm-up
+        for _ in range(rounds):
+            for count in candidates:
+                torch.set_num_threads(count)
+                best = float("inf")
+                for _ in range(steps):
+                    started = time.perf_counter()
+                    step()
+                    best = min(best, time.perf_counter() - started)
+                samples[count].append(best)
+    finally:
+        torch.set_num_threads(before)
+    timings = {c: round(1000 * statistics.median(v), 3) for c, v in samples.items()}
+    fastest = min(candidates, key=lambda c: (timings[c], c))
+    return DecodeThreads(fastest, timings, f"fastest of {candidates} threads, measured")
+
+
+class torch_threads:
+    """``with torch_threads(n):`` runs torch ops with ``n`` intra-op threads, then restores the count."""
+
+    def __init__(self, count: int | None) -> None:
+        self.count = count
+        self.before: int | None = None
+
+    def __enter__(self) -> "torch_threads":
+        import torch
+
+        if self.count:
+            self.before = torch.get_num_threads()
+            if self.before != self.count:
+                torch.set_num_threads(self.count)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.before is not None and torch.get_num_threads() != self.before:
+            torch.set_num_threads(self.before)

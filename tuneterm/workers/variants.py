@@ -44,6 +44,13 @@ class VariantGroup:
     def is_peft(self) -> bool:
         return bool(self.adapters)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the group's decode loop and, for a GGUF file, its llama.cpp worker process."""
+        if self.batcher is not None:
+            self.batcher.close(timeout=timeout)
+        if getattr(self.model, "is_llamacpp", False):
+            self.model.close()
+
     def memory_bytes(self) -> int:
         if getattr(self.model, "is_llamacpp", False):
             return self.model.memory_bytes()
@@ -133,6 +140,17 @@ class ServedModel:
         if getattr(self.group.model, "is_llamacpp", False):
             return self.group.model.label()
         return str(self.facts.get("engine") or "")  # plain torch models need no note
+
+    def engine(self) -> str:
+        """What runs this variant, for ``/v1/models``: the label, or torch (and its decode loop)."""
+        label = self.label()
+        if label:
+            return label
+        decoder = getattr(self.group.model, "_tuneterm_fast", None)
+        if decoder is not None and self.group.lean_loop:
+            threads = getattr(decoder, "threads", None)
+            return "torch, lean decode loop" + (f", {threads} decode threads" if threads else "")
+        return "torch"
 
     def prepare(self, messages: list[dict]) -> list[dict]:
         """The messages the model sees: the system prompt its job was trained with when the request has

@@ -125,6 +125,10 @@ def quantize_sentence(fields: dict) -> str:
     if phase == "sensitivity_done":
         kept = f.get("kept") or []
         return f"keeping {len(kept)} sensitive layer(s) in full precision" + (f": {', '.join(kept)}" if kept else "")
+    if phase == "imatrix":
+        return f"computing an importance matrix on {f.get('texts')} texts"
+    if phase == "llama_quantize":
+        return f"quantizing to {f.get('outtype')} with llama.cpp's quantizer"
     if phase == "saved":
         return f"saved the quantized model ({f.get('size_mb')} MB) in {f.get('seconds')} s"
     if phase == "distributions":

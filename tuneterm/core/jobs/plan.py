@@ -302,6 +302,8 @@ def plan_quantize(model: str, *, method: str | None = None, recipe: str | Path |
         from tuneterm.core.datasets import store  # fails here, not after a model load
 
         store.resolve_path(data, None)
+    if config["method"] == "gguf":  # a K-quant needs llama.cpp's quantizer: say so before a job exists
+        qconfig.check_gguf_tools(config["quant"]["outtype"], bool(config["quant"].get("imatrix")))
     devices = ("cuda:0",) if config["method"].startswith("bnb-") and config["quant"]["device"] == "cuda" else ()
     return _frozen("quantize", config, name or f"{config['method']} {model}",
                    f"{config['method']} of {config['model']}", devices=devices)

@@ -35,7 +35,7 @@ METHODS = ("int8-dynamic", "int8-weight-only", "bnb-int8", "bnb-nf4", "bnb-fp4",
 CHOICES = {
     "quant.device": ("auto", "cpu", "cuda"),
     "quant.compute_dtype": ("float32", "bfloat16", "float16"),
-    "quant.outtype": ("q8_0", "f16", "f32"),
+    "quant.outtype": ("q8_0", "f16", "f32", "q4_k_m", "q5_k_m", "q6_k", "iq4_xs"),
     "quant.tokenizer_pre": ("auto", "smollm", "gpt2"),
 }
 COLUMNS = (("id", "job"), ("method", "method"), ("model", "model"), ("state", "state"), ("gate", "gate"))

@@ -225,6 +225,10 @@ class LocalGroup:
                  on_batch: Callable[[list[int], list[dict]], None]) -> None:
         """Generate for rendered prompts; ``on_batch(indices, results)`` after each batch."""
         encoded = [self.encode(p) for p in prompts]
+        if getattr(self.model, "_tuneterm_fast", None) is not None and not self.adapters:
+            # a quantized artifact on the lean decode loop: one row at a time is what it serves (a
+            # padded batch would fall back to transformers' generate, several times slower per row)
+            batch_size = 1
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

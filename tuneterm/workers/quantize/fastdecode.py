@@ -151,6 +151,28 @@ class FastDecoder:
         self._default_len = max_len
         self.k_cache = self.v_cache = None  # for forward() without a cache, allocated on first use
         self.eos = _eos_ids(model)
+        self.threads: int | None = None  # decode steps' torch thread count (None: torch's own); see pick_threads
+        self.thread_choice = None  # the threadplan.DecodeThreads that set it
+
+    def pick_threads(self) -> int:
+        """Measure which torch thread count decodes fastest here and use it for every decode step
+        (``threadplan.pick_decode_threads``); prefill keeps torch's own count. Returns the count."""
+        from tuneterm.workers import threadplan
+
+        prompt = 16
+        cache = self.new_cache(prompt + 64)
+        ids = torch.randint(0, self.embed.num_embeddings, (1, prompt))
+        step = torch.zeros(1, 1, dtype=torch.long)
+        pos = [prompt]
+
+        def one_step() -> None:
+            self.forward(step, pos[0], cache=cache)
+            pos[0] = prompt + (pos[0] - prompt + 1) % 64
+
+        self.forward(ids, 0, cache=cache)
+        self.thread_choice = threadplan.pick_decode_threads(one_step)
+        self.threads = self.thread_choice.threads
+        return self.threads
 
     def _rope_tables(self, length: int) -> None:
         if length <= self.max_len:
@@ -215,6 +237,8 @@ class FastDecoder:
         """Token ids one by one: prefill the prompt, then one step per token (``pick`` chooses
         from the last position's logits; default greedy). Its own KV cache, sized to the call.
         The caller stops it (end of sequence, stop strings) by not asking for more."""
+        from tuneterm.workers.threadplan import torch_threads
+
         pick = pick or _greedy
         prompt = input_ids.shape[1]
         cache = self.new_cache(prompt + max_new_tokens)
@@ -223,7 +247,9 @@ class FastDecoder:
         step = torch.empty(1, 1, dtype=torch.long)
         for pos in range(prompt, prompt + max_new_tokens - 1):
             step[0, 0] = token
-            token = pick(self.forward(step, pos, cache=cache)[0, -1])
+            with torch_threads(self.threads):  # set and restored around each step: the caller's thread may run other torch work between tokens
+                logits = self.forward(step, pos, cache=cache)
+            token = pick(logits[0, -1])
             yield token
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, stop_at_eos: bool = True) -> DecodeResult:

@@ -6,7 +6,8 @@ all-ones attention mask, greedy or sampling with temperature / top-k / top-p, a 
 stopping criteria, stop strings, ``max_new_tokens`` / ``min_new_tokens``. Any other argument
 (beams, batches, penalties, PEFT's ``adapter_names`` ...) goes to transformers' own
 ``generate``, unchanged. ``quant_loading.load_quantized`` installs it for int8 and GGUF
-artifacts, so ``job:ID`` decodes through the loop the benchmark measures.
+artifacts, so ``job:ID`` decodes through the loop the benchmark measures, with the thread
+count it measured fastest for decode steps (``FastDecoder.pick_threads``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def install(model: nn.Module, max_len: int = 1024) -> bool:
     if not supports(model):
         return False
     decoder = FastDecoder(model, max_len=max_len, share=True)
+    decoder.pick_threads()  # measured once here, so the gate, chat, serve and eval decode with the same count
     original = model.generate
 
     def generate(*args: Any, **kwargs: Any):

@@ -55,6 +55,8 @@ def weight_bytes_on_disk(folder: Path | None) -> int:
 
 
 def footprint_bytes(model: Any) -> int:
+    if getattr(model, "is_llamacpp", False):  # llama.cpp maps the file: its size is what it holds
+        return model.memory_bytes()
     from tuneterm.workers.quantize.int8 import footprint_bytes as count
 
     return count(model)
@@ -122,8 +124,8 @@ def compare_distributions(parent: Side, quant: Side, texts: list[str], max_lengt
         ids = parent.tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)["input_ids"]
         if ids.shape[1] < 2:
             continue
-        lp = parent.model(ids.to(_device(parent.model))).logits[0, :-1].float().cpu()
-        lq = quant.model(ids.to(_device(quant.model))).logits[0, :-1].float().cpu()
+        lp = _logits(parent.model, ids)
+        lq = _logits(quant.model, ids)
         target = ids[0, 1:]
         logp, logq = F.log_softmax(lp, -1), F.log_softmax(lq, -1)
         nll_p += float(F.nll_loss(logp, target, reduction="sum"))
@@ -144,15 +146,32 @@ def compare_distributions(parent: Side, quant: Side, texts: list[str], max_lengt
     }
 
 
+def _logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token logits at every position but the last ([T-1, vocab], float32, CPU); a GGUF file in
+    a llama.cpp worker (``workers.llamacpp.LlamaCppEngine``) is scored by llama.cpp itself."""
+    if getattr(model, "is_llamacpp", False):
+        return torch.from_numpy(model.logits(ids[0].tolist()))[:-1].float()
+    return model(ids.to(_device(model))).logits[0, :-1].float().cpu()
+
+
+def _generate(side: Side, messages: list[dict], params: Any) -> tuple[str, Any]:
+    from tuneterm.workers.engine import GenerationStats, generate_text
+
+    if getattr(side.model, "is_llamacpp", False):  # the file's own chat template, decoded by llama.cpp
+        stats = GenerationStats()
+        return "".join(side.model.stream(messages, params, stats)), stats
+    return generate_text(side.model, side.tokenizer, messages, params)
+
+
 def generate_all(side: Side, prompts: list[str], max_new_tokens: int) -> tuple[list[str], dict]:
     """Greedy generations (after one warm-up) with median TTFT and decode speed."""
-    from tuneterm.workers.engine import GenerationParams, build_messages, generate_text
+    from tuneterm.workers.engine import GenerationParams, build_messages
 
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    generate_text(side.model, side.tokenizer, build_messages(prompts[0]), params)  # warm-up
+    _generate(side, build_messages(prompts[0]), params)  # warm-up
     texts, ttft, decode, tokens = [], [], [], 0
     for prompt in prompts:
-        text, stats = generate_text(side.model, side.tokenizer, build_messages(prompt), params)
+        text, stats = _generate(side, build_messages(prompt), params)
         texts.append(text)
         tokens += stats.completion_tokens
         if stats.ttft_s is not None:
@@ -207,8 +226,17 @@ def _side_facts(side: Side, ppl: float, speed: dict) -> dict:
         "load_s": round(side.load_s, 3),
         "ppl": ppl,
         **speed,
+        **_decode_threads(side.model),
         **side.info,
     }
+
+
+def _decode_threads(model: Any) -> dict:
+    """The thread count the lean decode loop measured fastest (what chat, serve and eval use too)."""
+    decoder = getattr(model, "_tuneterm_fast", None)
+    if decoder is None or getattr(decoder, "threads", None) is None:
+        return {}
+    return {"decode_threads": decoder.threads}
 
 
 def _ratio(a, b):
@@ -261,6 +289,12 @@ def markdown(report: dict, title: str) -> str:
         f"- top-1 next-token agreement: {100 * report['top1_agreement']:.1f}%",
         f"- greedy generations identical to the parent: {100 * report['exact_match']:.0f}% of {report['prompts']} prompts",
         f"- size ratio {report['size_ratio']}, memory ratio {report['memory_ratio']}, decode speedup {report['speedup']}",
-        "",
     ]
+    for name, side in (("parent", p), ("quantized", q)):
+        how = [str(side[k]) for k in ("runtime",) if side.get(k)]
+        if side.get("decode_threads"):
+            how.append(f"{side['decode_threads']} decode threads (measured fastest)")
+        if how:
+            lines.append(f"- {name} run by: {', '.join(how)}")
+    lines.append("")
     return "\n".join(lines)

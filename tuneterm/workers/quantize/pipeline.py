@@ -184,13 +184,37 @@ def quantize_bnb(parent: Parent, method: str, q: dict, art: Path, device: str, s
     return facts
 
 
-def quantize_gguf(parent: Parent, q: dict, art: Path) -> dict:
+def quantize_gguf(parent: Parent, q: dict, art: Path, scratch: Path | None = None, emit: Emit = _noop) -> dict:
+    """f32/f16/q8_0 with tuneterm's own writer; the K-quants and iq4_xs by llama.cpp's quantizer from an
+    f16 export (:mod:`tuneterm.workers.quantize.kquant`), with an importance matrix when asked."""
     from tuneterm.workers.quantize import gguf as gguf_export
+    from tuneterm.workers.quantize import kquant
 
     outtype = q["outtype"]
     name = f"model-{outtype}.gguf"
-    gguf_export.export(parent.model, parent.tokenizer, art / name, outtype,
-                               name=f"tuneterm {parent.ref}", tokenizer_pre=q["tokenizer_pre"])
+    art.mkdir(parents=True, exist_ok=True)
+    extra: dict = {}
+    if outtype in kquant.TYPES:
+        scratch = scratch or Path(tempfile.mkdtemp(prefix=".scratch-", dir=art.parent))
+        source = scratch / "model-f16.gguf"
+        gguf_export.export(parent.model, parent.tokenizer, source, "f16",
+                           name=f"tuneterm {parent.ref}", tokenizer_pre=q["tokenizer_pre"])
+        imatrix = None
+        if q.get("imatrix"):
+            texts, label = imatrix_texts(parent)
+            emit(type="quantize", phase="imatrix", texts=len(texts))
+            stats, tokens = kquant.compute_imatrix(parent.model, parent.tokenizer, texts)
+            arch = gguf_export.arch_of(parent.model.config, parent.model) or "llama"
+            n_blocks = parent.model.config.num_hidden_layers
+            imatrix = art / "imatrix.dat"
+            entries = kquant.write_imatrix(stats, imatrix, lambda n: gguf_export.gguf_name(n, arch, n_blocks), label)
+            extra["imatrix"] = {"file": imatrix.name, "entries": entries, "tokens": tokens, "data": label}
+        emit(type="quantize", phase="llama_quantize", outtype=outtype)
+        extra["quantizer"] = kquant.quantize_file(source, art / name, outtype, imatrix=imatrix)
+        source.unlink(missing_ok=True)
+    else:
+        gguf_export.export(parent.model, parent.tokenizer, art / name, outtype,
+                           name=f"tuneterm {parent.ref}", tokenizer_pre=q["tokenizer_pre"])
     parent.tokenizer.save_pretrained(art)
     parent.model.config.save_pretrained(art)  # lets tuneterm read the tensors back without transformers' GGUF path
     back = gguf_export.read_back(art / name)
@@ -199,10 +223,32 @@ def quantize_gguf(parent: Parent, q: dict, art: Path) -> dict:
         raise RuntimeFailure("the GGUF file does not read back with the expected tensors",
                              [("missing", ", ".join(sorted(expected - set(back["tensors"]))[:5])),
                               ("extra", ", ".join(sorted(set(back["tensors"]) - expected)[:5]))])
-    bits = {"f32": 32, "f16": 16, "q8_0": 8}[outtype]
+    bits = {"f32": 32, "f16": 16, "q8_0": 8, **kquant.BITS}[outtype]
     return {"method": "gguf", "bits": bits, "format": "gguf", "file": name, "outtype": outtype,
             "tensors": len(back["tensors"]), "tokenizer_pre": back["tokenizer_pre"], "device": "cpu",
-            "gguf_types": sorted(set(t for _, t in back["tensors"].values()))}
+            "gguf_types": sorted(set(t for _, t in back["tensors"].values())), **extra}
+
+
+def imatrix_texts(parent: Parent, limit: int = 128) -> tuple[list[str], str]:
+    """Calibration text for an importance matrix: the parent job's own training data (when the parent
+    is a train job: ``job:ID``) after tuneterm's calibration texts."""
+    texts = calibration_texts(parent.tokenizer)
+    label = "tuneterm calibration texts"
+    ref = parent.ref
+    if ref.startswith("job:"):
+        try:
+            from tuneterm.core.jobs.store import read_spec, resolve_id
+            from tuneterm.core.workspace import workspace
+
+            jobs_dir = workspace().jobs_dir
+            spec = read_spec(jobs_dir / resolve_id(ref[4:], jobs_dir))
+            data = (spec.get("config") or spec).get("data")
+            if data and Path(data).is_file():
+                own, _ = quant_gate.heldout_texts(str(data), parent.tokenizer, limit)
+                texts, label = own + texts, f"training data of {ref} ({Path(data).name}) + calibration texts"
+        except Exception:  # a job without readable data: the calibration texts alone
+            pass
+    return texts, label
 
 
 def quantize(parent_ref: str, method: str, config: dict, out_dir: Path, emit: Emit | None = None,
@@ -233,7 +279,7 @@ def quantize(parent_ref: str, method: str, config: dict, out_dir: Path, emit: Em
         elif method.startswith("bnb-"):
             facts = quantize_bnb(parent, method, q, art, device, scratch)
         elif method == "gguf":
-            facts = quantize_gguf(parent, q, art)
+            facts = quantize_gguf(parent, q, art, scratch, emit)
         else:
             raise InputError(f"unknown method {method}")
     finally:
@@ -253,19 +299,32 @@ def quantize(parent_ref: str, method: str, config: dict, out_dir: Path, emit: Em
     started = time.perf_counter()
     from transformers import AutoTokenizer
 
-    qmodel = load_quantized(art, facts)
+    from tuneterm.workers import llamacpp
+
+    engine = None
+    if method == "gguf" and llamacpp.available():  # the file that ships, measured where it will run
+        engine = qmodel = llamacpp.LlamaCppEngine(art / facts["file"])
+        info = {"runtime": f"llama.cpp ({engine.info.get('n_threads')} threads), the GGUF file itself"}
+    else:
+        qmodel = load_quantized(art, facts)
+        info = {"runtime": "tuneterm lean loop on the de-quantized GGUF (llama-cpp-python not installed)"} \
+            if method == "gguf" else {}
     qtok = AutoTokenizer.from_pretrained(art)
     qload = time.perf_counter() - started
     parent_side = quant_gate.Side(parent.model, parent.tokenizer, parent.load_s, parent.disk_bytes,
                                   label=parent_ref + (" (adapter merged)" if parent.merged else ""))
-    quant_side = quant_gate.Side(qmodel, qtok, qload, size, label=f"{method}",
-                                 info={"runtime": "transformers (de-quantized GGUF)"} if method == "gguf" else {})
+    quant_side = quant_gate.Side(qmodel, qtok, qload, size, label=f"{method}" + (f" {facts['outtype']}" if method == "gguf" else ""),
+                                 info=info)
     from tuneterm.workers.quantize import tokcheck
 
     emit(type="gate", phase="tokenizer")
     tok_failures = (tokcheck.compare_gguf(parent.tokenizer, art / facts["file"]) if method == "gguf"
                     else tokcheck.compare(parent.tokenizer, qtok))
-    report = quant_gate.measure(parent_side, quant_side, gate, emit)
+    try:
+        report = quant_gate.measure(parent_side, quant_side, gate, emit)
+    finally:
+        if engine is not None:
+            engine.close()
     report["tokenizer_check"] = {"passed": not tok_failures, "failures": tok_failures}
     report["failures"] = tok_failures + report["failures"]
     report["passed"] = not report["failures"]

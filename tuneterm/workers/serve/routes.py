@@ -111,7 +111,7 @@ def model_card(state: "ServeState", model_id: str) -> dict:
     v = state.variants[model_id]
     return {
         "id": v.model_id, "object": "model", "created": state.created, "owned_by": "tuneterm",
-        "tuneterm": {"adapter": v.adapter is not None, "base": v.group.key,
+        "tuneterm": {"adapter": v.adapter is not None, "base": v.group.key, "engine": v.engine(),
                      "fewshot": {"k": v.fewshot.k, "pool": v.fewshot.pool, "strategy": v.fewshot.strategy}
                      if v.fewshot is not None else None,
                      "memory_bytes": v.group.memory_bytes(), "shared_with": [

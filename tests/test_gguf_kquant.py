@@ -1,0 +1,146 @@
+"""GGUF quant types made by llama.cpp's quantizer (q4_K_M ...), the importance matrix, and the GGUF gate
+measured through llama.cpp on the file that ships. Without llama-cpp-python the llama.cpp tests skip;
+the refusals before a job exists and the importance matrix's file run everywhere."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import pytest
+
+needs_llamacpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                    reason="llama-cpp-python is not installed (pip install 'tuneterm[gguf]')")
+
+
+@pytest.fixture
+def no_llama_cpp(monkeypatch, tmp_path):
+    """Neither llama-cpp-python nor llama-quantize, whatever this machine has."""
+    monkeypatch.setenv("TUNETERM_NO_LLAMACPP", "1")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+
+
+def test_a_k_quant_without_llama_cpp_is_refused_before_a_job_exists(cli, no_llama_cpp, tmp_workspace):
+    code, out, err = cli("quantize", "smollm2-135m-instruct", "--method", "gguf", "quant.outtype=q4_k_m", "--dry-run")
+    assert code == 2, (out, err)
+    assert "quant.outtype=q4_k_m is made by llama.cpp's quantizer" in err and "tuneterm[gguf]" in err
+    assert not list(tmp_workspace.jobs_dir.glob("*"))
+
+
+def test_an_importance_matrix_needs_llama_quantize_and_a_llama_cpp_type(cli, no_llama_cpp):
+    code, _, err = cli("quantize", "smollm2-135m-instruct", "--method", "gguf", "quant.outtype=q4_k_m",
+                       "quant.imatrix=true", "--dry-run")
+    assert code == 2 and "llama-quantize on PATH" in err
+    code, _, err = cli("quantize", "smollm2-135m-instruct", "--method", "gguf", "quant.imatrix=true", "--dry-run")
+    assert code == 2 and "quant.imatrix applies to llama.cpp's quant types only" in err
+
+
+def test_a_4_bit_gguf_type_gets_the_4_bit_perplexity_limit_unless_one_is_given():
+    from tuneterm.core.quantize_config import resolve
+
+    assert resolve("m", "gguf", overrides=["quant.outtype=q4_k_m"])["gate"]["max_ppl_increase"] == 0.15
+    assert resolve("m", "gguf", overrides=["quant.outtype=q6_k"])["gate"]["max_ppl_increase"] == 0.05
+    assert resolve("m", "gguf", overrides=["quant.outtype=q4_k_m", "gate.max_ppl_increase=0.08"])["gate"][
+        "max_ppl_increase"] == 0.08
+    assert resolve("m", "gguf", {"gate": {"max_ppl_increase": 0.07}}, ["quant.outtype=iq4_xs"])["gate"][
+        "max_ppl_increase"] == 0.07
+
+
+def test_an_unknown_gguf_type_names_the_ones_there_are(cli):
+    code, _, err = cli("quantize", "smollm2-135m-instruct", "--method", "gguf", "quant.outtype=q4_k_x", "--dry-run")
+    assert code == 2 and "q4_k_m" in err and "iq4_xs" in err
+
+
+def test_the_importance_matrix_file_holds_each_linear_layers_mean_squared_input(tiny_model_dir, tmp_path):
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneterm.workers.quantize import gguf as gguf_export
+    from tuneterm.workers.quantize import kquant
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["The quick brown fox jumps over the lazy dog.", "Refunds take five business days."]
+    stats, tokens = kquant.compute_imatrix(model, tok, texts)
+    n_tokens = sum(len(tok(t)["input_ids"]) for t in texts)
+    assert tokens == n_tokens
+    arch, n_blocks = gguf_export.arch_of(model.config, model), model.config.num_hidden_layers
+    path = tmp_path / "imatrix.dat"
+    written = kquant.write_imatrix(stats, path, lambda n: gguf_export.gguf_name(n, arch, n_blocks), "unit test")
+    back = kquant.read_imatrix(path)
+    assert written == len(back) == len(stats)
+    assert "blk.0.attn_q.weight" in back and "blk.1.ffn_down.weight" in back
+    # llama.cpp's per-tensor importance: the mean over tokens of each input column's squared activation
+    layer = model.model.layers[0].mlp.down_proj
+    seen = []
+    hook = layer.register_forward_hook(lambda m, i, o: seen.append(i[0].reshape(-1, i[0].shape[-1])))
+    with torch.no_grad():
+        for t in texts:
+            model(tok(t, return_tensors="pt")["input_ids"])
+    hook.remove()
+    x = torch.cat(seen)
+    expected = (x * x).mean(0).numpy()
+    assert len(back["blk.0.ffn_down.weight"]) == layer.in_features
+    assert np.allclose(back["blk.0.ffn_down.weight"], expected, rtol=1e-4, atol=1e-7)
+
+
+@needs_llamacpp
+@pytest.mark.slow
+def test_a_q4_k_m_export_of_the_embedded_model_passes_the_gate_measured_by_llama_cpp():
+    from tests.test_quant_cpu import run_job
+
+    info = run_job("smollm2-135m-instruct", "gguf", "quant.outtype=q4_k_m")  # 4-bit: the gate allows +15%
+    import json
+
+    report = json.loads((info.dir / "output" / "quality.json").read_text())
+    assert report["passed"], report["failures"]
+    assert report["quant"]["outtype"] == "q4_k_m" and report["quant"]["quantizer"].startswith("llama_model_quantize")
+    assert report["quantized"]["runtime"].startswith("llama.cpp")  # the file itself, not a de-quantized copy
+    assert report["quantized"]["decode_tok_s"] and report["top1_agreement"] > 0.7
+    art = info.dir / "output" / "model" / "model-q4_k_m.gguf"
+    from tuneterm.workers.llamacpp import quant_label
+
+    assert quant_label(art).startswith("Q4_K_M")
+    assert not (info.dir / "output" / "model" / "model-f16.gguf").exists()  # the intermediate is gone
+
+
+@needs_llamacpp
+def test_a_q4_k_m_job_of_the_tiny_model_is_made_gated_and_served_by_llama_cpp(tiny_model_dir):
+    from tests.test_quant_cpu import run_job
+    from tuneterm.core.generation import GenerationParams, GenerationStats
+    from tuneterm.workers.variants import load_variants
+
+    info = run_job(tiny_model_dir, "gguf", "quant.outtype=q4_k_m", "gate.max_ppl_increase=100")
+    import json
+
+    report = json.loads((info.dir / "output" / "quality.json").read_text())
+    assert report["quantized"]["runtime"].startswith("llama.cpp") and report["scored_tokens"] > 0
+    ref = f"job:{info.id}"
+    variant = load_variants([ref])[ref]
+    try:
+        assert variant.label().startswith("llama.cpp, Q4_K_M")
+        stats = GenerationStats()
+        "".join(variant.stream([{"role": "user", "content": "Hi"}], GenerationParams(max_new_tokens=4), stats))
+        assert 1 <= stats.completion_tokens <= 4
+    finally:
+        variant.group.close()
+
+
+@pytest.mark.skipif(shutil.which("llama-quantize") is None, reason="llama.cpp's llama-quantize is not on PATH")
+def test_an_importance_matrix_goes_to_llama_quantize(tiny_model_dir):
+    from tests.test_quant_cpu import run_job
+
+    info = run_job(tiny_model_dir, "gguf", "quant.outtype=q4_k_m", "quant.imatrix=true", "gate.max_ppl_increase=100")
+    import json
+
+    quant = json.loads((info.dir / "output" / "quality.json").read_text())["quant"]
+    assert quant["quantizer"] == "llama-quantize --imatrix" and quant["imatrix"]["entries"] > 0
+
+
+def test_every_llama_cpp_type_the_config_accepts_has_a_quantizer_type_and_a_width():
+    from tuneterm.core.quantize_config import GGUF_OUTTYPES, LLAMACPP_TYPES
+    from tuneterm.workers.quantize import kquant
+
+    assert set(LLAMACPP_TYPES) == set(kquant.TYPES) == set(kquant.BITS)
+    assert set(GGUF_OUTTYPES) == set(LLAMACPP_TYPES) | {"f32", "f16", "q8_0"}
