@@ -154,3 +154,18 @@ def test_serve_answers_to_a_fewshot_model_id(server, tiny_model_dir, pool):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_prompt_after_the_options_is_the_prompt():
+    """`chat MODEL --system S "PROMPT"`: argparse left PROMPT over ("unrecognized arguments")."""
+    from tuneterm.cli import _late_positionals, build_parser
+
+    parser = build_parser()
+    argv = ["chat", "smollm2-135m-instruct", "--system", "Be brief.", "My card was charged twice"]
+    args, extra = parser.parse_known_args(argv)
+    _late_positionals(parser, args, extra)
+    assert (args.model, args.prompt, args.system) == ("smollm2-135m-instruct", "My card was charged twice", "Be brief.")
+    args, extra = parser.parse_known_args(["jobs", "ls", "stray"])
+    assert extra == ["stray"]
+    with pytest.raises(SystemExit):  # other commands still refuse a stray word
+        _late_positionals(parser, args, extra)

@@ -58,10 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _late_positionals(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """argparse fills optional positionals (``chat MODEL [PROMPT]``) only from the words before the first option,
+    so ``chat MODEL --system S "PROMPT"`` left PROMPT over; a word left over goes to the first empty one."""
+    empty = [name for name in ("prompt", "model") if getattr(args, "command", None) == "chat" and getattr(args, name) is None]
+    if extra and len(extra) <= len(empty) and not any(word.startswith("-") for word in extra):
+        for name, word in zip(sorted(empty, key=("model", "prompt").index), extra):
+            setattr(args, name, word)
+        return
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    _late_positionals(parser, args, extra)
     quiet.install(args.verbose or None)  # before any command imports torch & co.
     func = getattr(args, "func", None)
     if func is None:
