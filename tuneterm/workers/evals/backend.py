@@ -73,7 +73,7 @@ class LocalWeights:
     adapter_path: Path | None = None
     quant: dict = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
-    classifier_path: Path | None = None  # a feature classifier (job kind feature) over the base
+    classifier_path: Path | None = None  # a feature classifier or a classification head over the base
 
     @property
     def group(self) -> str:
@@ -167,6 +167,8 @@ class LocalGroup:
         from tuneterm.workers.classifier import embed
 
         blob = self.classifiers[vid]
+        if "head" in blob:  # a classification head (job kind cls_head) reads the texts itself
+            return blob["head"].predict(list(texts), batch_size)
         loaded = SimpleNamespace(model=self.model, tokenizer=self.tokenizer)
         feats = embed(loaded, list(texts), blob["layer"], blob["pooling"], batch_size=batch_size)
         return [str(label) for label in blob["classifier"].predict(feats)]
