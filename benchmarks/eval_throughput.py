@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,12 +133,13 @@ def shared_prefix(limit: int, batch_size: int) -> int:
     tokens = len(loading.load_tokenizer(ref)(system)["input_ids"])
 
     def run(share: bool, n: int) -> tuple[dict, dict, dict]:
+        cpu = time.process_time()
         outcomes, _ = collect(specs, variants, RunOptions(batch_size=batch_size, limit=n, use_cache=False,
                                                           progress=False, share_prefix=share))
         seconds = {s.name: outcomes[s.name][ref].speed["seconds"] for s in specs}
         outputs = {s.name: predictions(s, outcomes[s.name][ref])[0] for s in specs}
         logprobs = [r["logprobs"] for r in outcomes["route_choice"][ref].records]
-        return seconds, outputs, {"logprobs": logprobs}
+        return seconds, outputs, {"logprobs": logprobs, "cpu_s": time.process_time() - cpu}
 
     run(True, 4)  # warm-up
     on_s, on_out, on_lp = run(True, limit)
@@ -149,6 +151,9 @@ def shared_prefix(limit: int, batch_size: int) -> int:
         "reuse_s": {k: round(v, 2) for k, v in on_s.items()}, "no_reuse_s": {k: round(v, 2) for k, v in off_s.items()},
         "ratio": {k: round(off_s[k] / on_s[k], 2) for k in on_s},
         "ratio_total": round(sum(off_s.values()) / sum(on_s.values()), 2),
+        # CPU seconds of this process (loads included): steadier than wall time on a shared machine
+        "cpu_s": {"reuse": round(on_lp["cpu_s"], 2), "no_reuse": round(off_lp["cpu_s"], 2)},
+        "cpu_ratio": round(off_lp["cpu_s"] / on_lp["cpu_s"], 2),
         "outputs_equal": on_out == off_out, "max_logprob_diff": diff,
     }))
     return 0

@@ -79,6 +79,7 @@ def test_shared_prefix_reuse_is_exact_on_the_tiny_model(tmp_path, tiny_model_dir
     _same_with_and_without_reuse(tmp_path, str(tiny_model_dir), monkeypatch)
 
 
+@pytest.mark.slow
 def test_shared_prefix_reuse_is_exact_on_the_embedded_model(tmp_path, embedded_model_dir, monkeypatch):
     _same_with_and_without_reuse(tmp_path, str(embedded_model_dir), monkeypatch)
 
