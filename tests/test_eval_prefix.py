@@ -42,7 +42,7 @@ def _tasks(folder: Path, n: int = 7) -> list:
     return [load_task(folder / "gen.yaml"), load_task(folder / "choice.yaml")]
 
 
-def _same_with_and_without_reuse(tmp_path: Path, ref: str, monkeypatch) -> None:
+def _same_with_and_without_reuse(tmp_path: Path, ref: str, monkeypatch, others: tuple = ()) -> dict:
     from tuneterm.workers.evals import prefix
     from tuneterm.workers.evals.runner import RunOptions, collect
 
@@ -57,26 +57,41 @@ def _same_with_and_without_reuse(tmp_path: Path, ref: str, monkeypatch) -> None:
     monkeypatch.setattr(prefix.PrefixCache, "cache_for", counting)
     runs = {}
     for share in (True, False):
-        variants = parse_variants([ref])
+        variants = parse_variants([ref, *others])
         outcomes, _ = collect(tasks, variants, RunOptions(batch_size=3, use_cache=False, progress=False,
                                                           share_prefix=share))
-        runs[share] = {name: outcomes[name][ref].records for name in ("gen", "choice")}
+        runs[share] = {(name, v): outcomes[name][v].records for name in ("gen", "choice") for v in (ref, *others)}
         if share:
             # batches of 3: generate 7 prompts (3 + 3 share a prefix; the last one alone does not),
             # choice 21 requests (7 batches of 3), every one of them after the system prompt
-            assert [r for _, r in laid] == [3] * 9 and all(n >= prefix.MIN_PREFIX for n, _ in laid)
+            assert [r for _, r in laid] == [3] * 9 * (1 + len(others))
+            assert all(n >= prefix.MIN_PREFIX for n, _ in laid)
             laid.clear()
     assert not laid  # switched off: no prefix cache at all
     on, off = runs[True], runs[False]
-    assert [r["output"] for r in on["gen"]] == [r["output"] for r in off["gen"]]
-    for a, b in zip(on["choice"], off["choice"]):
-        assert a["logprobs"] == pytest.approx(b["logprobs"], abs=1e-3)
-        assert max(range(3), key=lambda k: a["logprobs"][k]) == max(range(3), key=lambda k: b["logprobs"][k])
-        assert a["greedy"] == b["greedy"]
+    for v in (ref, *others):
+        assert [r["output"] for r in on["gen", v]] == [r["output"] for r in off["gen", v]]
+        for a, b in zip(on["choice", v], off["choice", v]):
+            assert a["logprobs"] == pytest.approx(b["logprobs"], abs=1e-3)
+            assert max(range(3), key=lambda k: a["logprobs"][k]) == max(range(3), key=lambda k: b["logprobs"][k])
+            assert a["greedy"] == b["greedy"]
+    return on
 
 
-def test_shared_prefix_reuse_is_exact_on_the_tiny_model(tmp_path, tiny_model_dir, monkeypatch):
-    _same_with_and_without_reuse(tmp_path, str(tiny_model_dir), monkeypatch)
+def test_shared_prefix_reuse_is_exact_on_the_tiny_model_and_its_adapter(tmp_path, tiny_model_dir, monkeypatch):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    adapter = tmp_path / "lora"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                   LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+                   ).save_pretrained(adapter)
+    base = str(tiny_model_dir)
+    on = _same_with_and_without_reuse(tmp_path, base, monkeypatch, (str(adapter),))
+    # one prefix cache per variant: the adapter's scores are its own, not the base's prefix reused
+    assert [r["logprobs"] for r in on["choice", base]] != [r["logprobs"] for r in on["choice", str(adapter)]]
 
 
 @pytest.mark.slow
