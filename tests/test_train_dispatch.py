@@ -25,6 +25,7 @@ ARGS = {
     "sequential": ("--model", "smollm2", "train.max_steps=20", *STAGE_DATA),
     "distill": ("--model", "smollm2", "--data", TICKETS, "steps=5", "keep_layers=[0,2]"),
     "feature": ("--data", str(REPO / "sample_data" / "tickets"), "layer=-2"),
+    "cls_head": ("--model", "smollm2", "--data", TICKETS, "head.tune=full"),
 }
 
 
@@ -53,6 +54,8 @@ def test_dry_run_prints_the_resolved_config(cli, tmp_workspace, method):
         assert config["teacher"] == "smollm2" and config["keep_layers"] == [0, 2] and config["steps"] == 5
     if method == "feature":
         assert config["layer"] == -2 and config["dataset"].endswith("tickets")
+    if method == "cls_head":
+        assert config["head"]["tune"] == "full" and config["eval_data"].endswith("val.jsonl")
 
 
 @pytest.mark.parametrize("method, override, key", [

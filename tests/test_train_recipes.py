@@ -89,7 +89,8 @@ def test_train_command_validates_before_creating_a_job(cli, tmp_workspace):
 def test_every_train_method_has_a_recipe_that_resolves(method):
     assert recipes.recipe_path(method).is_file()
     config = recipes.resolve(method)
-    expected = {"sequential": "sequential", "distill": "distill", "feature": "feature"}.get(method, "train")
+    expected = {"sequential": "sequential", "distill": "distill", "feature": "feature",
+                "cls_head": "cls_head"}.get(method, "train")
     assert config["method"] == method and recipes.kind_of(method) == expected
 
 

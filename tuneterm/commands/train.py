@@ -14,18 +14,18 @@ import sys
 
 ORDER = 30
 
-METHOD_CHOICES = ("full", "freeze", "lora", "qlora", "dpo", "sequential", "distill", "feature")
+METHOD_CHOICES = ("full", "freeze", "lora", "qlora", "dpo", "sequential", "distill", "feature", "cls_head")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="fine-tune a model as a background job (full, freeze, lora, qlora, dpo, sequential, "
-                      "distill, feature)",
+                      "distill, feature, cls_head)",
         description="Validate the recipe and data, write jobs/<id>/ and start the job's process detached "
                     "from this terminal. Follow it with `tuneterm jobs logs ID --follow`. Methods: "
                     "full, freeze, lora, qlora, dpo (kind train); sequential (a pipeline of [[stages]] from "
                     "recipes/sequential.toml); distill (--model is the teacher); feature (a classifier on "
-                    "frozen hidden states).",
+                    "frozen hidden states); cls_head (a sequence-classification head over the labels, LoRA or full).",
         epilog="examples: tuneterm train --model smollm2-135m-instruct --data tickets --method lora lora.r=8\n"
                "          tuneterm train --model smollm2-135m-instruct --method sequential train.max_steps=20",
     )
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.foreground:
         code = foreground(job)
         metrics = job.dir / "output" / "metrics.json"
-        if job_plan.kind == "feature" and metrics.is_file():
+        if job_plan.kind in ("feature", "cls_head") and metrics.is_file():
             print(metrics.read_text(), end="")
         return code
     job = jobs.launch(job.id)

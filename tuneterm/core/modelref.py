@@ -232,7 +232,8 @@ class Artifact:
 
     kind: ``model`` (a full checkpoint), ``adapter`` (PEFT adapter over ``base``),
     ``quantized`` (a quantized checkpoint; ``quant`` says how), ``classifier`` (a
-    feature-based head over ``base``), ``gguf`` (a GGUF file).
+    feature-based classifier, or with ``head = "cls_head"`` a trained classification head, over
+    ``base``: it answers with a label), ``gguf`` (a GGUF file).
     """
 
     kind: str

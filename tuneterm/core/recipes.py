@@ -25,7 +25,7 @@ from tuneterm.core.errors import ConfigError, NotFoundError
 METHODS = ("full", "freeze", "lora", "qlora")  # supervised fine-tuning (the TUI's train screen)
 STAGE_METHODS = METHODS + ("dpo",)  # what a sequential stage may use (all run as job kind "train")
 KINDS = {**{m: "train" for m in STAGE_METHODS}, "sequential": "sequential", "distill": "distill",
-         "feature": "feature"}
+         "feature": "feature", "cls_head": "cls_head"}
 ALL_METHODS = tuple(KINDS)
 RECIPES_DIR = resources.recipes_dir()
 STAGE_KEYS = ("name", "method", "data", "val")  # a stage's own keys; the rest are its method's settings
@@ -42,6 +42,7 @@ CHOICES = {
     "launch.strategy": ("ddp", "fsdp", "zero2", "zero3"),
     "pooling": ("mean", "last"),
     "dpo.tune": ("lora", "full"),
+    "head.tune": ("lora", "full"),
 }
 MINIMUM = {  # key -> smallest allowed value
     "train.epochs": 0, "train.batch_size": 1, "train.grad_accum": 1, "train.max_length": 8,
@@ -61,7 +62,7 @@ TYPES = {"lora.target_modules": Union[str, list], "stages": list, "train.max_ste
 
 
 def kind_of(method: str) -> str:
-    """The job kind that runs ``method`` (train, sequential, distill, feature)."""
+    """The job kind that runs ``method`` (train, sequential, distill, feature, cls_head)."""
     if method not in KINDS:
         raise ConfigError(f"unknown training method {method!r}", [("methods", ", ".join(ALL_METHODS))],
                           _close_hint(method, ALL_METHODS))

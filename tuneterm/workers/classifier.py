@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tuneterm.core.datasets.labels import read_labelled
 from tuneterm.core.errors import InputError
 from tuneterm.core.fsutil import atomic_write_bytes, atomic_write_json, sha256_file
 from tuneterm.core.workspace import workspace
@@ -28,22 +29,6 @@ CLASSIFIER_FILE = "classifier.pkl"
 
 
 # --- data ------------------------------------------------------------------------------------
-
-
-def read_labelled(path: Path) -> tuple[list[str], list[str]]:
-    """(texts, labels) from chat JSONL: text = last user turn, label = last assistant turn."""
-    from tuneterm.core.datasets.formats import iter_chat_messages
-
-    texts, labels = [], []
-    for lineno, messages in iter_chat_messages(path):
-        user = [m["content"] for m in messages if m.get("role") == "user"]
-        answer = [m["content"] for m in messages if m.get("role") == "assistant"]
-        if not user or not answer:
-            raise InputError("a classification example needs a user and an assistant turn",
-                             [("file", str(path)), ("line", lineno), ("field", "messages")])
-        texts.append(str(user[-1]))
-        labels.append(str(answer[-1]).strip())
-    return texts, labels
 
 
 def _resolve(dataset: str, split: str | None) -> Path:
@@ -155,7 +140,8 @@ _LOADED: dict[str, tuple] = {}
 
 
 def load_classifier(path: str | Path) -> dict:
-    """A saved classifier (``output/`` folder, the .pkl, or a ``job:ID`` ref)."""
+    """A saved classifier (``output/`` folder, the .pkl, or a ``job:ID`` ref): the pickled dict of a
+    feature classifier, or ``{"head": HeadClassifier}`` for a classification head's folder."""
     p = str(path)
     if p.startswith("job:"):
         from tuneterm.core import modelref
@@ -164,14 +150,21 @@ def load_classifier(path: str | Path) -> dict:
         p = str(Path(art.path))
     f = Path(p)
     if f.is_dir():
+        from tuneterm.workers.cls_head import HeadClassifier, is_head
+
+        if is_head(f):  # a classification head (job kind cls_head): it reads the texts itself
+            return {"head": HeadClassifier(f)}
         f = f / CLASSIFIER_FILE
     with open(f, "rb") as fh:
         return pickle.load(fh)
 
 
 def predict(texts: list[str], classifier: str | Path) -> list[str]:
-    """Labels for ``texts`` with the classifier at ``classifier`` (folder, .pkl or job:ID)."""
+    """Labels for ``texts`` with the classifier at ``classifier`` (folder, .pkl or job:ID; a feature
+    classifier or a classification head)."""
     blob = load_classifier(classifier)
+    if "head" in blob:
+        return blob["head"].predict(list(texts))
     key = blob["model"]
     if key not in _LOADED:
         _LOADED[key] = (loading.load(key),)

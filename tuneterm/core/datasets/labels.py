@@ -2,11 +2,19 @@
 
 A dataset counts as classification when every example ends in a short one-line reply and the
 replies take few distinct values (at most :data:`MAX_LABELS`, each used on average twice or more).
+
+Classifiers read label data with :func:`read_labelled`: the text of an example is its last user
+message, the label its last assistant message (stripped). The feature classifier
+(``tuneterm.workers.classifier``) and the classification head (``tuneterm.workers.cls_head``) both
+train on it, and the eval harness gives a classifier the same text (``core.evals.items.classifier_text``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
+
+from tuneterm.core.errors import InputError
 
 MAX_LABELS = 50
 MAX_LABEL_CHARS = 64
@@ -49,3 +57,19 @@ class LabelTally:
         if self.broken or not self.counts or len(self.counts) * 2 > self.n or len(self.counts) < 2:
             return None
         return dict(sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def read_labelled(path: str | Path) -> tuple[list[str], list[str]]:
+    """(texts, labels) from chat JSONL: text = last user turn, label = last assistant turn."""
+    from tuneterm.core.datasets.formats import iter_chat_messages
+
+    texts, labels = [], []
+    for lineno, messages in iter_chat_messages(path):
+        user = [m["content"] for m in messages if m.get("role") == "user"]
+        answer = [m["content"] for m in messages if m.get("role") == "assistant"]
+        if not user or not answer:
+            raise InputError("a classification example needs a user and an assistant turn",
+                             [("file", str(path)), ("line", lineno), ("field", "messages")])
+        texts.append(str(user[-1]))
+        labels.append(str(answer[-1]).strip())
+    return texts, labels

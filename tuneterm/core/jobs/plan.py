@@ -213,16 +213,17 @@ def plan_train(method: str, *, model: str | None = None, data: str | None = None
         raise UsageError(f"--nproc applies to full, freeze, lora, qlora and dpo, not {method}",
                          [("--nproc", str(nproc))])
     notes: tuple[str, ...] = ()
-    if kind == "train":
+    if kind in ("train", "cls_head"):
         config["model"] = freeze_ref(_need(model, "--model", method), local=True)
         files = training_files(_need(data, "--data", method), val)
         config.update(data=str(files.train), dataset=data)
         if files.val:
             config["eval_data"] = str(files.val)
-        from tuneterm.core.jobs.plan_lengths import fit_max_length
+        from tuneterm.core.jobs.plan_lengths import fit_max_length, fit_text_length
 
         explicit = _given(recipe, overrides, "train", "max_length")
-        notes = files.notes + fit_max_length(config, config["model"], files.train, explicit)
+        fit = fit_text_length if kind == "cls_head" else fit_max_length
+        notes = files.notes + fit(config, config["model"], files.train, explicit)
         summary = f"{method} on {model} with {files.n_train} examples" + (
             f" ({files.n_val} for validation)" if files.n_val else "")
     elif kind == "sequential":

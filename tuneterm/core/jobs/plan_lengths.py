@@ -119,3 +119,42 @@ def fit_max_length(config: dict, model: str, train_file: Path, explicit: bool) -
             notes.append(f"{len(empty)} of {len(lengths.prompts)} examples are cut before their answer at "
                          f"max_length {limit} and teach nothing (first: example {empty[0] + 1})")
     return tuple(notes)
+
+
+def fit_text_length(config: dict, model: str, train_file: Path, explicit: bool) -> tuple[str, ...]:
+    """``train.max_length`` of a classification head (``cls_head``): the head reads only each example's
+    last user message, so the longest such text sets it (no system prompt, no chat template). Refuses
+    data with fewer than two labels; returns notes for the user."""
+    from tuneterm.core.datasets.labels import read_labelled
+
+    texts, labels = read_labelled(train_file)
+    kinds = sorted(set(labels))
+    if len(kinds) < 2:
+        raise DatasetError("a classification head needs at least two labels",
+                           [("file", str(train_file)), ("labels", ", ".join(kinds) or "none")],
+                           "the label of an example is its last assistant message")
+    notes = [f"{len(kinds)} labels; the head reads each example's last user message"]
+    train = config["train"]
+    folder = tokenizer_folder(model)
+    if folder is None:
+        return tuple(notes) + (f"train.max_length = {train['max_length']} (the recipe's; no local tokenizer to "
+                               "measure the data with)",)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    longest = max(len(e.ids) for e in tok.encode_batch(texts))
+    if not explicit:
+        context = None
+        try:
+            value = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
+            context = int(value) if isinstance(value, int) and value > 0 else None
+        except (OSError, ValueError):
+            pass
+        cap = min(AUTO_CAP, context or AUTO_CAP)
+        train["max_length"] = max(16, min(cap, -(-(longest + 2) // 16) * 16))
+        notes.append(f"train.max_length = {train['max_length']}: the longest text has {longest} tokens"
+                     + (f" (capped at {cap})" if longest > cap else ""))
+    elif longest > train["max_length"]:
+        notes.append(f"texts longer than train.max_length = {train['max_length']} are cut (the longest has "
+                     f"{longest} tokens)")
+    return tuple(notes)

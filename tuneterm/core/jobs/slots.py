@@ -33,7 +33,7 @@ ANY_GPU = "cuda:*"
 HELD_ENV = "TUNETERM_SLOTS_HELD"  # set for processes whose parent holds the job's slots (torchrun's ranks)
 # Job kinds that compute on a device and so take a slot by default (others only when their spec
 # names devices).
-SLOT_KINDS = ("train", "sequential", "distill", "feature", "quantize", "eval")
+SLOT_KINDS = ("train", "sequential", "distill", "feature", "cls_head", "quantize", "eval")
 
 
 class Cancelled(Exception):

@@ -6,6 +6,9 @@
   (trailing spaces of the context move to the continuation; the continuation's tokens are
   those of ``tok(context + continuation)`` after ``len(tok(context))``), right-padded batches
   sorted by length, summed log-probabilities of the continuation tokens.
+- A prefix that all prompts of a batch share (a long system prompt, few-shot examples) is computed
+  once per call and its key/value cache reused by every row (``tuneterm.workers.evals.prefix``),
+  where that is exact for the model; ``share_prefix=False`` turns it off.
 - One base model serves its LoRA adapters: ``set_adapter`` per variant, ``disable_adapter``
   for the base itself, instead of loading the base again.
 """
@@ -30,6 +33,8 @@ from tuneterm.core.evals.extract import truncate_at_stop
 from tuneterm.core.workspace import workspace
 from tuneterm.workers import loading
 from tuneterm.workers.adapters import add_adapter
+from tuneterm.workers.evals import prefix
+from tuneterm.workers.evals.prefix import PrefixCache
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pkl")
 Progress = Callable[[int], None]
@@ -73,7 +78,7 @@ class LocalWeights:
     adapter_path: Path | None = None
     quant: dict = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
-    classifier_path: Path | None = None  # a feature classifier (job kind feature) over the base
+    classifier_path: Path | None = None  # a feature classifier or a classification head over the base
 
     @property
     def group(self) -> str:
@@ -103,7 +108,8 @@ def resolve_local(vid: str, ref: str) -> LocalWeights:
 class LocalGroup:
     """A loaded model (a base, maybe with adapters, or a quantized model) serving its variants."""
 
-    def __init__(self, variants: list[LocalWeights], dtype: str | None = None, device: str | None = None) -> None:
+    def __init__(self, variants: list[LocalWeights], dtype: str | None = None, device: str | None = None,
+                 share_prefix: bool = True) -> None:
         first = variants[0]
         self.variants = {v.vid: v for v in variants}
         started = time.perf_counter()
@@ -134,6 +140,9 @@ class LocalGroup:
         self._tok_digest = tokenizer_digest(self.tokenizer)
         self._keep_ok = True
         self._base_digest = folder_digest(first.base_path)
+        # a prefix all rows of a batch share (system prompt, few-shot examples) is computed once per call
+        self.share_prefix = share_prefix and not first.quant and prefix.usable(self.model)
+        self.prefixes_computed = 0  # prefix caches laid down, over all calls (tests, benchmarks)
 
     # --- identity ---------------------------------------------------------------------------
 
@@ -167,6 +176,8 @@ class LocalGroup:
         from tuneterm.workers.classifier import embed
 
         blob = self.classifiers[vid]
+        if "head" in blob:  # a classification head (job kind cls_head) reads the texts itself
+            return blob["head"].predict(list(texts), batch_size)
         loaded = SimpleNamespace(model=self.model, tokenizer=self.tokenizer)
         feats = embed(loaded, list(texts), blob["layer"], blob["pooling"], batch_size=batch_size)
         return [str(label) for label in blob["classifier"].predict(feats)]
@@ -230,19 +241,28 @@ class LocalGroup:
             # padded batch would fall back to transformers' generate, several times slower per row)
             batch_size = 1
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        shared = PrefixCache(self.model)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             rows = [encoded[i] for i in idx]
-            width = max(len(r) for r in rows)
+            # every row keeps at least one token of its own: generate starts from the uncached tokens
+            n_pre = self._prefix_length(rows, min(len(r) for r in rows) - 1)
+            tails = [r[n_pre:] for r in rows]
+            tail_width = max(len(t) for t in tails)
+            width = n_pre + tail_width  # [prefix][padding][row's own tokens]: positions as in a left-padded row
             ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, r in enumerate(rows):
-                ids[j, width - len(r):] = torch.tensor(r, dtype=torch.long)
-                mask[j, width - len(r):] = 1
+            for j, (r, t) in enumerate(zip(rows, tails)):
+                ids[j, :n_pre] = torch.tensor(r[:n_pre], dtype=torch.long)
+                mask[j, :n_pre] = 1
+                ids[j, width - len(t):] = torch.tensor(t, dtype=torch.long)
+                mask[j, width - len(t):] = 1
             kwargs: dict[str, Any] = dict(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                 max_new_tokens=int(gen["max_new_tokens"]), pad_token_id=self.pad_id,
             )
+            if n_pre:
+                kwargs["cache"] = shared.cache_for(rows[0][:n_pre], len(rows), self.device)
             if gen.get("temperature", 0) > 0:
                 kwargs.update(do_sample=True, temperature=gen["temperature"], top_p=gen.get("top_p", 1.0), top_k=0)
                 torch.manual_seed(int(gen.get("seed") or 0))
@@ -271,6 +291,14 @@ class LocalGroup:
                 results.append({"output": text, "prompt_tokens": len(r), "completion_tokens": len(kept),
                                 "latency_s": round(elapsed, 4)})
             on_batch(idx, results)
+        self.prefixes_computed += shared.computed
+
+    def _prefix_length(self, rows: list[list[int]], most: int) -> int:
+        """How many leading tokens the batch's ``rows`` share and may take from a prefix cache (0: none)."""
+        if not self.share_prefix or len(rows) < 2:
+            return 0
+        n = min(prefix.shared_length(rows), most)
+        return n if n >= prefix.MIN_PREFIX else 0
 
     # --- log-likelihood ----------------------------------------------------------------------
 
@@ -283,14 +311,18 @@ class LocalGroup:
             whole = (ctx + cont)[-(max_len + 1):]
             inputs.append(whole[:-1])
         order = sorted(range(len(requests)), key=lambda i: -len(inputs[i]))
+        shared = PrefixCache(self.model)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             rows = [inputs[i] for i in idx]
+            # the prefix ends before the first position that scores a continuation token
+            n_pre = self._prefix_length(rows, min(min(len(r) - 1, len(r) - len(requests[i][1]))
+                                                  for r, i in zip(rows, idx)))
             width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+            ids = torch.full((len(rows), width - n_pre), self.pad_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
             for j, r in enumerate(rows):
-                ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
+                ids[j, : len(r) - n_pre] = torch.tensor(r[n_pre:], dtype=torch.long)
                 mask[j, : len(r)] = 1
             # Only the positions that score a continuation need logits: the vocabulary projection
             # and the log-softmax dominate small models' cost (rows are sorted, so this is close
@@ -298,7 +330,8 @@ class LocalGroup:
             keep = max(width - (len(rows[j]) - len(requests[i][1])) for j, i in enumerate(idx))
             t0 = time.perf_counter()
             with torch.inference_mode():
-                logits = self._forward_last(ids.to(self.device), mask.to(self.device), keep)
+                cache = shared.cache_for(rows[0][:n_pre], len(rows), self.device) if n_pre else None
+                logits = self._forward_last(ids.to(self.device), mask.to(self.device), keep, cache, n_pre)
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
             offset = width - logprobs.shape[1]
             results = []
@@ -314,15 +347,22 @@ class LocalGroup:
             for r in results:
                 r["latency_s"] = round(elapsed, 4)
             on_batch(idx, results)
+        self.prefixes_computed += shared.computed
 
-    def _forward_last(self, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
-        """Logits of the last ``keep`` positions (all of them for a model without ``logits_to_keep``)."""
+    def _forward_last(self, ids: torch.Tensor, mask: torch.Tensor, keep: int, cache: Any = None,
+                      n_pre: int = 0) -> torch.Tensor:
+        """Logits of the last ``keep`` positions (all of them for a model without ``logits_to_keep``).
+        With ``cache`` (the first ``n_pre`` tokens' keys and values) ``ids`` are the tokens after them."""
+        extra: dict[str, Any] = {}
+        if cache is not None:
+            positions = torch.arange(n_pre, n_pre + ids.shape[1], device=ids.device).unsqueeze(0)
+            extra = {"cache": cache, "use_cache": True, "position_ids": positions.expand(ids.shape[0], -1)}
         if self._keep_ok:
             try:
-                return self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+                return self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **extra).logits
             except TypeError:
                 self._keep_ok = False
-        return self.model(input_ids=ids, attention_mask=mask).logits
+        return self.model(input_ids=ids, attention_mask=mask, **extra).logits
 
     def rolling_requests(self, text: str) -> list[tuple[list[int], list[int]]]:
         """Disjoint windows over ``text``'s tokens, each with one token of context (lm-eval's rolling)."""

@@ -44,6 +44,7 @@ class RunOptions:
     use_cache: bool = True
     dtype: str | None = None
     device: str | None = None
+    share_prefix: bool = True  # reuse the key/value cache of a prefix all prompts of a batch share
     should_stop: Callable[[], bool] = lambda: False
     on_event: Callable[..., None] = lambda **kw: None
 
@@ -135,7 +136,7 @@ def collect(tasks: list[TaskSpec], variants: list[EvalVariant], opts: RunOptions
 
                 group = LlamaCppGroup(members, dtype=opts.dtype, device=opts.device)
             else:
-                group = LocalGroup(members, dtype=opts.dtype, device=opts.device)
+                group = LocalGroup(members, dtype=opts.dtype, device=opts.device, share_prefix=opts.share_prefix)
             try:
                 for lv in members:
                     fp = group.fingerprint(lv.vid)

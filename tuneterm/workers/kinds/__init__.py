@@ -16,6 +16,7 @@ KINDS = {
     "sequential": "tuneterm.workers.kinds.sequential",  # a pipeline of train stages
     "distill": "tuneterm.workers.kinds.distill",        # a student learns a teacher's distributions
     "feature": "tuneterm.workers.kinds.feature",        # a classifier on frozen hidden states
+    "cls_head": "tuneterm.workers.kinds.cls_head",      # a sequence-classification head (LoRA or full)
     "quantize": "tuneterm.workers.kinds.quantize",      # quantize + quality gate
     "eval": "tuneterm.workers.kinds.eval",              # tuneterm eval as a job
 }

@@ -14,7 +14,7 @@ from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
 from tuneterm.workers.adapters import merge_adapter
 
 
-def _base_ref(config: dict) -> str:
+def base_ref(config: dict) -> str:
     """The base as a reference that resolves from anywhere (relative folders made absolute)."""
     ref = config["model"]
     path = Path(ref).expanduser()
@@ -39,7 +39,7 @@ def write(ctx, trainer, tokenizer, config: dict, base_path: Path, metrics: dict,
     to the method being lora/qlora; ``card`` to :func:`model_card`."""
     out = ctx.output_dir
     method = config["method"]
-    base = _base_ref(config)
+    base = base_ref(config)
     adapter = method in ("lora", "qlora") if adapter is None else adapter
     weights = out / ("adapter" if adapter else "model")
     partial = out / f".{weights.name}.partial"  # the same path on every rank; renamed into place when whole
