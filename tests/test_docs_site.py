@@ -89,7 +89,7 @@ def test_commands_shown_but_not_run_still_parse(capsys):
     import shlex
 
     from tests.docs_commands import shown_commands
-    from tuneterm.cli import build_parser
+    from tuneterm.cli import build_parser, parse_command_line
 
     parser = build_parser()
     checked, problems = 0, []
@@ -97,7 +97,7 @@ def test_commands_shown_but_not_run_still_parse(capsys):
         for command in shown_commands(page):
             checked += 1
             try:
-                parser.parse_args(shlex.split(command.command, comments=True)[1:])
+                parse_command_line(parser, shlex.split(command.command, comments=True)[1:])
             except ValueError as err:
                 problems.append(f"{command.where()}\n  {err}")
             except SystemExit as stop:

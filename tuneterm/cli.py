@@ -70,11 +70,16 @@ def _late_positionals(parser: argparse.ArgumentParser, args: argparse.Namespace,
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    args, extra = parser.parse_known_args(argv)
+    _late_positionals(parser, args, extra)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    _late_positionals(parser, args, extra)
+    args = parse_command_line(parser, argv)
     quiet.install(args.verbose or None)  # before any command imports torch & co.
     func = getattr(args, "func", None)
     if func is None:

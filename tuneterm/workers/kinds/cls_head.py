@@ -62,9 +62,13 @@ def run(ctx):
     # --- train ---------------------------------------------------------------------------------
     from transformers import EarlyStoppingCallback, PrinterCallback
 
-    args = build_args(config, ctx.checkpoints_dir, eval_ds is not None, len(train_ds))
+    from tuneterm.workers import tracking
+
+    _, tracker_callbacks = tracking.trainer_setup(ctx, config)
+    args = build_args(config, ctx.checkpoints_dir, eval_ds is not None, len(train_ds),
+                      trackers=tracking.trainer_args(ctx, config))
     ref: list = []
-    callbacks = [JobEventsCallback(ctx, ref, config)]
+    callbacks = [JobEventsCallback(ctx, ref, config), *tracker_callbacks]
     patience = int(config.get("eval", {}).get("early_stopping_patience", 0))
     if eval_ds is not None and patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
