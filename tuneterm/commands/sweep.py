@@ -105,5 +105,6 @@ def run(args: argparse.Namespace) -> int:
         print(leaderboard.render(state), end="")
         doc = leaderboard.document(state)
         if doc["best"]:
-            print(f"best: {doc['best_ref']} (job:{doc['best']})")
+            ref = doc["best_ref"]
+            print(f"best: job:{doc['best']}" + (f" ({ref})" if ref != f"job:{doc['best']}" else ""))
     return 0

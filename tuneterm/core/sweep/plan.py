@@ -76,10 +76,10 @@ def train_plan(cand: Candidate, model: str, data: SweepData, *, steps: int | Non
                name: str) -> JobPlan:
     """The job that trains ``cand`` (``steps``: the rung's ``train.max_steps``, None = the full recipe)."""
     if cand.method == "feature":
-        overrides = [f"{k}={_value(v)}" for k, v in cand.params] + [f"seed={seed}"]
+        overrides = trial_overrides(cand) + [f"seed={seed}"]
         return plan_train("feature", model=model, data=str(data.folder), overrides=overrides, name=name)
     keys = _recipe_keys(cand.method)
-    overrides = [f"{k}={_value(v)}" for k, v in cand.params]
+    overrides = trial_overrides(cand)
     if "train.seed" in keys:
         overrides.append(f"train.seed={seed}")
     if steps is not None and "train.max_steps" in keys:
@@ -87,17 +87,36 @@ def train_plan(cand: Candidate, model: str, data: SweepData, *, steps: int | Non
     return plan_train(cand.method, model=model, data=str(data.train), overrides=overrides, name=name)
 
 
-def full_steps(cand: Candidate, n_train: int) -> int | None:
-    """Optimizer steps of the full recipe (None for methods without steps)."""
+def trial_overrides(cand: Candidate) -> list[str]:
+    """The trial's settings as ``key.sub=value`` overrides of its method's recipe."""
+    return [f"{k}={_value(v)}" for k, v in cand.params]
+
+
+def check(cand: Candidate, source: str) -> dict | None:
+    """The trial's resolved recipe (None for few-shot); a ConfigError naming the space file and the
+    trial when the recipe rejects a value, so a bad space fails before any job starts."""
+    from tuneterm.core import recipes
+    from tuneterm.core.errors import ConfigError
+
+    if cand.method == "fewshot":
+        return None
+    try:
+        return recipes.resolve(cand.method, None, trial_overrides(cand))
+    except ConfigError as exc:
+        raise ConfigError(f"search space: trial {cand.label!r}: {exc.title}",
+                          [("file", source)] + list(exc.facts), exc.hint) from None
+
+
+def full_steps(config: dict | None, n_train: int) -> int | None:
+    """Optimizer steps of a resolved training recipe (None for methods without steps)."""
     from tuneterm.core import recipes
 
-    if cand.method in ("fewshot", "feature"):
+    if not config:
         return None
-    flat = recipes.flatten(recipes.default_recipe(cand.method))
-    flat.update(cand.settings())
+    flat = recipes.flatten(config)
     if "train.epochs" not in flat or "train.batch_size" not in flat:
         return None
-    per_step = int(flat["train.batch_size"]) * int(flat.get("train.grad_accum", 1))
+    per_step = max(1, int(flat["train.batch_size"]) * int(flat.get("train.grad_accum", 1)))
     steps = -(-n_train // per_step) * float(flat["train.epochs"])
     if int(flat.get("train.max_steps", -1)) > 0:
         steps = min(steps, int(flat["train.max_steps"]))

@@ -50,7 +50,7 @@ def new_state(sweep_id: str, model: str, dataset: str, data: SweepData, space, c
               metric: str, notes: list[str]) -> dict:
     trials = []
     for cand in candidates:
-        steps = sweep_plan.full_steps(cand, data.counts["train"])
+        steps = sweep_plan.full_steps(sweep_plan.check(cand, space.source), data.counts["train"])
         rungs = space.rungs if steps is not None else 1
         trials.append({"key": cand.key, "method": cand.method, "label": cand.label,
                        "params": [[k, list(v) if isinstance(v, tuple) else v] for k, v in cand.params],
@@ -300,14 +300,12 @@ class SweepRunner:
     def _stop_late(self, left_s: float) -> None:
         """Cancel a training run whose ETA passes the end of the budget: it cannot be scored in time."""
         for trial, run in list(self.active):
-            if run["phase"] != "train":
-                continue
-            last = store.last_event(store.job_dir(run["train_job"]))
-            eta = last.get("eta_s") if isinstance(last, dict) else None
-            if isinstance(eta, (int, float)) and eta > left_s:
-                run["stop_reason"] = (f"stopped early: its ETA ({eta:.0f} s) is past the end of the budget "
-                                      f"({left_s:.0f} s left)")
-                self._cancel_job(run["train_job"], 0.0)
+            job_id = run["train_job"] if run["phase"] == "train" else run["eval_job"]
+            eta = _eta(job_id)
+            if eta is not None and eta > left_s and not run.get("stop_reason"):
+                run["stop_reason"] = (f"stopped early: its {'training' if run['phase'] == 'train' else 'scoring'} "
+                                      f"would end {eta:.0f} s from now, past the end of the budget ({left_s:.0f} s left)")
+                self._cancel_job(job_id, 0.0)
 
     def _stop_all(self, why: str, wait: float = 5.0) -> None:
         for trial, run in list(self.active):
@@ -394,6 +392,23 @@ def test_summary(report: dict, refs: list[str], metric: str) -> dict:
     return {"scores": scores, "comparisons": comparisons, "warnings": warnings}
 
 
+def _eta(job_id: str) -> float | None:
+    """Seconds a running job still needs: a training job's ``eta_s``, or an eval job's pace between
+    its progress events (model loading left out)."""
+    info = store.get_job(job_id)
+    last = info.last_event or {}
+    if isinstance(last.get("eta_s"), (int, float)):
+        return float(last["eta_s"])
+    if last.get("type") != "eval_progress":
+        return None
+    events, _ = store.read_events(job_id)
+    steps = [e for e in events if e.get("type") == "eval_progress" and isinstance(e.get("time"), (int, float))]
+    if len(steps) < 2 or steps[-1]["done"] <= steps[0]["done"]:
+        return None
+    rate = (steps[-1]["time"] - steps[0]["time"]) / (steps[-1]["done"] - steps[0]["done"])
+    return rate * (steps[-1]["total"] - steps[-1]["done"])
+
+
 def _value(trial: dict) -> float:
     scores = [r["score"]["value"] for r in trial["runs"] if r.get("score") and r["score"].get("value") is not None]
     return max(scores) if scores else float("-inf")
@@ -405,3 +420,19 @@ def _message(exc: Exception) -> str:
     if title:
         return title + ("; " + "; ".join(f"{k}: {v}" for k, v in facts) if facts else "")
     return f"{type(exc).__name__}: {exc}"
+
+
+def list_states() -> list[dict]:
+    """Every sweep of the workspace (its state), newest first; a damaged state file is skipped."""
+    import json
+
+    root = sweeps_root()
+    out = []
+    for path in sorted(root.glob("*/state.json")) if root.is_dir() else []:
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(state, dict) and state.get("schema") == SCHEMA:
+            out.append(state)
+    return sorted(out, key=lambda s: s.get("created_at") or "", reverse=True)

@@ -37,7 +37,8 @@ SHAPES = ("classification", "generation", "extraction")
 HEAD_METHODS = ("cls_head", "classify")  # the classification-head method, under the names it may have
 TRAIN_METHODS = ("full", "freeze", "lora", "qlora") + HEAD_METHODS
 SMALL_ONLY = ("full", "freeze")  # methods that train (almost) every weight: small models only
-# Cheapest first: the order trials start in, so a short budget still sees every kind of method.
+# Cheapest first within each round of sampling (one configuration per method per round), so a short
+# budget still tries every kind of method.
 ORDER = ("fewshot", "feature") + HEAD_METHODS + ("lora", "qlora", "freeze", "full")
 OWN_KEYS = {"fewshot": ("k", "sampler"), "feature": ("layer", "pooling", "c")}
 SWEEP_KEYS = {"metric": str, "eta": int, "rungs": int, "max_trials": int, "seed": int, "full_max_params": float}
@@ -131,8 +132,7 @@ class Space:
         if left:
             notes.append(f"{left} more configuration(s) in the space than max_trials={self.max_trials}; "
                          f"sampled with seed {self.seed}")
-        chosen.sort(key=lambda c: ORDER.index(c.method) if c.method in ORDER else len(ORDER))
-        return chosen, notes
+        return chosen, notes  # in rounds, cheapest method first: a short budget still tries every method
 
 
 def _freeze(value):
