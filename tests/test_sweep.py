@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tuneterm.core import modelref
+from tuneterm.core import jobs, modelref
 from tuneterm.core.errors import ConfigError, UsageError
 from tuneterm.core.resources import sample_data_dir
-from tuneterm.core.sweep import leaderboard, runner
+from tuneterm.core.sweep import runner
 from tuneterm.core.sweep.data import detect_shape, prepare as prepare_data
 from tuneterm.core.sweep.prepare import available_methods, prepare
 from tuneterm.core.sweep.space import load_space, parse_space
@@ -149,18 +149,24 @@ def test_a_sweep_interrupted_resumes_reusing_finished_trials(tiny_model_dir, tmp
     prepared = prepare(str(tiny_model_dir), str(data), space=str(space), job_kinds=set(KINDS))
     assert [t["method"] for t in prepared.state["trials"]] == ["fewshot", "feature", "lora", "lora"]
 
-    def stop_after_first_trial(state):  # Ctrl-C once the first trial is scored
-        if state["trials"][0]["status"] == "done":
+    pressed = []
+
+    def stop_in_second_trial(state):  # Ctrl-C (once) while the second trial's job runs
+        if state["trials"][1]["status"] == "running" and not pressed:
+            pressed.append(True)
             raise KeyboardInterrupt
 
     first = runner.SweepRunner(prepared.folder, prepared.state, prepared.data,
-                               runner.Options(budget_s=600, poll_s=0.2), on_change=stop_after_first_trial)
+                               runner.Options(budget_s=600, poll_s=0.2), on_change=stop_in_second_trial)
     with pytest.raises(KeyboardInterrupt):
         first.run()
     saved = runner.load_state(prepared.folder)
     assert saved["status"] == "interrupted"
-    done = saved["trials"][0]
+    done, cut = saved["trials"][:2]
     assert done["status"] == "done" and done["runs"][0]["score"]["n"] == 24
+    assert cut["status"] == "stopped" and cut["error"] == "stopped: interrupted"
+    cut_job = cut["runs"][0]["train_job"]
+    assert jobs.get_job(cut_job).state in ("cancelled", "failed")  # failed: killed before its handler was set
     jobs_before = _job_ids()
 
     code, out, err = cli("sweep", "--model", str(tiny_model_dir), "--data", str(data), "--space", str(space),
@@ -174,6 +180,9 @@ def test_a_sweep_interrupted_resumes_reusing_finished_trials(tiny_model_dir, tmp
     assert again["job"] == done["runs"][0]["eval_job"] and again["value"] == done["runs"][0]["score"]["value"]
     state = runner.load_state(prepared.folder)
     assert len(state["trials"][0]["runs"]) == 1
+    # the interrupted trial's job was resumed, not started again
+    assert [r["train_job"] for r in state["trials"][1]["runs"]] == [cut_job]
+    assert state["trials"][1]["status"] == "done" and jobs.get_job(cut_job).state == "succeeded"
     # successive halving: of the two LoRA trials, one went on to the second rung, the other was pruned
     loras = [t for t in state["trials"] if t["method"] == "lora"]
     assert sorted(t["status"] for t in loras) == ["done", "pruned"]

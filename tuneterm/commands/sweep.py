@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
             if seen.get(t["key"]) != t["status"]:
                 seen[t["key"]] = t["status"]
                 score = next((r["score"]["value"] for r in reversed(t["runs"]) if r.get("score")), None)
-                extra = f" val {st['metric']} {100 * score:.1f}" if score is not None and t["status"] != "running" else ""
+                shown = score is not None and t["status"] != "running"
+                extra = f" val {st['metric']} {100 * score:.1f}" if shown else ""
                 say(f"  [{st.get('spent_s', 0):>5.0f} s] {t['label']}: "
                     f"{leaderboard.STATUS_TEXT.get(t['status'], t['status'])}{extra}")
 

@@ -88,7 +88,8 @@ def prepare(data: str, val: str | None, folder: Path, seed: int = 0) -> SweepDat
         for split in ("train", *missing):
             sources[split] = cut / f"{split}.jsonl"
         how = "stratified by label" if meta.get("stratified_by") else "not stratified (no labels)"
-        notes.append(f"the dataset has no {' or '.join(missing)} split: cut {', '.join(str(counts[s]) for s in missing)} "
+        cut_rows = ", ".join(str(counts[s]) for s in missing)
+        notes.append(f"the dataset has no {' or '.join(missing)} split: cut {cut_rows} "
                      f"row(s) from the training rows (seed {seed}, {how})")
     for split, src in sources.items():
         shutil.copyfile(src, folder / f"{split}.jsonl")

@@ -146,6 +146,10 @@ class SweepRunner:
     def _adopt(self) -> None:
         """Pick up the runs of an earlier invocation: live jobs are followed, cancelled ones resumed."""
         for trial in self.state["trials"]:
+            if trial["status"] == "not_run":  # the budget or an interruption kept it from starting
+                trial["status"], trial["error"] = "pending", None
+            elif trial["status"] == "done_early":  # the halving goes on where it stopped
+                trial["status"] = "rung_done"
             if trial["status"] in FINAL_STATES:
                 continue
             for run in trial["runs"]:
@@ -153,12 +157,14 @@ class SweepRunner:
                     continue
                 job_id = run["train_job"] if run["phase"] == "train" else run["eval_job"]
                 info = store.get_job(job_id)
-                if info.state == "cancelled":
+                # cancelled by us (a SIGTERM that came before the child set its handler reads as failed)
+                if info.state == "cancelled" or (info.state == "failed" and run.get("stop_reason")):
                     launcher.resume(job_id)
                 elif info.state == "queued" and not store.job_alive(info.dir):
                     launcher.launch(job_id)
-                trial["status"] = "running"
+                trial["status"], trial["error"] = "running", None
                 run["note"] = "resumed"
+                run.pop("stop_reason", None)
                 self.active.append((trial, run))
 
     # --- choosing the next run ----------------------------------------------------------------------
@@ -237,7 +243,7 @@ class SweepRunner:
             self._add_cost(run, info)
             if info.state != "succeeded":
                 self.active.remove((trial, run))
-                if info.state == "cancelled":
+                if info.state == "cancelled" or run.get("stop_reason"):
                     trial["status"] = "stopped"
                     trial["error"] = run.get("stop_reason") or "its job was cancelled"
                 else:
@@ -304,7 +310,8 @@ class SweepRunner:
             eta = _eta(job_id)
             if eta is not None and eta > left_s and not run.get("stop_reason"):
                 run["stop_reason"] = (f"stopped early: its {'training' if run['phase'] == 'train' else 'scoring'} "
-                                      f"would end {eta:.0f} s from now, past the end of the budget ({left_s:.0f} s left)")
+                                      f"would end {eta:.0f} s from now, past the end of the budget "
+                                      f"({left_s:.0f} s left)")
                 self._cancel_job(job_id, 0.0)
 
     def _stop_all(self, why: str, wait: float = 5.0) -> None:
