@@ -266,6 +266,8 @@ class SweepRunner:
                 run["phase"], trial["status"], trial["error"] = "failed", "failed", _message(exc)
                 self._save()
                 continue
+            if run["score"].get("eval_peak_mem_mb"):
+                run["cost"]["peak_mem_mb"] = max(run["cost"].get("peak_mem_mb") or 0, run["score"]["eval_peak_mem_mb"])
             run["phase"] = "done"
             last = run["rung"] >= trial["rungs"] - 1
             trial["status"] = "done" if last else "rung_done"
