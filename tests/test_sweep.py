@@ -147,7 +147,7 @@ def test_a_sweep_interrupted_resumes_reusing_finished_trials(tiny_model_dir, tmp
     from tuneterm.workers.kinds import KINDS
 
     prepared = prepare(str(tiny_model_dir), str(data), space=str(space), job_kinds=set(KINDS))
-    assert [t["method"] for t in prepared.state["trials"]] == ["fewshot", "feature", "lora", "lora"]
+    assert [t["method"] for t in prepared.state["trials"]] == ["feature", "fewshot", "lora", "lora"]
 
     pressed = []
 
@@ -165,7 +165,7 @@ def test_a_sweep_interrupted_resumes_reusing_finished_trials(tiny_model_dir, tmp
     done, cut = saved["trials"][:2]
     assert done["status"] == "done" and done["runs"][0]["score"]["n"] == 24
     assert cut["status"] == "stopped" and cut["error"] == "stopped: interrupted"
-    cut_job = cut["runs"][0]["train_job"]
+    cut_job = cut["runs"][0]["train_job"] or cut["runs"][0]["eval_job"]
     assert jobs.get_job(cut_job).state in ("cancelled", "failed")  # failed: killed before its handler was set
     jobs_before = _job_ids()
 
@@ -181,7 +181,7 @@ def test_a_sweep_interrupted_resumes_reusing_finished_trials(tiny_model_dir, tmp
     state = runner.load_state(prepared.folder)
     assert len(state["trials"][0]["runs"]) == 1
     # the interrupted trial's job was resumed, not started again
-    assert [r["train_job"] for r in state["trials"][1]["runs"]] == [cut_job]
+    assert [r["train_job"] or r["eval_job"] for r in state["trials"][1]["runs"]] == [cut_job]
     assert state["trials"][1]["status"] == "done" and jobs.get_job(cut_job).state == "succeeded"
     # successive halving: of the two LoRA trials, one went on to the second rung, the other was pruned
     loras = [t for t in state["trials"] if t["method"] == "lora"]

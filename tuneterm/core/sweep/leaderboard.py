@@ -109,8 +109,10 @@ def final_lines(state: dict) -> list[str]:
         lo, hi = c["ci95"] or (None, None)
         ci = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else ""
         star = " *" if c["significant"] else ""
+        p = c["p_value"]
+        p_text = "p<0.001" if p is not None and p < 0.001 else f"p={p:.3g}" if p is not None else "p=?"
         out.append(f"  best vs {c['other'].replace('_', '-')}: {100 * c['delta']:+.1f} pt{ci}{star} "
-                   f"({c['test']}, p={c['p_value']:.3g})")
+                   f"({c['test']}, {p_text})")
     out += [f"warning: {w}" for w in final.get("warnings", [])]
     return out
 

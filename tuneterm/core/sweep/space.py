@@ -39,7 +39,7 @@ TRAIN_METHODS = ("full", "freeze", "lora", "qlora") + HEAD_METHODS
 SMALL_ONLY = ("full", "freeze")  # methods that train (almost) every weight: small models only
 # Cheapest first within each round of sampling (one configuration per method per round), so a short
 # budget still tries every kind of method.
-ORDER = ("fewshot", "feature") + HEAD_METHODS + ("lora", "qlora", "freeze", "full")
+ORDER = ("feature", "fewshot") + HEAD_METHODS + ("lora", "qlora", "freeze", "full")
 OWN_KEYS = {"fewshot": ("k", "sampler"), "feature": ("layer", "pooling", "c")}
 SWEEP_KEYS = {"metric": str, "eta": int, "rungs": int, "max_trials": int, "seed": int, "full_max_params": float}
 
