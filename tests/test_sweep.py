@@ -177,7 +177,8 @@ def test_a_sweep_interrupted_resumes_reusing_finished_trials(tiny_model_dir, tmp
     assert doc["sweep"] == saved["id"] and doc["status"] == "finished" and doc["shape"] == "classification"
     # the finished trial was reused: same jobs, no new run
     again = next(r for r in doc["leaderboard"] if r["key"] == done["key"])
-    assert again["job"] == done["runs"][0]["eval_job"] and again["value"] == done["runs"][0]["score"]["value"]
+    run = done["runs"][0]
+    assert again["job"] == (run["train_job"] or run["eval_job"]) and again["value"] == run["score"]["value"]
     state = runner.load_state(prepared.folder)
     assert len(state["trials"][0]["runs"]) == 1
     # the interrupted trial's job was resumed, not started again

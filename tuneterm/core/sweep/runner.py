@@ -103,7 +103,8 @@ class SweepRunner:
         state["budget_s"] = float(self.opts.budget_s)
         deadline = started + max(0.0, self.opts.budget_s - spent_before)
         state["status"] = "running"
-        self._adopt()
+        if deadline > started:  # nothing is resumed only to be stopped again at once
+            self._adopt()
         self._save()
         try:
             while True:
