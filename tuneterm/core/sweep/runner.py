@@ -115,13 +115,17 @@ class SweepRunner:
                     self._stop_all("the budget ran out")
                     break
                 self._stop_late(deadline - now)
-                while len(self.active) < max(1, self.opts.concurrency):
+                while len(self.active) < max(1, self.opts.concurrency) and deadline - now > self._cheapest():
                     nxt = self._next()
                     if nxt is None:
                         break
                     self._start(*nxt)
-                if not self.active and self._next() is None:
-                    break
+                if not self.active:
+                    if self._next() is None:
+                        break
+                    if deadline - now <= self._cheapest():
+                        self._stop_all("the budget left is shorter than the quickest trial so far")
+                        break
                 time.sleep(self.opts.poll_s)
             state["spent_s"] = round(spent_before + time.monotonic() - started, 1)
             self._final()
@@ -196,6 +200,12 @@ class SweepRunner:
                 trial["status"] = "pruned"
                 trial["error"] = (f"pruned after rung {rung + 1}: not in the best {keep} of {len(group)} "
                                   "(successive halving)")
+
+    def _cheapest(self) -> float:
+        """Wall time of the quickest scored run so far: less budget than that starts nothing new."""
+        times = [r["cost"]["wall_s"] for t in self.state["trials"] for r in t["runs"]
+                 if r.get("score") and (r.get("cost") or {}).get("wall_s")]
+        return min(times) if times else 0.0
 
     def _steps(self, trial: dict, rung: int) -> int | None:
         if trial["full_steps"] is None or rung >= trial["rungs"] - 1:
