@@ -63,6 +63,8 @@ def test_the_classification_head_only_where_this_tuneterm_has_it():
     assert any(n.startswith("cls_head: not available") for n in notes)
     with_head, _ = space.candidates({"fewshot", "feature", "lora", "freeze", "cls_head"}, 10_000_000, 4)
     assert "cls_head" in {c.method for c in with_head}
+    renamed, _ = space.candidates({"fewshot", "feature", "lora", "freeze", "classify"}, 10_000_000, 4)
+    assert "classify" in {c.method for c in renamed}
     # the registry decides: a method counts when its job kind is registered
     assert "feature" in available_methods({"train", "feature"}) and "feature" not in available_methods({"train"})
 

@@ -103,6 +103,8 @@ class Space:
         notes: list[str] = []
         grids: dict[str, list[Candidate]] = {}
         for method, settings in self.methods.items():
+            if method in HEAD_METHODS and method not in available:  # the head under its other name
+                method = next((m for m in HEAD_METHODS if m in available), method)
             if method not in available:
                 notes.append(f"{method}: not available in this tuneterm; skipped")
                 continue
