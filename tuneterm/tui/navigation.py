@@ -30,6 +30,7 @@ PLACES: tuple[Place, ...] = (
     Place("quantize", "Quantize", "5", "tuneterm.tui.screens.quantize", "QuantizeScreen"),
     Place("evals", "Evals", "6", "tuneterm.tui.screens.evals", "EvalsScreen"),
     Place("chat", "Chat", "7", "tuneterm.tui.screens.chat", "ChatScreen"),
+    Place("sweeps", "Sweeps", "8", "tuneterm.tui.screens.sweeps", "SweepsScreen"),
 )
 
 BY_MODE = {p.mode: p for p in PLACES}
