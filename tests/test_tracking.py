@@ -323,3 +323,32 @@ def test_an_eval_of_a_tracked_job_logs_its_scores_to_the_run(tiny_model_dir, tmp
 
     card = ModelCard((job.dir / "output" / "README.md").read_text())  # the job's card now has the eval
     assert [(r.task_name, r.metric_type) for r in card.data.eval_results] == [("gen", "exact_match")]
+
+
+def test_lora_job_logs_to_trackio_locally(tiny_model_dir, tmp_path, tmp_workspace, clean_tracker_env):
+    """trackio's local store (a SQLite file per project under TRACKIO_DIR): the run is named after the job,
+    its config carries the frozen recipe and its metrics are the job's own losses."""
+    import importlib.util
+    import sqlite3
+
+    if importlib.util.find_spec("trackio") is None:  # not imported here: trackio reads TRACKIO_DIR on import
+        pytest.skip("trackio is not installed (pip install trackio)")
+
+    from tuneterm.workers.jobctx import JobContext
+    from tuneterm.workers.kinds import train
+
+    plan = plan_train("lora", model=str(tiny_model_dir), data=str(_data(tmp_path)),
+                      overrides=['log.report_to=["trackio"]', "train.max_steps=3", "train.batch_size=2",
+                                 "log.every_steps=1", "lora.r=4"])
+    job = plan.create()
+    train.run(JobContext(job.dir))
+    record = json.loads((job.dir / "tracking.json").read_text())["trackio"]
+    assert record["name"] == job.id and Path(record["dir"]).is_relative_to(tmp_workspace.root)
+    with sqlite3.connect(Path(record["dir"]) / f"{record['project']}.db") as db:
+        metrics = [json.loads(m) for run, m in db.execute("SELECT run_name, metrics FROM metrics ORDER BY step")
+                   if run == job.id]
+        [config] = [json.loads(c) for (c,) in db.execute("SELECT config FROM configs WHERE run_name = ?", (job.id,))]
+    assert config["tuneterm.lora.r"] == "4" and config["tuneterm.method"] == "lora"
+    losses = [m["train/loss"] for m in metrics if "train/loss" in m]
+    events = [json.loads(x) for x in (job.dir / "events.jsonl").read_text().splitlines()]
+    assert [round(v, 4) for v in losses] == [round(e["loss"], 4) for e in events if e.get("type") == "train"]

@@ -83,6 +83,9 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
+STOP_WAIT_S = 5.0  # how long stopping waits for a cancelled job to exit
+
+
 class SweepRunner:
     """Runs the trials of ``state`` within ``opts.budget_s`` seconds (more on each resume)."""
 
@@ -101,7 +104,9 @@ class SweepRunner:
         started = time.monotonic()
         spent_before = float(state.get("spent_s") or 0.0)
         state["budget_s"] = float(self.opts.budget_s)
-        deadline = started + max(0.0, self.opts.budget_s - spent_before)
+        # the loop ends early enough that stopping the running jobs (up to STOP_WAIT_S) still fits the budget
+        reserve = min(0.05 * self.opts.budget_s, STOP_WAIT_S + 2 * self.opts.poll_s)
+        deadline = started + max(0.0, self.opts.budget_s - spent_before - reserve)
         state["status"] = "running"
         if deadline > started:  # nothing is resumed only to be stopped again at once
             self._adopt()
@@ -327,7 +332,7 @@ class SweepRunner:
                                       f"({left_s:.0f} s left)")
                 self._cancel_job(job_id, 0.0)
 
-    def _stop_all(self, why: str, wait: float = 5.0) -> None:
+    def _stop_all(self, why: str, wait: float = STOP_WAIT_S) -> None:
         for trial, run in list(self.active):
             job_id = run["train_job"] if run["phase"] == "train" else run["eval_job"]
             run["stop_reason"] = f"stopped: {why}"
