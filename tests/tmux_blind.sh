@@ -58,24 +58,24 @@ sleep 0.5  # the modal's input takes the focus after it is drawn
 tm send-keys -t "$SESSION" End C-u
 tm send-keys -t "$SESSION" -l "$BASE#good"
 tm send-keys -t "$SESSION" Enter
-wait_for "#good"
-tm send-keys -t "$SESSION" C-n
+wait_for "good @"
+tm send-keys -t "$SESSION" C-o
 wait_for "Model for the new column"
 sleep 0.5
 tm send-keys -t "$SESSION" -l "$BASE#weak"
 tm send-keys -t "$SESSION" Enter
-wait_for "#weak"
+wait_for "weak @"
 
 tm send-keys -t "$SESSION" C-b
 wait_for "Model 2"
-tm capture-pane -p -t "$SESSION" | grep -qF "#good" && fail "blind mode still shows a model name"
+tm capture-pane -p -t "$SESSION" | grep -qF "good @" && fail "blind mode still shows a model name"
 tm send-keys -t "$SESSION" "i"
 sleep 0.3
 tm send-keys -t "$SESSION" -l "What is the capital of France?"
 tm send-keys -t "$SESSION" Enter
 wait_for "which is better?"
 wait_for "Paris"
-tm capture-pane -p -t "$SESSION" | grep -qF "#good" && fail "a model name shows before the vote"
+tm capture-pane -p -t "$SESSION" | grep -qF "good @" && fail "a model name shows before the vote"
 tm send-keys -t "$SESSION" "1"
 wait_for "vote stored"
 

@@ -57,6 +57,14 @@ class WebServer:
     def text(self) -> str:
         return "".join(self.output)
 
+    def banner(self, timeout: float = 30) -> str:
+        """Everything the start printed, through its last line ("press Ctrl+C to stop"): the lines after
+        the URL arrive a moment later, read by a thread."""
+        deadline = time.monotonic() + timeout
+        while "press Ctrl+C to stop" not in self.text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.text()
+
 
 def children_of(pid: int) -> set[int]:
     found = set()
