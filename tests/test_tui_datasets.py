@@ -58,7 +58,7 @@ async def test_validate_a_broken_file_and_jump_to_a_line():
         await pilot.pause()
         assert type(app.screen).__name__ == "ImportModal"
         app.screen.query_one("#import-path").value = str(broken)  # typing is tested below
-        await pilot.press("ctrl+t")  # validate only
+        await pilot.press("ctrl+l")  # validate only
         assert await _until(pilot, lambda: screen.report is not None)
         assert screen.source == str(broken)
         assert screen.query_one("#ds-tabs").active == "tab-problems"

@@ -59,7 +59,7 @@ async def test_launch_follow_and_read_the_report(tiny_model_dir, tmp_path, monke
     async with app.run_test(size=(140, 40)) as pilot:
         screen = app.screen
         keys = {b.key for b in screen.BINDINGS if b.show}
-        assert {"ctrl+l", "ctrl+o", "ctrl+t", "ctrl+b"} <= keys  # every action is in the footer
+        assert {"ctrl+l", "ctrl+o", "ctrl+f", "ctrl+b"} <= keys  # every action is in the footer
         select = screen.query_one("#evals-spec", Select)
         assert await _until(pilot, lambda: select.value == "evals/route.yaml")  # the specs under ./evals
         models = screen.query_one("#evals-models", VariantsInput)
@@ -91,9 +91,9 @@ async def test_launch_follow_and_read_the_report(tiny_model_dir, tmp_path, monke
         expected = _expected_disagreements(out)
         assert {r.item for r in view.shown_items} == expected
         assert screen.query_one("#eval-items", DataTable).row_count == len(expected)
-        await pilot.press("ctrl+t")
+        await pilot.press("ctrl+f")
         assert len(view.shown_items) == 4 and not view.only_disagree
-        await pilot.press("ctrl+t")
+        await pilot.press("ctrl+f")
         assert {r.item for r in view.shown_items} == expected
     # reopening the workbench: the finished job's report opens again
     app = TunetermApp(start="evals")

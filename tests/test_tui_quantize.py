@@ -121,7 +121,7 @@ async def test_launch_a_real_job_follow_it_and_read_its_report(tiny_model_dir):
         table = screen.query_one("#qz-jobs")
         assert str(table.get_cell(job.id, "gate")) == "passed"
         # The finished job is now a model reference the model field completes.
-        await pilot.press("ctrl+n")
+        await pilot.press("ctrl+b")
         model = screen.query_one(ModelInput)
         model.reload()
         assert await _until(pilot, lambda: f"job:{job.id}" in model.refs)

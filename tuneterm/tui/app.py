@@ -36,9 +36,10 @@ class TunetermApp(App):
     BINDINGS = [Binding("q", "quit", "Quit", show=False, id="quit"), *_goto_bindings()]
 
     class KeymapLoaded(Message):
-        def __init__(self, keymap: dict[str, str]) -> None:
+        def __init__(self, keymap: dict[str, str], warnings: list[str] | None = None) -> None:
             super().__init__()
             self.keymap = keymap
+            self.warnings = warnings or []
 
     def __init__(self, start: str | None = None) -> None:
         if start == "auto":  # the start_screen setting: Chat once a tuned job has finished
@@ -100,15 +101,18 @@ class TunetermApp(App):
 
     @work(thread=True, exit_on_error=False, group="keymap")
     def _load_keymap(self) -> None:
-        from tuneterm.tui.keymap import user_keymap
+        from tuneterm.tui.keymap import browser_kept_warnings, user_keymap
 
         keymap = user_keymap()
         if keymap:
-            self.post_message(self.KeymapLoaded(keymap))
+            warnings = browser_kept_warnings(keymap) if self.is_web else []
+            self.post_message(self.KeymapLoaded(keymap, warnings))
 
     @on(KeymapLoaded)
     def _apply_keymap(self, event: KeymapLoaded) -> None:
         self.update_keymap(event.keymap)
+        for warning in event.warnings:
+            self.notify(warning, severity="warning", timeout=10)
 
     def action_goto(self, mode: str) -> None:
         if mode in BY_MODE and mode != self.current_mode:

@@ -70,7 +70,7 @@ class BlindMode:
             s.notify("stop the streams first (escape)", severity="warning")
             return
         if not self.active and len(s.columns) < 2:
-            s.notify("blind mode needs two columns or more (ctrl+n adds one)", severity="warning")
+            s.notify("blind mode needs two columns or more (ctrl+o adds one)", severity="warning")
             return
         self.active = not self.active
         self.round, self.voted = None, False

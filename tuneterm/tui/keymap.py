@@ -12,6 +12,38 @@ from __future__ import annotations
 
 import tomllib
 
+# Keys Chromium keeps for itself: a page (`tuneterm web`) never sees them, whatever it does. From
+# Chromium's reserved commands (new window/tab, close tab/window, reopen tab, next/previous tab, quit),
+# plus full screen and developer tools. No workbench binding may use one (tests/test_tui_keys.py).
+BROWSER_KEPT_KEYS: tuple[str, ...] = (
+    "ctrl+n", "ctrl+shift+n",  # new window, new incognito window
+    "ctrl+t", "ctrl+shift+t",  # new tab, reopen the closed tab
+    "ctrl+w", "ctrl+shift+w", "ctrl+f4",  # close the tab (ends the session), close the window
+    "ctrl+tab", "ctrl+shift+tab", "ctrl+pageup", "ctrl+pagedown",  # next / previous tab
+    "ctrl+shift+q",  # quit the browser
+    "f11", "f12",  # full screen, developer tools
+)
+
+
+def _canonical(key: str) -> str:
+    *mods, name = key.strip().lower().split("+")
+    name = {"page_up": "pageup", "page_down": "pagedown"}.get(name, name)
+    return "+".join([*sorted(set(mods)), name])
+
+
+_KEPT = frozenset(_canonical(k) for k in BROWSER_KEPT_KEYS)
+
+
+def browser_kept(keys: str) -> list[str]:
+    """The keys of a binding's key list (``"n,ctrl+n"``) that a browser keeps for itself."""
+    return [k.strip() for k in keys.split(",") if k.strip() and _canonical(k) in _KEPT]
+
+
+def browser_kept_warnings(keymap: dict[str, str]) -> list[str]:
+    """One line per remapped binding whose keys a browser keeps (shown under `tuneterm web`)."""
+    return [f"keymap: {binding_id} = {keys!r}: {', '.join(kept)} never reaches the page in a browser; "
+            "pick another key" for binding_id, keys in keymap.items() if (kept := browser_kept(keys))]
+
 
 def user_keymap() -> dict[str, str]:
     from tuneterm.core.settings import config_path

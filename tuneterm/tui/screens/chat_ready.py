@@ -14,7 +14,7 @@ from tuneterm.core.errors import TunetermError
 from tuneterm.tui.widgets.score_header import ScoreHeader
 
 EVAL_KEY = "ctrl+e"
-OVERRIDE_HINT = "ctrl+g (every column) or ctrl+b (this column) to override"
+OVERRIDE_HINT = "ctrl+g (every column) or f2 (this column) to override"
 
 
 class ChatReadyMixin:

@@ -35,7 +35,7 @@ class CostScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("ctrl+r", "estimate", "Re-estimate", id="cost.estimate"),
         Binding("ctrl+g", "focus_field('cost-dataset')", "Dataset", id="cost.dataset"),
-        Binding("ctrl+n", "focus_field('cost-model')", "Model", id="cost.model"),
+        Binding("ctrl+o", "focus_field('cost-model')", "Model", id="cost.model"),
     ]
 
     @dataclass

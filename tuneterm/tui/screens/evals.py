@@ -35,7 +35,7 @@ class EvalsScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("ctrl+l", "launch", "Launch", id="evals.launch"),
         Binding("ctrl+o", "open_report", "Open report", id="evals.open"),
-        Binding("ctrl+t", "toggle_items", "Disagree/all", id="evals.toggle"),
+        Binding("ctrl+f", "toggle_items", "Disagree/all", id="evals.toggle"),
         Binding("ctrl+b", "cancel_eval", "Cancel job", id="evals.cancel"),
         Binding("ctrl+r", "refresh", "Refresh", id="evals.refresh", show=False),
         Binding("ctrl+y", "toggle_votes", "Votes", id="evals.votes"),

@@ -26,7 +26,7 @@ class ImportRequest:
 class ImportModal(ModalScreen[ImportRequest | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="import.cancel"),
-        Binding("ctrl+t", "validate_only", "Validate only", id="import.validate"),
+        Binding("ctrl+l", "validate_only", "Validate only", id="import.validate"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -42,7 +42,7 @@ class ImportModal(ModalScreen[ImportRequest | None]):
             yield name
             yield Checkbox("skip invalid rows (they go to a rejects file)", id="import-skip")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Validate only (^t)", id="validate")
+                yield Button("Validate only (^l)", id="validate")
                 yield Button("Import (enter)", id="import", variant="primary")
                 yield Button("Cancel (esc)", id="cancel")
 

@@ -60,7 +60,7 @@ class QuantizeScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("ctrl+l", "launch", "Launch", id="quantize.launch"),
         Binding("ctrl+r", "reset", "Reset recipe", id="quantize.reset"),
-        Binding("ctrl+n", "tab('qz-new')", "New", id="quantize.new"),
+        Binding("ctrl+b", "tab('qz-new')", "New", id="quantize.new"),
         Binding("ctrl+o", "tab('qz-reports')", "Reports", id="quantize.reports"),
     ]
 
@@ -161,7 +161,7 @@ class QuantizeScreen(WorkbenchScreen):
         table = self.query_one("#qz-jobs", KeyedTable)
         table.sync({j.id: self._cells(j) for j in rows})
         if not rows:
-            self.query_one("#qz-status", Static).update("no quantize jobs yet: ^n, pick a model, ^l")
+            self.query_one("#qz-status", Static).update("no quantize jobs yet: ^b, pick a model, ^l")
             self.query_one(QuantReport).show_message("")
         elif self.selected not in self.jobs:
             self._select(table.selected_key or rows[0].id)

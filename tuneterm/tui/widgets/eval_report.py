@@ -86,7 +86,7 @@ class EvalReport(Vertical):
         which = "where the variants disagree" if self.only_disagree else "all"
         n_dis = sum(1 for r in self.rows if r.disagree)
         self.query_one("#eval-items-head", Static).update(
-            f"items ({which}): {len(self.shown_items)} shown, {n_dis} of {len(self.rows)} disagree · ^t toggles")
+            f"items ({which}): {len(self.shown_items)} shown, {n_dis} of {len(self.rows)} disagree · ^f toggles")
         self.query_one("#eval-item-detail", Static).update("")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
