@@ -181,3 +181,15 @@ def copy_tree():
         return dst
 
     return copy
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch at one thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    tiny models on a shared 2-core box run faster and steadier that way."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

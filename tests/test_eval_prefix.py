@@ -16,14 +16,7 @@ SYSTEM = ("You route customer support tickets to exactly one queue and answer wi
           + " ".join(f"Rule {i}: queue q{i % 4} handles topic number {i} and nothing else." for i in range(12)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tasks(folder: Path, n: int = 7) -> list:

@@ -38,14 +38,7 @@ def _write(path: Path, n: int, seed: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_the_plan_sizes_max_length_from_the_texts_not_the_system_prompt(tmp_path, tiny_model_dir, cli):

@@ -15,7 +15,8 @@ export TUNETERM_HOME="$WORK/ws" TUNETERM_CONFIG="$WORK/config.toml" HF_HUB_OFFLI
 export TERM=xterm-256color
 FAKE_PID=""
 
-tm() { tmux -L "$SESSION" "$@"; }
+# shellcheck source=tests/tmux_lib.sh
+source "$REPO/tests/tmux_lib.sh"
 
 cleanup() {
   tm kill-server 2>/dev/null || true
@@ -23,25 +24,6 @@ cleanup() {
   [ -n "${TMUX_SMOKE_KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $1" >&2
-  echo "----- screen -----" >&2
-  tm capture-pane -p -t "$SESSION" >&2 || true
-  exit 1
-}
-
-wait_for() {
-  local text="$1" limit="${2:-60}" i=0
-  while [ "$i" -lt $((limit * 10)) ]; do
-    if tm capture-pane -p -t "$SESSION" | grep -qF -- "$text"; then
-      return 0
-    fi
-    sleep 0.1
-    i=$((i + 1))
-  done
-  fail "did not see '$text' within ${limit}s"
-}
 
 "$PY" "$REPO/tests/fake_chat.py" "$WORK/port" &
 FAKE_PID=$!

@@ -17,35 +17,14 @@ SESSION="tuneterm-smoke-$$"
 export TUNETERM_HOME="$WORK/ws" TUNETERM_CONFIG="$WORK/config.toml" HF_HUB_OFFLINE=1 TUNETERM_OFFLINE=1
 export TERM=xterm-256color
 
-# A tmux server of its own: a session started in someone's running server would get that
-# server's environment, not this script's TUNETERM_HOME.
-tm() { tmux -L "$SESSION" "$@"; }
+# shellcheck source=tests/tmux_lib.sh
+source "$REPO/tests/tmux_lib.sh"
 
 cleanup() {
   tm kill-server 2>/dev/null || true
   [ -n "${TMUX_SMOKE_KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $1" >&2
-  echo "----- screen -----" >&2
-  tm capture-pane -p -t "$SESSION" >&2 || true
-  exit 1
-}
-
-# wait_for TEXT [SECONDS]: poll the screen until TEXT shows up.
-wait_for() {
-  local text="$1" limit="${2:-60}" i=0
-  while [ "$i" -lt $((limit * 10)) ]; do
-    if tm capture-pane -p -t "$SESSION" | grep -qF -- "$text"; then
-      return 0
-    fi
-    sleep 0.1
-    i=$((i + 1))
-  done
-  fail "did not see '$text' within ${limit}s"
-}
 
 "$PY" - "$REPO" <<'PYEOF'
 import sys
@@ -81,7 +60,7 @@ tm send-keys -t "$SESSION" F2
 wait_for "─ provider ─"
 wait_for "prices as of" 30
 wait_for "few-shot K"  # the savings form is not pushed off an 80x24 screen
-wait_for "^n Model"
+wait_for "^o Model"
 
 tm send-keys -t "$SESSION" F5
 wait_for "recipes/int8-dynamic.toml"
@@ -96,7 +75,7 @@ wait_for "recipes/bnb-nf4.toml"
 wait_for "double_quant"
 tm send-keys -t "$SESSION" C-o
 wait_for "no quantize jobs yet"
-tm send-keys -t "$SESSION" C-n
+tm send-keys -t "$SESSION" C-b
 wait_for "more settings"
 
 tm send-keys -t "$SESSION" C-p

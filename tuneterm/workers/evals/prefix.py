@@ -14,23 +14,9 @@ from typing import Any
 
 import torch
 
+from tuneterm.workers.train.data import common_prefix as shared_length  # the batch's shared prefix, as training finds it
+
 MIN_PREFIX = 32  # tokens: a shorter shared prefix saves less than the extra forward pass costs
-
-
-def shared_length(rows: list[list[int]]) -> int:
-    """The length of the longest token prefix all ``rows`` share."""
-    if not rows:
-        return 0
-    first = rows[0]
-    n = min(len(r) for r in rows)
-    for other in rows[1:]:
-        i = 0
-        while i < n and other[i] == first[i]:
-            i += 1
-        n = i
-        if n == 0:
-            break
-    return n
 
 
 def usable(model: Any) -> bool:

@@ -133,7 +133,9 @@ class PadToLongest:
 
 
 def common_prefix(rows: list[list[int]]) -> int:
-    """Length of the token prefix every row shares."""
+    """Length of the token prefix every row shares (0 for no rows); training and eval batches both use it."""
+    if not rows:
+        return 0
     first = rows[0]
     n = min(len(r) for r in rows)
     for row in rows[1:]:
@@ -141,6 +143,8 @@ def common_prefix(rows: list[list[int]]) -> int:
         while i < n and row[i] == first[i]:
             i += 1
         n = i
+        if n == 0:
+            break
     return n
 
 
