@@ -61,13 +61,16 @@ tm capture-pane -p -t "$SESSION" | grep -qF "good @" && fail "a model name shows
 tm send-keys -t "$SESSION" "1"
 wait_for "vote stored"
 
-"$PY" - <<'PYEOF'
+"$PY" - "$WORK/expect" <<'PYEOF'
+import sys
 from tuneterm.core import votes
 [v] = votes.list_votes()
 assert v.outcome == "1" and v.voter == "human", v
 assert sorted(r.rsplit("#", 1)[1] for r in v.variants) == ["good", "weak"], v.variants
 assert v.prompt == "What is the capital of France?"
 print("vote:", v.outcome, v.winner)
+# the table's row is the pair (good, weak): "1-0" when the shuffle put good in column 1, else "0-1"
+open(sys.argv[1], "w").write("1-0" if v.winner.endswith("#good") else "0-1")
 PYEOF
 
 # the win-rate table on the Evals screen (the vote left the focus off the prompt: 6 switches screens)
@@ -76,7 +79,7 @@ wait_for "^l Launch"
 tm send-keys -t "$SESSION" C-y
 wait_for "win rates"
 wait_for "too few votes"
-wait_for "1-0"
+wait_for "$(cat "$WORK/expect")"
 
 tm send-keys -t "$SESSION" C-q
 i=0
