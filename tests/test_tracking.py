@@ -327,23 +327,30 @@ def test_an_eval_of_a_tracked_job_logs_its_scores_to_the_run(tiny_model_dir, tmp
 
 def test_lora_job_logs_to_trackio_locally(tiny_model_dir, tmp_path, tmp_workspace, clean_tracker_env):
     """trackio's local store (a SQLite file per project under TRACKIO_DIR): the run is named after the job,
-    its config carries the frozen recipe and its metrics are the job's own losses."""
+    its config carries the frozen recipe and its metrics are the job's own losses. The job runs in its own
+    child process, as every job does: trackio reads TRACKIO_DIR once, when first imported (TRL imports it
+    too), so the child must point it at the workspace before any library loads it."""
     import importlib.util
+    import os
     import sqlite3
+    import subprocess
+    import sys
 
-    if importlib.util.find_spec("trackio") is None:  # not imported here: trackio reads TRACKIO_DIR on import
+    if importlib.util.find_spec("trackio") is None:
         pytest.skip("trackio is not installed (pip install trackio)")
-
-    from tuneterm.workers.jobctx import JobContext
-    from tuneterm.workers.kinds import train
 
     plan = plan_train("lora", model=str(tiny_model_dir), data=str(_data(tmp_path)),
                       overrides=['log.report_to=["trackio"]', "train.max_steps=3", "train.batch_size=2",
                                  "log.every_steps=1", "lora.r=4"])
     job = plan.create()
-    train.run(JobContext(job.dir))
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    env["HF_HOME"] = str(tmp_path / "hf-home")  # trackio's default store: the test fails if the job writes there
+    child = subprocess.run([sys.executable, "-m", "tuneterm.workers.run", str(job.dir)], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-3000:]
     record = json.loads((job.dir / "tracking.json").read_text())["trackio"]
-    assert record["name"] == job.id and Path(record["dir"]).is_relative_to(tmp_workspace.root)
+    assert record["name"] == job.id and Path(record["dir"]) == tmp_workspace.root / "trackio"
+    assert not (tmp_path / "hf-home" / "trackio").exists()
     with sqlite3.connect(Path(record["dir"]) / f"{record['project']}.db") as db:
         metrics = [json.loads(m) for run, m in db.execute("SELECT run_name, metrics FROM metrics ORDER BY step")
                    if run == job.id]

@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 
-from tuneterm.core import quiet
+from tuneterm.core import quiet, tracking
 
 quiet.install()  # before the job kind imports torch & co.; TUNETERM_DEBUG=1 keeps their messages
 
@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     status = store.read_status(ctx.job_dir)
     ctx.update_status(note=None, cancel_requested=None, pid=os.getpid())
     try:
+        if tracking.requested(ctx.config):  # before any library imports a tracker (TRL imports trackio,
+            from tuneterm.workers.tracking import use_offline_stores  # which reads TRACKIO_DIR once, on import)
+
+            use_offline_stores(ctx.job_dir)
         ctx.take_slots(slots.request_for(ctx.kind, ctx.job.get("devices"), int(ctx.job.get("nproc", 1) or 1)))
         if ctx.should_stop:
             raise JobCancelled("cancelled before it started")

@@ -120,9 +120,16 @@ def _describe_and_tag(name: str, run: str, params: dict, config: dict) -> dict:
         import trackio
 
         trackio.config.update(params, allow_val_change=True)
-        return {"project": os.environ.get("TRACKIO_PROJECT", tracking.PROJECT), "name": run,
-                "dir": os.environ.get("TRACKIO_DIR")}
+        return {"project": os.environ.get("TRACKIO_PROJECT", tracking.PROJECT), "name": run, "dir": _trackio_dir()}
     raise ValueError(name)
+
+
+def _trackio_dir() -> str:
+    """Where trackio writes: the folder it read from ``TRACKIO_DIR`` when first imported in this process
+    (the job child sets the variable before anything imports it), so the record names the real store."""
+    from trackio import utils
+
+    return str(utils.TRACKIO_DIR)
 
 
 def _tb_writer(logdir: str):
@@ -236,8 +243,7 @@ def _new_run(name: str, run: str) -> dict:
         started.finish()
         return info
     if name == "trackio":
-        return {"project": os.environ.get("TRACKIO_PROJECT", tracking.PROJECT), "name": run,
-                "dir": os.environ.get("TRACKIO_DIR")}
+        return {"project": os.environ.get("TRACKIO_PROJECT", tracking.PROJECT), "name": run, "dir": _trackio_dir()}
     raise ValueError(name)
 
 
