@@ -107,6 +107,47 @@ def test_joining_mid_stream_with_own_settings(variants, tiny_model_dir, adapters
     assert batcher.steps - steps_before < sum(p.max_new_tokens for _, _, p in jobs)
 
 
+def test_prompts_that_arrive_together_are_prefilled_in_one_pass(variants, tiny_model_dir, adapters, monkeypatch):
+    """While the loop is busy, four requests (three variants, different prompt lengths) queue up;
+    they join in one prefill pass, left-padded, and each answer equals its variant's answer alone."""
+    import time
+
+    from tuneterm.core.generation import GenerationParams
+
+    base, a, b = (variants[str(tiny_model_dir)], variants[str(adapters[0])], variants[str(adapters[1])])
+    jobs = [(base, _user("hi")), (a, _user(LONG)), (b, _user("what is 2+2?")), (a, _user("tell me a story"))]
+    params = GenerationParams(max_new_tokens=10)
+    solo = [_alone(v, m, params)[0] for v, m in jobs]
+
+    batcher = base.group.batcher
+    forward, slow = batcher._forward, threading.Event()
+
+    def busy_forward(rows, **inputs):  # the first request's passes take a while: the others queue meanwhile
+        if slow.is_set() and len(rows) == 1:
+            time.sleep(0.3)
+        return forward(rows, **inputs)
+
+    monkeypatch.setattr(batcher, "_forward", busy_forward)
+    texts: list = [None] * (len(jobs) + 1)
+
+    def run(i, variant, messages):
+        texts[i] = "".join(variant.stream(messages, params))
+
+    slow.set()
+    first = threading.Thread(target=run, args=(len(jobs), base, _user("a first request")))
+    first.start()
+    while batcher.prefills == 0 or not batcher._rows:
+        time.sleep(0.01)
+    prefills_before = batcher.prefills
+    threads = [threading.Thread(target=run, args=(i, v, m)) for i, (v, m) in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in [first, *threads]:
+        t.join(60)
+    assert texts[: len(jobs)] == solo
+    assert batcher.prefills - prefills_before == 1  # the four joined in one pass
+
+
 def test_a_stream_closed_early_leaves_the_others_intact(variants, tiny_model_dir, adapters):
     from tuneterm.core.generation import GenerationParams, GenerationStats
 

@@ -1,8 +1,8 @@
 """Continuous batching for one base model: one decode loop steps every active request at once.
 
 A :class:`Batcher` owns a model (plain, or a PEFT model holding several LoRA adapters) and one
-daemon thread. Requests join between steps: a new request's prompt is prefilled alone (with its
-adapter), its KV cache is merged into the batch's (left-padded to a common length, with an
+daemon thread. Requests join between steps: the prompts that arrived since the last step are
+prefilled together in one pass (left-padded, each row with its adapter), their KV caches merged into the batch's (left-padded to a common length, with an
 attention mask and per-row positions), and from then on every step is one forward pass over all
 active rows, each row with its own adapter (PEFT's mixed-adapter batches: ``adapter_names``,
 ``"__base__"`` for the base model), its own sampling settings and generator (seed), its own
@@ -31,7 +31,8 @@ from tuneterm.workers.engine import encode_chat, eos_ids, text_pieces
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 _UNSET = object()
-DEFAULT_MAX_BATCH = 16  # rows one decode step carries; `serve --max-running` defaults to it
+DEFAULT_MAX_BATCH = 32  # rows one decode step carries; `serve --max-running` defaults to it
+PREFILL_TOKENS = 4096  # at most this many (padded) prompt tokens in one prefill pass
 _LIVE: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
 
 
@@ -79,6 +80,22 @@ class _Score:
     result: Any = None
 
 
+def _prefill_groups(reqs: list["_Request"], budget: int = PREFILL_TOKENS) -> list[list["_Request"]]:
+    """``reqs`` in arrival order, cut into groups whose padded size (rows x longest prompt) stays
+    within ``budget`` tokens; a prompt longer than the budget goes alone."""
+    groups: list[list[_Request]] = []
+    width = 0
+    for req in reqs:
+        n = req.prompt.shape[1]
+        if groups and max(width, n) * (len(groups[-1]) + 1) <= budget:
+            groups[-1].append(req)
+            width = max(width, n)
+        else:
+            groups.append([req])
+            width = n
+    return groups
+
+
 class Batcher:
     """The decode loop of one model; thread-safe :meth:`stream` for any number of callers."""
 
@@ -100,6 +117,7 @@ class Batcher:
         self._pos: torch.Tensor | None = None
         self.steps = 0  # decode steps taken, and how many rows they carried (tests read these)
         self.max_rows_seen = 0
+        self.prefills = 0  # prefill passes (requests that arrive together share one)
         self.decoded = 0  # tokens decoded, every request together
         self._mode: Any = _UNSET  # adapters: BASE (off), a name (that one active), None (mixed)
         self._closing = False
@@ -209,15 +227,10 @@ class Batcher:
                 self._run_score(job)
             try:
                 with torch.inference_mode():
-                    for req in joining:
-                        if req.gone:
-                            req.out.put(None)
-                            continue
-                        try:
-                            self._prefill(req)
-                        except Exception as exc:  # this prompt failed (too long...): the batch goes on
-                            req.out.put(exc)
-                            req.out.put(None)
+                    for req in [r for r in joining if r.gone]:
+                        req.out.put(None)
+                    for group in _prefill_groups([r for r in joining if not r.gone]):
+                        self._join(group)
                     joining = []
                     self._drop_finished()
                     if self._rows:
@@ -252,32 +265,60 @@ class Batcher:
             return self.model(**inputs, adapter_names=[r.adapter or BASE for r in rows])
         return self.model(**inputs)
 
-    def _prefill(self, req: _Request) -> None:
+    def _join(self, reqs: list[_Request]) -> None:
+        """Prefill ``reqs`` together and add them to the batch; when that fails, each alone, so a
+        prompt that cannot run (too long ...) fails its own request and the others go on."""
+        if len(reqs) > 1:
+            try:
+                self._prefill(reqs)
+                return
+            except Exception:  # noqa: BLE001 - retried one by one below, which names the culprit
+                pass
+        for req in reqs:
+            try:
+                self._prefill([req])
+            except Exception as exc:
+                req.out.put(exc)
+                req.out.put(None)
+
+    def _prefill(self, reqs: list[_Request]) -> None:
+        """One forward pass over the prompts of ``reqs`` (left-padded to a common length, with an
+        attention mask and per-row positions), their first tokens picked, their KV caches merged
+        into the batch's. A prompt alone costs a few decode steps of the whole batch, so prompts
+        that arrive together are prefilled together."""
         from transformers import DynamicCache
 
-        length = req.prompt.shape[1]
+        device = reqs[0].prompt.device
+        lengths = [r.prompt.shape[1] for r in reqs]
+        width = max(lengths)
+        ids = torch.cat([F.pad(r.prompt, (width - n, 0)) for r, n in zip(reqs, lengths)])
+        mask = torch.cat([F.pad(torch.ones(1, n, dtype=torch.long, device=device), (width - n, 0)) for n in lengths])
+        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if len(reqs) > 1:
+            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        out = self._forward([req], input_ids=req.prompt, attention_mask=torch.ones_like(req.prompt), cache=cache,
-                            use_cache=True, logits_to_keep=1)
-        token = self._sample(out.logits[:, -1, :], [req])[0]
-        self._record(out.logits[:, -1, :], [req], [token])
-        self._emit(req, token)
-        mask = torch.ones(1, length, dtype=torch.long, device=req.prompt.device)
-        nxt = torch.tensor([[token]], device=req.prompt.device)
-        pos = torch.tensor([[length]], device=req.prompt.device)
+        self.prefills += 1
+        out = self._forward(reqs, **inputs, cache=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :]
+        tokens = self._sample(logits, reqs)
+        self._record(logits, reqs, tokens)
+        for req, token in zip(reqs, tokens):
+            self._emit(req, token)
+        nxt = torch.tensor(tokens, device=device).unsqueeze(1)
+        pos = torch.tensor(lengths, device=device).unsqueeze(1)
         if not self._rows:
-            self._rows, self._cache, self._mask, self._next, self._pos = [req], cache, mask, nxt, pos
+            self._rows, self._cache, self._mask, self._next, self._pos = list(reqs), cache, mask, nxt, pos
             return
-        width = max(self._mask.shape[1], length)
-        self._pad_left(self._cache, width - self._mask.shape[1])
-        self._pad_left(cache, width - length)
+        total = max(self._mask.shape[1], width)
+        self._pad_left(self._cache, total - self._mask.shape[1])
+        self._pad_left(cache, total - width)
         for mine, theirs in zip(self._cache.layers, cache.layers):
             mine.keys = torch.cat([mine.keys, theirs.keys])
             mine.values = torch.cat([mine.values, theirs.values])
-        self._mask = torch.cat([F.pad(self._mask, (width - self._mask.shape[1], 0)), F.pad(mask, (width - length, 0))])
+        self._mask = torch.cat([F.pad(self._mask, (total - self._mask.shape[1], 0)), F.pad(mask, (total - width, 0))])
         self._next = torch.cat([self._next, nxt])
         self._pos = torch.cat([self._pos, pos])
-        self._rows.append(req)
+        self._rows.extend(reqs)
 
     @staticmethod
     def _pad_left(cache: Any, n: int) -> None:
