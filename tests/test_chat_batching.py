@@ -220,3 +220,34 @@ def test_a_model_with_the_lean_decode_loop_is_served_through_it(tiny_model_dir, 
     plain = load(str(merged))
     assert text == generate_text(plain.model, plain.tokenizer, _user("hello there"), params)[0]
     assert len(text.strip()) > 3
+
+
+def test_row_scaled_lora_equals_peft_mixed_batch(variants, tiny_model_dir, adapters):
+    """Base rows and two adapters' rows in one pass with per-row LoRA scales give the logits PEFT's
+    own mixed batch (adapter_names) gives; afterwards every layer's scaling is its float again."""
+    import torch
+
+    from tuneterm.workers.row_lora import RowScaledLora
+
+    model = variants[str(tiny_model_dir)].group.model
+    names = [variants[str(a)].adapter for a in adapters]
+    per_row = [None, names[0], names[1], names[0], None]
+    ids = torch.randint(5, 200, (len(per_row), 9), generator=torch.Generator().manual_seed(3))
+    rows = RowScaledLora(model)
+    assert rows.handles(set(names)) and rows.layers
+    before = [dict(layer.scaling) for layer in rows.layers]
+    with torch.inference_mode():
+        model.base_model.enable_adapter_layers()
+        want = model(input_ids=ids, adapter_names=[a or "__base__" for a in per_row]).logits
+        model.base_model.set_adapter(names, inference_mode=True)
+        with rows.rows(per_row):
+            got = model(input_ids=ids).logits
+        model.base_model.disable_adapter_layers()
+        base = model(input_ids=ids).logits
+        model.base_model.enable_adapter_layers()
+        model.set_adapter(names[0], inference_mode=True)
+    assert [dict(layer.scaling) for layer in rows.layers] == before
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+    assert torch.allclose(got[[0, 4]], base[[0, 4]], atol=1e-5)  # the base rows: no adapter
+    assert all(not torch.allclose(got[i], base[i], atol=1e-3) for i in (1, 2, 3))  # adapters change theirs
+    assert not rows.handles({"a", "b", "c"})  # three adapters: PEFT's split

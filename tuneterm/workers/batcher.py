@@ -119,7 +119,8 @@ class Batcher:
         self.max_rows_seen = 0
         self.prefills = 0  # prefill passes (requests that arrive together share one)
         self.decoded = 0  # tokens decoded, every request together
-        self._mode: Any = _UNSET  # adapters: BASE (off), a name (that one active), None (mixed)
+        self._mode: Any = _UNSET  # adapters: BASE (off), a name (that one active), a tuple (those, per row), None (mixed)
+        self._row_lora: Any = None  # tuneterm.workers.row_lora.RowScaledLora, made at the first mixed batch
         self._closing = False
         _LIVE.add(self)
 
@@ -243,26 +244,40 @@ class Batcher:
                 self._reset()
 
     def _forward(self, rows: list[_Request], **inputs: Any) -> Any:
-        """One forward pass for ``rows``. Rows with different adapters go through PEFT's mixed
-        batch (``adapter_names``); when every row wants the same one (the common case: one
-        column, or one variant at a time) that adapter is made the active one, or the adapters
-        are switched off for the base, which avoids the mixed batch's per-layer split. The
-        switch walks every module, so it happens only when the wanted mode changes."""
+        """One forward pass for ``rows``. When every row wants the same adapter (the common case:
+        one column, or one variant at a time) that adapter is made the active one, or the adapters
+        are switched off for the base. Rows on the base and one or two plain LoRA adapters run as
+        one pass with per-row LoRA scales (``row_lora``); other mixes go through PEFT's mixed batch
+        (``adapter_names``), which splits every layer's input per adapter. The switch walks every
+        module, so it happens only when the wanted mode changes."""
         if not self.mixed_adapters:
             return self.model(**inputs)
         names = {r.adapter or BASE for r in rows}
-        mode = names.pop() if len(names) == 1 else None  # None: mixed
+        mode: Any = names.pop() if len(names) == 1 else None  # None: PEFT's mixed batch
+        if mode is None:
+            adapters = {r.adapter for r in rows if r.adapter}
+            if self._row_lora is None:
+                from tuneterm.workers.row_lora import RowScaledLora
+
+                self._row_lora = RowScaledLora(self.model)
+            if self._row_lora.handles(adapters):
+                mode = tuple(sorted(adapters))  # these adapters active, weighed per row
         if mode != self._mode:
             tuner = self.model.base_model
             if mode == BASE:
                 tuner.disable_adapter_layers()
             else:
                 tuner.enable_adapter_layers()
-                if mode is not None and self.model.active_adapter != mode:
-                    self.model.set_adapter(mode)
+                if isinstance(mode, tuple):
+                    tuner.set_adapter(list(mode), inference_mode=True)
+                elif mode is not None:
+                    self.model.set_adapter(mode, inference_mode=True)
             self._mode = mode
         if mode is None:
             return self.model(**inputs, adapter_names=[r.adapter or BASE for r in rows])
+        if isinstance(mode, tuple):
+            with self._row_lora.rows([r.adapter for r in rows]):
+                return self.model(**inputs)
         return self.model(**inputs)
 
     def _join(self, reqs: list[_Request]) -> None:
