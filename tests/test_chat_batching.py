@@ -107,15 +107,26 @@ def test_joining_mid_stream_with_own_settings(variants, tiny_model_dir, adapters
     assert batcher.steps - steps_before < sum(p.max_new_tokens for _, _, p in jobs)
 
 
-def test_prompts_that_arrive_together_are_prefilled_in_one_pass(variants, tiny_model_dir, adapters, monkeypatch):
+SYSTEM = ("You route support tickets to one of these queues: payments-ops, account-security, "
+          "shipping-desk, tech-support, returns, billing-disputes. Answer with the queue name only.")
+
+
+@pytest.mark.parametrize("shared_system", [False, True], ids=["different-prompts", "shared-system-prompt"])
+def test_prompts_that_arrive_together_are_prefilled_in_one_pass(variants, tiny_model_dir, adapters, monkeypatch,
+                                                                 shared_system):
     """While the loop is busy, four requests (three variants, different prompt lengths) queue up;
-    they join in one prefill pass, left-padded, and each answer equals its variant's answer alone."""
+    they join in one prefill pass, left-padded, and each answer equals its variant's answer alone.
+    With a long system prompt in common, its tokens are computed once per adapter, not per request."""
     import time
 
     from tuneterm.core.generation import GenerationParams
 
+    def messages(text):
+        return ([{"role": "system", "content": SYSTEM}] if shared_system else []) + _user(text)
+
     base, a, b = (variants[str(tiny_model_dir)], variants[str(adapters[0])], variants[str(adapters[1])])
-    jobs = [(base, _user("hi")), (a, _user(LONG)), (b, _user("what is 2+2?")), (a, _user("tell me a story"))]
+    jobs = [(base, messages("hi")), (a, messages(LONG)), (b, messages("what is 2+2?")),
+            (a, messages("tell me a story"))]
     params = GenerationParams(max_new_tokens=10)
     solo = [_alone(v, m, params)[0] for v, m in jobs]
 
@@ -138,7 +149,7 @@ def test_prompts_that_arrive_together_are_prefilled_in_one_pass(variants, tiny_m
     first.start()
     while batcher.prefills == 0 or not batcher._rows:
         time.sleep(0.01)
-    prefills_before = batcher.prefills
+    prefills_before, reused_before = batcher.prefills, batcher.prefix_reused
     threads = [threading.Thread(target=run, args=(i, v, m)) for i, (v, m) in enumerate(jobs)]
     for t in threads:
         t.start()
@@ -146,6 +157,9 @@ def test_prompts_that_arrive_together_are_prefilled_in_one_pass(variants, tiny_m
         t.join(60)
     assert texts[: len(jobs)] == solo
     assert batcher.prefills - prefills_before == 1  # the four joined in one pass
+    reused = batcher.prefix_reused - reused_before
+    if shared_system:  # four requests on three variants: the shared tokens computed 3 times, not 4
+        assert reused >= len(base.group.tokenizer(SYSTEM)["input_ids"])
 
 
 def test_a_stream_closed_early_leaves_the_others_intact(variants, tiny_model_dir, adapters):

@@ -33,6 +33,28 @@ BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 _UNSET = object()
 DEFAULT_MAX_BATCH = 32  # rows one decode step carries; `serve --max-running` defaults to it
 PREFILL_TOKENS = 4096  # at most this many (padded) prompt tokens in one prefill pass
+PREFIX_MIN = 16  # prompts prefilled together that begin with this many same tokens compute them once
+
+
+@dataclass
+class _Owner:
+    """A row of the shared-prefix pass: one per adapter among the prompts that share it."""
+
+    adapter: str | None
+
+
+def _shared_prefix(reqs: list["_Request"]) -> int:
+    """How many leading tokens every prompt of ``reqs`` has in common, leaving each at least one
+    token of its own (its last logits come from the second pass)."""
+    first = reqs[0].prompt[0]
+    limit = min(r.prompt.shape[1] for r in reqs) - 1
+    if limit <= 0:
+        return 0
+    same = torch.ones(limit, dtype=torch.bool, device=first.device)
+    for req in reqs[1:]:
+        same &= req.prompt[0, :limit] == first[:limit]
+    differ = (~same).nonzero()
+    return int(differ[0]) if len(differ) else limit
 _LIVE: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
 
 
@@ -118,6 +140,7 @@ class Batcher:
         self.steps = 0  # decode steps taken, and how many rows they carried (tests read these)
         self.max_rows_seen = 0
         self.prefills = 0  # prefill passes (requests that arrive together share one)
+        self.prefix_reused = 0  # prompt tokens not computed again because a group shared them
         self.decoded = 0  # tokens decoded, every request together
         self._mode: Any = _UNSET  # adapters: BASE (off), a name (that one active), a tuple (those, per row), None (mixed)
         self._row_lora: Any = None  # tuneterm.workers.row_lora.RowScaledLora, made at the first mixed batch
@@ -300,21 +323,18 @@ class Batcher:
         """One forward pass over the prompts of ``reqs`` (left-padded to a common length, with an
         attention mask and per-row positions), their first tokens picked, their KV caches merged
         into the batch's. A prompt alone costs a few decode steps of the whole batch, so prompts
-        that arrive together are prefilled together."""
-        from transformers import DynamicCache
-
-        device = reqs[0].prompt.device
-        lengths = [r.prompt.shape[1] for r in reqs]
-        width = max(lengths)
-        ids = torch.cat([F.pad(r.prompt, (width - n, 0)) for r, n in zip(reqs, lengths)])
-        mask = torch.cat([F.pad(torch.ones(1, n, dtype=torch.long, device=device), (width - n, 0)) for n in lengths])
-        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
-        if len(reqs) > 1:
-            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        that arrive together are prefilled together; the tokens they all begin with (a system
+        prompt, few-shot examples) are computed once per adapter."""
         self.prefills += 1
-        out = self._forward(reqs, **inputs, cache=cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :]
+        shared = _shared_prefix(reqs) if len(reqs) > 1 else 0
+        if shared >= PREFIX_MIN:
+            cache, mask, logits = self._prefill_shared(reqs, shared)
+            self.prefix_reused += shared * (len(reqs) - len({r.adapter for r in reqs}))
+        else:
+            cache, mask, logits = self._prefill_padded(reqs)
+        device = mask.device
+        width = mask.shape[1]
+        lengths = [r.prompt.shape[1] for r in reqs]
         tokens = self._sample(logits, reqs)
         self._record(logits, reqs, tokens)
         for req, token in zip(reqs, tokens):
@@ -334,6 +354,53 @@ class Batcher:
         self._next = torch.cat([self._next, nxt])
         self._pos = torch.cat([self._pos, pos])
         self._rows.extend(reqs)
+
+    def _prefill_padded(self, reqs: list[_Request]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """The prompts left-padded to the longest: (KV cache, mask, last logits per row)."""
+        from transformers import DynamicCache
+
+        device = reqs[0].prompt.device
+        lengths = [r.prompt.shape[1] for r in reqs]
+        width = max(lengths)
+        ids = torch.cat([F.pad(r.prompt, (width - n, 0)) for r, n in zip(reqs, lengths)])
+        mask = torch.cat([F.pad(torch.ones(1, n, dtype=torch.long, device=device), (width - n, 0)) for n in lengths])
+        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if len(reqs) > 1:
+            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self._forward(reqs, **inputs, cache=cache, use_cache=True, logits_to_keep=1)
+        return cache, mask, out.logits[:, -1, :]
+
+    def _prefill_shared(self, reqs: list[_Request], shared: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """The first ``shared`` tokens, common to every prompt, once per adapter in the group; their
+        KV copied to each row; then the rest of each prompt, left-padded after the shared part
+        (the padding sits between the two, masked): (KV cache, mask, last logits per row)."""
+        from transformers import DynamicCache
+
+        device = reqs[0].prompt.device
+        owners: list[str | None] = []
+        for req in reqs:
+            if req.adapter not in owners:
+                owners.append(req.adapter)
+        head = reqs[0].prompt[:, :shared].expand(len(owners), -1)
+        cache = DynamicCache()
+        self._forward([_Owner(a) for a in owners], input_ids=head, attention_mask=torch.ones_like(head), cache=cache,
+                      use_cache=True, logits_to_keep=1)
+        index = torch.tensor([owners.index(r.adapter) for r in reqs], device=device)
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[index], layer.values[index]
+        tails = [r.prompt[:, shared:] for r in reqs]
+        lengths = [t.shape[1] for t in tails]
+        width = max(lengths)
+        ids = torch.cat([F.pad(t, (width - n, 0)) for t, n in zip(tails, lengths)])
+        mask = torch.cat([torch.ones(len(reqs), shared, dtype=torch.long, device=device),
+                          torch.cat([F.pad(torch.ones(1, n, dtype=torch.long, device=device), (width - n, 0))
+                                     for n in lengths])], 1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        out = self._forward(reqs, input_ids=ids, attention_mask=mask, position_ids=positions,
+                            cache_position=torch.arange(shared, shared + width, device=device), cache=cache,
+                            use_cache=True, logits_to_keep=1)
+        return cache, mask, out.logits[:, -1, :]
 
     @staticmethod
     def _pad_left(cache: Any, n: int) -> None:
