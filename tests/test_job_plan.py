@@ -171,3 +171,35 @@ def test_an_eval_job_freezes_its_model_references(tmp_workspace):
                                        limit=2)
     assert config["models"] == ["smollm2-135m-instruct", f"job:{source}"]
     assert f"job:{source}" in command
+
+
+def test_dpo_dry_run_reads_the_pairs_as_the_job_will(cli, tmp_workspace, tmp_path, embedded_model_dir):
+    def dry_run(data):
+        return cli("train", "--method", "dpo", "--model", "smollm2-135m-instruct", "--data", str(data), "--dry-run")
+
+    # a valid chat file is not a preference file: the DPO worker would stop at its first row
+    code, _, err = dry_run(TICKETS)
+    assert code == 3, err
+    assert f"{TICKETS.name} line 1" in err and str(TICKETS.resolve()) in err and "field: input" in err
+
+    pairs = (REPO / "sample_data" / "preferences" / "train.jsonl").read_text().splitlines()[:3]
+    rows = [json.loads(x) for x in pairs]
+    del rows[1]["non_preferred_output"]
+    broken = tmp_path / "pairs.jsonl"
+    broken.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = dry_run(broken)
+    assert code == 3 and "pairs.jsonl" in err and "line 2" in err and "non_preferred_output" in err, err
+
+    # TRL's prompt/chosen/rejected rows, which `data validate` accepts, are read by the job too
+    trl = tmp_path / "trl.jsonl"
+    trl.write_text("".join(json.dumps({"prompt": f"Say {w}.", "chosen": w, "rejected": "no"}) + "\n"
+                           for w in ("yes", "ok", "sure")))
+    code, out, err = dry_run(trl)
+    assert code == 0, err
+    from tuneterm.core.datasets.pairs import read_pairs  # what the DPO job reads its data with
+
+    first = read_pairs(tomllib.loads(out)["data"])[0]
+    assert first == {"prompt": [{"role": "user", "content": "Say yes."}],
+                     "chosen": [{"role": "assistant", "content": "yes"}],
+                     "rejected": [{"role": "assistant", "content": "no"}]}
+    assert _no_jobs(tmp_workspace)

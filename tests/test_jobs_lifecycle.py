@@ -176,3 +176,40 @@ def test_cli_follow_a_cancelled_job_returns_nonzero(cli):
     assert code == 0
     code, out, err = cli("jobs", "logs", job.id, "--follow")
     assert code == 1 and "cancelled" in err and "stop requested (SIGTERM)" in out
+
+
+def test_cancel_in_the_first_moments_of_the_child_ends_cancelled():
+    # The cancel reaches the child while its interpreter is still starting, before its SIGTERM handler
+    # exists: the signal waits (the launcher starts the child with it blocked) and the child records it.
+    for _ in range(3):
+        job = jobs.create_job("sleep", {"steps": 400, "step_seconds": 0.05})
+        jobs.launch(job.id)
+        jobs.cancel(job.id)
+        info = jobs.wait_for(job.id, 30)
+        assert info.state == "cancelled", (info.error, jobs.tail_log(job.id))
+        assert info.error is None and not _steps_done(job.id)
+        assert any("stop requested (SIGTERM)" in line for line in jobs.tail_log(job.id))
+
+
+def test_a_process_killed_by_the_cancel_itself_shows_cancelled_not_failed():
+    # A child that dies of the SIGTERM (no handler of its own) after a cancel was asked for
+    import subprocess
+    import sys
+
+    from tuneterm.core.fsutil import atomic_write_json
+    from tuneterm.core.jobs import store
+
+    job = jobs.create_job("sleep", {"steps": 1})
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        atomic_write_json(job.dir / "pid", {"pid": proc.pid, "pgid": proc.pid,
+                                            "create_time": store.process_create_time(proc.pid)})
+        store.update_status(job.dir, state="running")
+        jobs.cancel(job.id, wait=20)  # it reaps the process: its exit status is gone with it
+        assert not store.pid_alive(proc.pid)
+        info = jobs.get_job(job.id)
+        assert info.state == "cancelled" and info.error is None
+        assert store.read_status(job.dir)["state"] == "cancelled"  # recorded, not only shown
+    finally:
+        if proc.poll() is None:
+            proc.kill()

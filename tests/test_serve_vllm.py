@@ -90,3 +90,65 @@ def test_vllm_missing_is_a_clear_error(cli, tiny_model_dir):
 def test_vllm_refuses_two_bases(cli, tiny_model_dir, embedded_model_dir):
     code, _, err = cli("serve", "--engine", "vllm", "--vllm", str(FAKE), str(tiny_model_dir), str(embedded_model_dir))
     assert code == 2 and "one base model" in err
+
+
+def test_the_trained_system_prompt_reaches_vllm_for_the_model_trained_with_it():
+    from tuneterm.core.trained_prompt import TrainedPrompt
+    from tuneterm.workers.vllm_front import with_trained_prompt
+
+    prompts = {"job:x": TrainedPrompt("x", "Route the ticket.")}
+
+    def sent(path, body):
+        return json.loads(with_trained_prompt(path, json.dumps(body).encode(), prompts))
+
+    user = [{"role": "user", "content": "hi"}]
+    assert sent("/v1/chat/completions", {"model": "job:x", "messages": user})["messages"] == [
+        {"role": "system", "content": "Route the ticket."}, *user]
+    own = [{"role": "developer", "content": "Be brief."}, *user]
+    assert sent("/v1/chat/completions", {"model": "job:x", "messages": own})["messages"] == own
+    assert sent("/v1/chat/completions", {"model": "base", "messages": user})["messages"] == user
+    assert sent("/v1/responses", {"model": "job:x", "input": "hi"})["instructions"] == "Route the ticket."
+    assert "instructions" not in sent("/v1/responses", {"model": "job:x", "input": [{"role": "system",
+                                                                                     "content": "x"}]})
+    assert sent("/v1/completions", {"model": "job:x", "prompt": "hi"}) == {"model": "job:x", "prompt": "hi"}
+
+
+def test_vllm_serve_adds_a_jobs_trained_prompt_streamed_or_not(tiny_model_dir, adapter_job, tmp_path):
+    import httpx
+
+    artifact = adapter_job.dir / "output" / "artifact.json"
+    artifact.write_text(json.dumps({**json.loads(artifact.read_text()), "system_prompt": "Route the ticket."}))
+    requests_log = tmp_path / "requests.jsonl"
+    port = _free_port()
+    env = {**os.environ, "FAKE_VLLM_REQUESTS": str(requests_log)}
+    proc = subprocess.Popen([sys.executable, "-m", "tuneterm.cli", "serve", "--engine", "vllm", "--vllm", str(FAKE),
+                             str(tiny_model_dir), f"job:{adapter_job.id}", "--port", str(port),
+                             "--vllm-log", str(tmp_path / "vllm.log")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("tensor parallel" in x for x in lines):
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, proc.stderr.read()
+            lines.append(line)
+        assert f"system prompt job {adapter_job.id} was trained with" in "".join(lines)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        user = [{"role": "user", "content": "my card was charged twice"}]
+        adapter = f"job:{adapter_job.id}"
+        answer = httpx.post(url, json={"model": adapter, "messages": user}, timeout=30)
+        assert answer.json()["choices"][0]["message"]["content"] == f"{adapter} says hi"
+        with httpx.stream("POST", url, json={"model": adapter, "messages": user, "stream": True}, timeout=30) as s:
+            streamed = "".join(s.iter_text())
+        assert "says" in streamed and streamed.rstrip().endswith("data: [DONE]")
+        httpx.post(url, json={"model": str(tiny_model_dir), "messages": user}, timeout=30)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=30).status_code == 200
+
+        seen = [json.loads(x)["body"] for x in requests_log.read_text().splitlines()]
+        trained = [{"role": "system", "content": "Route the ticket."}, *user]
+        assert [b["messages"] for b in seen] == [trained, trained, user]  # the base model has no trained prompt
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

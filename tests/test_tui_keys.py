@@ -78,3 +78,45 @@ async def test_a_browser_kept_remap_warns_only_in_a_browser(tmp_path, monkeypatc
             warned = [n.message for n in app.notes if "never reaches the page" in n.message]
             assert warned == (["keymap: goto.jobs = 'ctrl+t': ctrl+t never reaches the page in a browser; "
                                "pick another key"] if web else [])
+
+
+async def test_in_a_browser_text_fields_delete_a_word_on_alt_backspace_not_ctrl_w(monkeypatch):
+    # Textual's Input and TextArea delete a word on ctrl+w, which closes a browser's tab (TEXTUAL_KEPT);
+    # under `tuneterm web` they take and show alt+backspace (xterm.js sends it as ESC DEL, which Textual
+    # reads as ctrl+w: that entry stays, shown as alt+backspace).
+    from textual.widgets import Input, TextArea
+
+    from tui_recording import RecordingApp, until
+
+    def shown_keys(app, action: str) -> set[str]:
+        """The keys the keys panel lists for ``action`` (a binding's key_display, else its key)."""
+        return {b.binding.key_display or b.binding.key for b in app.screen.active_bindings.values()
+                if b.binding.action == action}
+
+    def text(field) -> str:
+        return field.value if isinstance(field, Input) else field.text
+
+    for web in (True, False):
+        monkeypatch.setattr(RecordingApp, "is_web", property(lambda self, web=web: web))
+        app = RecordingApp(start="cost")
+        async with app.run_test(size=(100, 30)) as pilot:
+            assert await until(pilot, lambda: app.screen.query("#cost-dataset"))
+            await app.screen.mount(TextArea(id="notes"))
+            for field, action in ((app.screen.query_one("#cost-dataset", Input), "delete_left_word"),
+                                  (app.screen.query_one("#notes", TextArea), "delete_word_left")):
+                field.focus()
+                await pilot.pause()
+                if isinstance(field, Input):
+                    field.value = ""
+                    field.insert_text_at_cursor("one two three")
+                else:
+                    field.insert("one two three")
+                keys = shown_keys(app, action)
+                if web:
+                    assert "alt+backspace" in keys and not [k for k in keys if browser_kept(k)], keys
+                    await pilot.press("alt+backspace")
+                    assert text(field) == "one two "
+                    await pilot.press("ctrl+w")  # what the page's terminal sends for alt+backspace
+                    assert text(field) == "one "
+                else:  # in a terminal the fields keep Textual's keys
+                    assert "ctrl+w" in keys, keys

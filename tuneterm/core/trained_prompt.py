@@ -33,6 +33,19 @@ class TrainedPrompt:
         return f"using the system prompt job {self.job_id} was trained with ({len(self.text)} chars); {override}"
 
 
+def has_system(messages: list) -> bool:
+    """Whether a conversation brings a system (or developer) message of its own."""
+    return any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages)
+
+
+def apply(prompt: TrainedPrompt | None, messages: list[dict]) -> list[dict]:
+    """``messages`` with ``prompt`` as the system message first when they have none of their own: what
+    every engine of ``tuneterm serve`` (and chat) sends the model."""
+    if prompt is None or has_system(messages):
+        return messages
+    return [{"role": "system", "content": prompt.text}, *messages]
+
+
 def common_system_prompt(path: str | Path) -> str | None:
     """The system prompt every example of a training file starts with, or None (no file, a row
     without one, two different ones). Chat rows (``{"messages": [...]}``) and preference pairs

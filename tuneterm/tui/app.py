@@ -99,6 +99,13 @@ class TunetermApp(App):
         for callback in waiting:
             self.call_later(callback)
 
+    @on(events.DescendantFocus)
+    def _browser_text_keys(self, event: events.DescendantFocus) -> None:
+        if self.is_web:  # ctrl+w would close the browser's tab: text fields delete a word on alt+backspace
+            from tuneterm.tui.keymap import browser_text_keys
+
+            browser_text_keys(event.widget)
+
     @work(thread=True, exit_on_error=False, group="keymap")
     def _load_keymap(self) -> None:
         from tuneterm.tui.keymap import browser_kept_warnings, user_keymap

@@ -25,6 +25,29 @@ BROWSER_KEPT_KEYS: tuple[str, ...] = (
 )
 
 
+# Textual's text fields (Input, TextArea) delete the word left of the cursor on ctrl+w, which a browser
+# keeps: it closes the tab and ends the session. In a browser the fields take and show alt+backspace
+# instead. xterm.js (the page's terminal) sends ESC DEL for alt+backspace and Textual reads that as
+# ctrl+w, so the ctrl+w entry stays, shown as alt+backspace: a real ctrl+w never reaches the page.
+BROWSER_WORD_DELETE = "alt+backspace"
+_WORD_DELETE_ACTIONS = ("delete_left_word", "delete_word_left")  # Input's, TextArea's
+
+
+def browser_text_keys(widget) -> bool:
+    """In a browser (``tuneterm web``): rebind ``widget``'s delete-a-word-left from ctrl+w to
+    :data:`BROWSER_WORD_DELETE`, on the widget itself (its class is left alone). True if it had one."""
+    from dataclasses import replace
+
+    bindings = widget._bindings.key_to_bindings  # the widget's own copy of its class's bindings
+    words = [b for b in bindings.get("ctrl+w", ()) if b.action in _WORD_DELETE_ACTIONS]
+    if not words:
+        return False
+    shown = [replace(b, key_display=BROWSER_WORD_DELETE) for b in words]
+    bindings["ctrl+w"] = shown  # what alt+backspace arrives as from xterm.js
+    bindings[BROWSER_WORD_DELETE] = [replace(b, key=BROWSER_WORD_DELETE) for b in shown]
+    return True
+
+
 def _canonical(key: str) -> str:
     *mods, name = key.strip().lower().split("+")
     name = {"page_up": "pageup", "page_down": "pagedown"}.get(name, name)

@@ -73,8 +73,13 @@ class JobContext:
             self.log(f"stop requested ({name}): finishing the step and saving a checkpoint")
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT set ``should_stop``. The launcher starts the child with SIGTERM blocked
+        (``launcher.unblock_term``), so a cancel sent before this point is delivered here, not lost."""
+        from tuneterm.core.jobs.launcher import unblock_term
+
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        unblock_term()
 
     # --- status ------------------------------------------------------------------------------
 

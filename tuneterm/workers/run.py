@@ -38,10 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m tuneterm.workers.run JOB_DIR [--resume]", file=sys.stderr)
         return 2
     ctx = JobContext(argv[0], resume="--resume" in argv[1:])
-    ctx.install_signal_handlers()
+    ctx.install_signal_handlers()  # then a SIGTERM the launcher held back since the start arrives
     ctx.start_heartbeat()
     status = store.read_status(ctx.job_dir)
-    ctx.update_status(note=None, cancel_requested=None, pid=os.getpid())
+    if status.get("cancel_requested") or status.get("state") == "cancelled":  # cancelled while starting
+        ctx.request_stop()
+    ctx.update_status(note=None, pid=os.getpid())
     try:
         if tracking.requested(ctx.config):  # before any library imports a tracker (TRL imports trackio,
             from tuneterm.workers.tracking import use_offline_stores  # which reads TRACKIO_DIR once, on import)

@@ -155,8 +155,7 @@ class ServedModel:
     def prepare(self, messages: list[dict]) -> list[dict]:
         """The messages the model sees: the system prompt its job was trained with when the request has
         none, and a few-shot variant's examples before the conversation."""
-        if self.trained is not None and not any(m.get("role") in ("system", "developer") for m in messages):
-            messages = [{"role": "system", "content": self.trained.text}, *messages]
+        messages = trained_prompt.apply(self.trained, messages)
         if self.fewshot is None:
             return messages
         from tuneterm.core.chat_client import with_fewshot

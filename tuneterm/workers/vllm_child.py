@@ -4,6 +4,8 @@ tuneterm resolves the references (the base to a folder or a Hub id, each ``job:I
 folder), starts ``vllm serve`` with the base and the adapters as LoRA modules, tensor parallel over
 the visible GPUs, waits until ``GET /health`` answers, prints the model names clients use, and stops
 the child on Ctrl-C or SIGTERM. Every tuneterm client reaches it as ``http://HOST:PORT/v1#NAME``.
+A model trained with a system prompt gets it as with tuneterm's own engine: vLLM then listens on a
+private port behind ``tuneterm.workers.vllm_front``, which adds the prompt to requests without one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneterm.core import modelref
+from tuneterm.core import modelref, trained_prompt
 from tuneterm.core.errors import InputError, RuntimeFailure, UsageError
 
 
@@ -31,6 +33,7 @@ class VLLMPlan:
     base: str  # a folder or a Hub id, as vLLM takes it
     adapters: dict[str, Path] = field(default_factory=dict)  # served name -> adapter folder
     max_lora_rank: int = 0
+    trained: dict = field(default_factory=dict)  # served name -> the TrainedPrompt its job was trained with
 
 
 def plan(refs: list[str]) -> VLLMPlan:
@@ -66,7 +69,8 @@ def plan(refs: list[str]) -> VLLMPlan:
         base_ref, base = ref, str(path)
     if base is None:
         raise UsageError("no base model to serve", [("references", ", ".join(refs))])
-    return VLLMPlan(base_ref, base, adapters, rank)
+    trained = {name: found for name in [base_ref, *adapters] if (found := trained_prompt.for_ref(name))}
+    return VLLMPlan(base_ref, base, adapters, rank, trained)
 
 
 def command(p: VLLMPlan, *, executable: str, host: str, port: int, api_key: str | None,
@@ -129,8 +133,10 @@ def serve(args) -> int:
                          "pip install vllm (on a CUDA box), or pass --vllm PATH to its executable")
     p = plan(args.models)
     port = args.port or _free_port(args.host)
+    # A model with a trained system prompt: vLLM listens privately, behind a front that adds the prompt
+    vllm_host, vllm_port = ("127.0.0.1", _free_port("127.0.0.1")) if p.trained else (args.host, port)
     tp = args.tensor_parallel_size or visible_gpus()
-    cmd = command(p, executable=executable, host=args.host, port=port, api_key=args.api_key,
+    cmd = command(p, executable=executable, host=vllm_host, port=vllm_port, api_key=args.api_key,
                   tensor_parallel=tp, dtype=args.dtype)
     log = Path(args.vllm_log or f"vllm-{port}.log").resolve()
     print(f"starting vLLM: {shlex.join(cmd)}", file=sys.stderr, flush=True)
@@ -144,14 +150,23 @@ def serve(args) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _on_term)
+    front = None
     try:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         url = f"http://{host}:{port}"
-        wait_ready(proc, url, args.ready_timeout, log)
+        wait_ready(proc, f"http://127.0.0.1:{vllm_port}" if p.trained else url, args.ready_timeout, log)
+        if p.trained:
+            from tuneterm.workers.vllm_front import PromptFront
+
+            front = PromptFront(args.host, port, f"http://127.0.0.1:{vllm_port}", p.trained)
+            front.start()
         print(f"tuneterm serve (vLLM): {url}/v1", flush=True)
         for name in [p.base_ref, *p.adapters]:
             kind = "base" if name == p.base_ref else f"LoRA adapter over {p.base_ref}"
             print(f"  model: {name}  ({kind})  -> tuneterm chat '{url}/v1#{name}' PROMPT", flush=True)
+            if name in p.trained:
+                print(f"    {p.trained[name].announce('a request with a system message of its own overrides it')}",
+                      flush=True)
         print(f"  tensor parallel over {tp} GPU(s); vLLM's log: {log}", flush=True)
         while proc.poll() is None:
             time.sleep(0.5)
@@ -160,6 +175,8 @@ def serve(args) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if front is not None:
+            front.stop()
         _stop(proc)
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from tuneterm.core.jobs import slots, store
+from tuneterm.core.jobs.launcher import unblock_term
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    unblock_term()  # the launcher started this process with SIGTERM blocked
+    if store.read_status(folder).get("cancel_requested"):  # cancelled while starting
+        stop.set()
     last_beat = [0.0]
 
     def stopping() -> bool:

@@ -13,8 +13,8 @@ import os
 import signal
 import subprocess
 import sys
-
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import tuneterm
@@ -64,15 +64,16 @@ def launch(job_id: str, resume: bool = False, *, foreground: bool = False) -> Jo
     cmd = child_command(folder, resume)
     (folder / "pid").unlink(missing_ok=True)  # an old pid must not make the new start look dead
     store.update_status(folder, state="queued", error=None, exit_code=None, finished_at=None,
-                        note="starting", heartbeat=time.time(), resumed=bool(resume))
+                        note="starting", heartbeat=time.time(), resumed=bool(resume), cancel_requested=None)
     log = open(folder / "log.txt", "ab")
     try:
         log.write(f"[{store.now_iso()}] {'resuming' if resume else 'starting'}: {' '.join(cmd)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(folder),
-            env=_child_env(), start_new_session=not foreground, close_fds=True,
-        )
+        with _term_blocked():  # the child starts with SIGTERM held back until its handler is in place
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(folder),
+                env=_child_env(), start_new_session=not foreground, close_fds=True,
+            )
     except OSError as exc:
         store.update_status(folder, state="failed", error=f"could not start the child: {exc}",
                             finished_at=store.now_iso())
@@ -86,6 +87,28 @@ def launch(job_id: str, resume: bool = False, *, foreground: bool = False) -> Jo
     if foreground:
         return proc
     return store.get_job(info.id)
+
+
+@contextmanager
+def _term_blocked():
+    """Block SIGTERM in this thread while the child is spawned: the signal mask is inherited across
+    fork and exec, so a cancel in the child's first moments (interpreter start, imports) stays pending
+    until the child has installed its handler and unblocks it (``unblock_term``), instead of killing
+    it before it can record ``cancelled``."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def unblock_term() -> None:
+    """In the child, once its SIGTERM handler is installed: let the signal (a pending one too) through."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _wait_exit(folder: Path, timeout: float) -> None:
@@ -102,7 +125,9 @@ def cancel(job_id: str, wait: float = 0.0) -> JobInfo:
         raise JobStateError(f"job {info.id} is already {info.state}", hint="nothing to cancel")
     pid_info = store.read_pid(info.dir)
     if not pid_info or not store.pid_alive(pid_info.get("pid"), pid_info.get("create_time")):
-        store.update_status(info.dir, state="cancelled", finished_at=store.now_iso(), note=None)
+        # never started, or its child is still being spawned: a child that starts now sees this and stops
+        store.update_status(info.dir, state="cancelled", finished_at=store.now_iso(), note=None,
+                            cancel_requested=store.now_iso())
         return store.get_job(info.id)
     store.update_status(info.dir, cancel_requested=store.now_iso())
     pgid = pid_info.get("pgid") or pid_info["pid"]

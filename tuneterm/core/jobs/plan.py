@@ -177,6 +177,16 @@ def training_files(data: str, val: str | None) -> TrainingFiles:
                          tuple(notes))
 
 
+def check_pairs(files: TrainingFiles) -> None:
+    """The DPO job's own reading of its files (``tuneterm.core.datasets.pairs``): a chat file, or a row
+    without its prompt/chosen/rejected, fails here naming file, line and field, not after the launch."""
+    from tuneterm.core.datasets.pairs import read_pairs
+
+    for path in (files.train, files.val):
+        if path is not None:
+            read_pairs(path)
+
+
 # --- train (every method) -------------------------------------------------------------------------
 
 
@@ -216,6 +226,8 @@ def plan_train(method: str, *, model: str | None = None, data: str | None = None
     if kind in ("train", "cls_head"):
         config["model"] = freeze_ref(_need(model, "--model", method), local=True)
         files = training_files(_need(data, "--data", method), val)
+        if config.get("method") == "dpo":
+            check_pairs(files)
         config.update(data=str(files.train), dataset=data)
         if files.val:
             config["eval_data"] = str(files.val)
@@ -267,6 +279,8 @@ def _stage_data(index: int, stage: dict) -> None:
     """Resolve a stage's data and validation files in place; errors name the stage."""
     try:
         files = training_files(stage["data"], stage.get("val") or None)
+        if stage.get("method") == "dpo":
+            check_pairs(files)
     except TunetermError as exc:
         hint = exc.hint
         if stage["data"] in ("general", "domain_qa") and "no dataset" in exc.title:

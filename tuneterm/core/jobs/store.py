@@ -287,7 +287,8 @@ def _load(folder: Path) -> JobInfo:
 
 
 def _rediscover(folder: Path, status: dict) -> dict:
-    """Turn a queued/running job whose process is gone into failed (and record it)."""
+    """Turn a queued/running job whose process is gone into failed, or cancelled when a cancel was
+    requested (and record it)."""
     if status.get("state") not in ACTIVE:
         return status
     pid_info = read_pid(folder)
@@ -308,9 +309,12 @@ def _rediscover(folder: Path, status: dict) -> dict:
     latest = read_status(folder)
     if latest.get("state") not in ACTIVE:
         return latest
-    latest.update(state="failed", finished_at=now_iso(),
-                  error=f"the job's process ({pid_info.get('pid')}) ended without reporting "
-                        f"(killed or the machine restarted); last heartbeat {ago}")
+    if latest.get("cancel_requested"):  # it was asked to stop and died of it (before its handler was in place)
+        latest.update(state="cancelled", finished_at=now_iso(), exit_code=None, error=None, note=None)
+    else:
+        latest.update(state="failed", finished_at=now_iso(),
+                      error=f"the job's process ({pid_info.get('pid')}) ended without reporting "
+                            f"(killed or the machine restarted); last heartbeat {ago}")
     try:
         write_status(folder, latest)
     except OSError:

@@ -52,20 +52,22 @@ class ChatScreen(ChatReadyMixin, WorkbenchScreen):
     ChatScreen .msg-judge { color: $success; text-style: italic; }
     """
     BINDINGS = [
+        # The footer shows the keys that fit 80 columns (tests/test_tui_footer.py): stop, columns, save,
+        # blind. The others (show=False) are in the keys panel and the command palette (ctrl+p).
         Binding("escape", "stop", "Stop", id="chat.stop", priority=True),
         # no ctrl+n / ctrl+w / ctrl+t: a browser keeps those for itself (`tuneterm web`; ctrl+w closes the tab)
         Binding("ctrl+o", "add_column", "Add column", id="chat.add_column", priority=True),
-        Binding("ctrl+x", "remove_column", "Close column", id="chat.remove_column", priority=True),
+        Binding("ctrl+x", "remove_column", "Close column", id="chat.remove_column", show=False, priority=True),
         Binding("ctrl+r", "swap_model", "Swap model", id="chat.swap_model", priority=True),
         Binding("ctrl+right", "select(1)", "Next column", id="chat.next_column", show=False, priority=True),
         Binding("ctrl+left", "select(-1)", "Previous column", id="chat.prev_column", show=False, priority=True),
-        Binding("ctrl+d", "diff", "Diff", id="chat.diff", priority=True),
-        Binding("ctrl+g", "settings", "Settings", id="chat.settings", priority=True),
+        Binding("ctrl+d", "diff", "Diff", id="chat.diff", show=False, priority=True),
+        Binding("ctrl+g", "settings", "Settings", id="chat.settings", show=False, priority=True),
         Binding("f2", "column_settings", "Column settings", id="chat.column_settings", show=False, priority=True),
         Binding("ctrl+s", "save", "Save", id="chat.save", priority=True),
         Binding("ctrl+f", "export", "Export", id="chat.export", show=False, priority=True),
-        Binding("ctrl+k", "save_turn", "Keep turn→dataset", id="chat.save_turn", priority=True),
-        Binding("ctrl+e", "eval_columns", "Eval", id="chat.eval", priority=True),
+        Binding("ctrl+k", "save_turn", "Keep turn→dataset", id="chat.save_turn", show=False, priority=True),
+        Binding("ctrl+e", "eval_columns", "Eval", id="chat.eval", show=False, priority=True),
         Binding("i", "write", "Write", id="chat.write", show=False),
         Binding("ctrl+l", "reopen", "Reopen", id="chat.reopen", show=False, priority=True),
         Binding("ctrl+y", "new_conversation", "New", id="chat.new", show=False, priority=True),

@@ -38,7 +38,7 @@ class EvalsScreen(WorkbenchScreen):
         Binding("ctrl+f", "toggle_items", "Disagree/all", id="evals.toggle"),
         Binding("ctrl+b", "cancel_eval", "Cancel job", id="evals.cancel"),
         Binding("ctrl+r", "refresh", "Refresh", id="evals.refresh", show=False),
-        Binding("ctrl+y", "toggle_votes", "Votes", id="evals.votes"),
+        Binding("ctrl+y", "toggle_votes", "Votes", id="evals.votes", show=False)  # 80 columns: in the palette,
     ]
 
     @dataclass

@@ -15,13 +15,13 @@ figures (reward margin, preference accuracy) to its events.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 from transformers import TrainingArguments
 
-from tuneterm.core.errors import ConfigError, DatasetError
+from tuneterm.core.datasets.pairs import read_pairs
+from tuneterm.core.errors import ConfigError
 from tuneterm.workers.train import methods, output
 from tuneterm.workers.train.trainer import JobEventsCallback, build_args, train_or_resume
 
@@ -30,67 +30,10 @@ TUNE = ("lora", "full")
 DPO_FIELDS = {"rewards/margins": "rewards_margins", "rewards/accuracies": "rewards_accuracies",
               "rewards/chosen": "rewards_chosen", "rewards/rejected": "rewards_rejected",
               "logps/chosen": "logps_chosen", "logps/rejected": "logps_rejected"}
-_KEEP = ("role", "content", "name", "tool_calls", "tool_call_id")
 
 
 # --- data ------------------------------------------------------------------------------------
-
-
-def _bad(path: Path, number: int, field: str, problem: str) -> DatasetError:
-    return DatasetError(f"{path.name} line {number}: {problem}",
-                        [("file", str(path)), ("line", str(number)), ("field", field)],
-                        "a preference pair is {\"input\": {\"messages\": [...]}, \"preferred_output\": "
-                        "[{\"role\": \"assistant\", ...}], \"non_preferred_output\": [...]}; "
-                        "check it with `tuneterm data validate`")
-
-
-def _output(path: Path, number: int, row: dict, key: str) -> list[dict]:
-    legacy = key.replace("_output", "_completion")  # the OpenAPI spelling; the docs use *_output
-    out = row.get(key, row.get(legacy))
-    if out is None:
-        raise _bad(path, number, key, f"missing field '{key}'")
-    if not (isinstance(out, list) and len(out) == 1 and isinstance(out[0], dict)
-            and out[0].get("role") == "assistant"):
-        raise _bad(path, number, key, f"'{key}' must be a list holding one assistant message")
-    content = out[0].get("content")
-    if not (isinstance(content, str) and content.strip()) and not out[0].get("tool_calls"):
-        raise _bad(path, number, f"{key}[0].content", f"'{key}' has no content")
-    return [{k: v for k, v in out[0].items() if k in _KEEP}]
-
-
-def read_pairs(path: str | Path) -> list[dict]:
-    """Preference pairs (OpenAI's ``input``/``preferred_output``/``non_preferred_output``) as TRL's
-    conversational ``prompt``/``chosen``/``rejected``. Bad rows name the file, line and field."""
-    path = Path(path)
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _bad(path, number, "-", f"not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise _bad(path, number, "-", "a row must be a JSON object")
-            inp = row.get("input")
-            if inp is None:
-                raise _bad(path, number, "input", "missing field 'input'")
-            messages = inp.get("messages") if isinstance(inp, dict) else None
-            if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-                raise _bad(path, number, "input.messages", "'input.messages' must be a non-empty list of messages")
-            pair = {"prompt": [{k: v for k, v in m.items() if k in _KEEP} for m in messages],
-                    "chosen": _output(path, number, row, "preferred_output"),
-                    "rejected": _output(path, number, row, "non_preferred_output")}
-            if inp.get("tools"):
-                pair["tools"] = json.dumps(inp["tools"])
-            rows.append(pair)
-    if not rows:
-        raise DatasetError("the preference file has no pairs", [("file", str(path))])
-    if any("tools" in r for r in rows):
-        for r in rows:
-            r.setdefault("tools", None)
-    return rows
+# read_pairs (tuneterm.core.datasets.pairs) is shared with the launch plan, which checks the file first.
 
 
 def _dataset(pairs: list[dict]):
