@@ -213,3 +213,23 @@ def test_a_process_killed_by_the_cancel_itself_shows_cancelled_not_failed():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+
+def test_two_processes_updating_the_status_lose_no_field(tmp_path):
+    """The child's heartbeats and a cancel write status.json at the same time: each
+    read-change-write holds the job's status lock, so neither loses the other's field."""
+    import subprocess
+    import sys
+
+    from tuneterm.core.jobs import store
+
+    folder = tmp_path / "job"
+    folder.mkdir()
+    store.write_status(folder, {"state": "running"})
+    bump = ("import sys; from pathlib import Path; from tuneterm.core.jobs import store\n"
+            "for i in range(150): store.update_status(Path(sys.argv[1]), **{sys.argv[2]: i})")
+    procs = [subprocess.Popen([sys.executable, "-c", bump, str(folder), key]) for key in ("heartbeat_n", "progress_n")]
+    assert [p.wait(120) for p in procs] == [0, 0]
+    status = store.read_status(folder)
+    assert (status["state"], status["heartbeat_n"], status["progress_n"]) == ("running", 149, 149)

@@ -21,9 +21,11 @@ import secrets
 import shutil
 import time
 import tomllib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from tuneterm.core.errors import InputError, JobError, JobStateError, NotFoundError
 from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
@@ -192,10 +194,32 @@ def write_status(folder: Path, status: dict) -> None:
     atomic_write_json(Path(folder) / "status.json", status)
 
 
+@contextmanager
+def status_lock(folder: Path, timeout: float = 10.0) -> Iterator[None]:
+    """Held while a process reads, changes and writes ``status.json``: the job's child (heartbeats,
+    progress, its final state), a ``cancel`` and the reconciler write the same file, and without
+    it one writer's field (``cancel_requested``, the final state) could be lost to another's older
+    copy. Readers need no lock (the file is replaced whole). A lock that cannot be had within
+    ``timeout`` (a stuck holder) does not stop the write."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(Path(folder) / ".status.lock"))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def update_status(folder: Path, **fields) -> dict:
-    status = read_status(folder)
-    status.update(fields)
-    write_status(folder, status)
+    with status_lock(folder):
+        status = read_status(folder)
+        status.update(fields)
+        write_status(folder, status)
     return status
 
 
@@ -305,19 +329,21 @@ def _rediscover(folder: Path, status: dict) -> dict:
         return status
     beat = status.get("heartbeat")
     ago = f"{time.time() - float(beat):.0f} s ago" if beat else "never"
-    # Re-read: the child may have written its final state between our two reads.
-    latest = read_status(folder)
-    if latest.get("state") not in ACTIVE:
-        return latest
-    if latest.get("cancel_requested"):  # it was asked to stop and died of it (before its handler was in place)
-        latest.update(state="cancelled", finished_at=now_iso(), exit_code=None, error=None, note=None)
-    else:
-        latest.update(state="failed", finished_at=now_iso(),
-                      error=f"the job's process ({pid_info.get('pid')}) ended without reporting "
-                            f"(killed or the machine restarted); last heartbeat {ago}")
+    latest = status
     try:
-        write_status(folder, latest)
-    except OSError:
+        with status_lock(folder):
+            # Re-read: the child may have written its final state between our two reads.
+            latest = read_status(folder)
+            if latest.get("state") not in ACTIVE:
+                return latest
+            if latest.get("cancel_requested"):  # asked to stop, it died of it (before its handler was in place)
+                latest.update(state="cancelled", finished_at=now_iso(), exit_code=None, error=None, note=None)
+            else:
+                latest.update(state="failed", finished_at=now_iso(),
+                              error=f"the job's process ({pid_info.get('pid')}) ended without reporting "
+                                    f"(killed or the machine restarted); last heartbeat {ago}")
+            write_status(folder, latest)
+    except OSError:  # a read-only workspace: show the verdict without recording it
         pass
     return latest
 
