@@ -67,7 +67,7 @@ def test_chat_completions_answer_with_the_label_eval_and_predict_give(client, se
     for ref, method in zip(jobs_here.refs, ("cls_head", "feature")):
         expected = _eval_labels(ref, texts)
         assert classifier.predict(texts, ref) == expected  # chat's path and eval's are one
-        assert set(expected) <= set(WORDS)
+        assert expected[:2] == list(WORDS)  # trained well enough to tell the two easy texts apart
         tokenizer = server.variants[ref].group.tokenizer
         for text, label in zip(texts, expected):
             r = client.chat.completions.create(
