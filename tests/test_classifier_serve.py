@@ -222,3 +222,22 @@ async def test_the_chat_screen_shows_a_classifier_column_and_its_label(server, b
         [vote] = votes.list_votes()
         assert vote.answers[vote.variants.index(refs[1])] in WORDS
     assert app.errors == []
+
+
+def test_tuneterm_serve_child_serves_a_classifier_job(jobs_here, tmp_path):
+    """`tuneterm serve job:ID` as its own process (the Chat screen's route for a local reference)."""
+    from tuneterm.core import chat_client
+    from tuneterm.core.chat_client import LocalServers
+    from tuneterm.workers import classifier
+
+    head = jobs_here.refs[0]
+    servers = LocalServers(log_dir=tmp_path / "logs")
+    try:
+        routes = servers.ensure([head])
+        stats = chat_client.ChatStats()
+        text = "".join(chat_client.stream_chat(routes[head], [{"role": "user", "content": TEXTS[1]}], {}, stats))
+        assert text == classifier.predict([TEXTS[1]], head)[0] and stats.finish_reason == "stop"
+        log = servers.children[0].log_path.read_text()
+        assert f"model: {head}  (classifier: cls_head, 2 labels; answers chat completions with a label)" in log
+    finally:
+        servers.stop_all()
