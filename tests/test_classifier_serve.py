@@ -241,3 +241,33 @@ def test_tuneterm_serve_child_serves_a_classifier_job(jobs_here, tmp_path):
         assert f"model: {head}  (classifier: cls_head, 2 labels; answers chat completions with a label)" in log
     finally:
         servers.stop_all()
+
+
+def test_eval_reads_a_feature_classifier_s_base_with_the_adapters_of_its_group_off(jobs_here, tiny_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    """An eval group that holds a LoRA variant and a feature classifier over the same base: the classifier
+    reads the base's own hidden states, whichever adapter was active last."""
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneterm.workers import classifier
+    from tuneterm.workers.evals.backend import LocalGroup, resolve_local
+
+    torch.manual_seed(4)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                          LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    seen: list = []
+    real_embed = classifier.embed
+    monkeypatch.setattr(classifier, "embed", lambda *a, **k: seen.append(real_embed(*a, **k)) or seen[-1])
+    feat = jobs_here.refs[1]
+    group = LocalGroup([resolve_local("lora", str(tmp_path / "adapter")), resolve_local("feat", feat)])
+    try:
+        group.model.set_adapter(group.adapters["lora"])  # as after scoring the LoRA variant
+        labels = group.classify("feat", TEXTS)
+    finally:
+        group.close()
+    assert labels == classifier.predict(TEXTS, feat)
+    assert len(seen) == 2 and np.allclose(seen[0], seen[1], atol=1e-5)  # the same features as the plain base
