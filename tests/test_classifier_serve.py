@@ -140,7 +140,7 @@ def test_what_cannot_apply_to_a_label_is_refused_naming_the_field(client, built,
     assert r.usage.completion_tokens == 3 and r.choices[0].finish_reason == "length"
 
 
-def test_a_fewshot_reference_over_a_classifier_is_refused(jobs_here, tmp_path):
+def test_a_fewshot_reference_or_vllm_over_a_classifier_is_refused(jobs_here, tmp_path):
     from tuneterm.core.errors import InputError
     from tuneterm.workers.variants import load_variants
 
@@ -149,6 +149,11 @@ def test_a_fewshot_reference_over_a_classifier_is_refused(jobs_here, tmp_path):
                     + "\n")
     with pytest.raises(InputError, match="needs a generative model, not a classifier"):
         load_variants([f"fewshot:1:{pool}@{jobs_here.refs[0]}"])
+    from tuneterm.core.errors import UsageError
+    from tuneterm.workers import vllm_child
+
+    with pytest.raises(UsageError, match="is a classifier"):  # vLLM has no form for it either
+        vllm_child.plan([jobs_here.refs[0]])
 
 
 def test_chat_compare_answers_with_the_label_in_the_classifier_column(cli, jobs_here, tiny_model_dir):
