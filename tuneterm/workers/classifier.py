@@ -164,7 +164,7 @@ def load_classifier(path: str | Path, dtype: str | None = None, device: str | No
 
 class Classifier:
     """A loaded classifier artifact and the one way it turns texts into labels, for ``tuneterm chat``,
-    ``tuneterm serve`` (:class:`tuneterm.workers.variants.ServedClassifier`) and the eval harness
+    ``tuneterm serve`` (:class:`tuneterm.workers.served_classifier.ServedClassifier`) and the eval harness
     (``LocalGroup.classify``) alike.
 
     ``blob`` is what :func:`load_classifier` returns. A classification head reads the texts itself; a
