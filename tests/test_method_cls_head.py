@@ -6,7 +6,6 @@ adapters and the head and leaves the backbone alone, the artifact reloads with p
 from __future__ import annotations
 
 import json
-import random
 import tomllib
 from pathlib import Path
 
@@ -16,26 +15,12 @@ from tuneterm.core import jobs, modelref
 from tuneterm.core.jobs.plan import plan_train
 from tuneterm.core.workspace import workspace
 
-WORDS = {
-    "payments-ops": ["refund", "invoice", "charge", "card", "billing"],
-    "logistics": ["parcel", "delivery", "courier", "shipment", "warehouse"],
-}
-LABELS = [f"queue-{i:02d}-{w}" for i, w in enumerate(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"] * 8)]
-SYSTEM = ("Route the ticket to exactly one queue; answer with the queue name only. Queues: "
-          + ", ".join(LABELS) + ". " + "Be careful with the routing rules. " * 40)
+from classifier_jobs import SYSTEM, WORDS, write_examples
 
 
 def _write(path: Path, n: int, seed: int) -> Path:
     """An easy two-label set whose every row carries a long label-listing system prompt (~600+ tokens)."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = list(WORDS)[i % 2]
-        text = " ".join(rng.choice(WORDS[label]) for _ in range(6))
-        rows.append({"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text},
-                                  {"role": "assistant", "content": label}]})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_examples(path, n, seed, SYSTEM)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

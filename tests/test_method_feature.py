@@ -4,7 +4,6 @@ writes a ``classifier`` artifact that ``job:ID`` resolves, and predicts labels."
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 from tuneterm.core import jobs, modelref
@@ -13,21 +12,11 @@ from tuneterm.workers import classifier
 from tuneterm.workers.kinds import feature
 from tuneterm.workers.jobctx import JobContext
 
-WORDS = {
-    "payments-ops": ["refund", "invoice", "charge", "card", "billing"],
-    "logistics": ["parcel", "delivery", "courier", "shipment", "warehouse"],
-}
+from classifier_jobs import write_examples
 
 
 def _write(folder: Path, split: str, n: int, seed: int) -> None:
-    rng = random.Random(seed)
-    lines = []
-    for i in range(n):
-        label = list(WORDS)[i % 2]
-        text = " ".join(rng.choice(WORDS[label]) for _ in range(6))
-        msgs = [{"role": "user", "content": text}, {"role": "assistant", "content": label}]
-        lines.append(json.dumps({"messages": msgs}))
-    (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    write_examples(folder / f"{split}.jsonl", n, seed)
 
 
 def test_feature_classifier_beats_chance_and_resolves_as_job(tiny_model_dir, tmp_path):

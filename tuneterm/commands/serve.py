@@ -137,6 +137,8 @@ def _describe(variants: dict, api_key: str | None, admission) -> None:
     groups = {id(v.group) for v in variants.values()}
     for model_id, v in variants.items():
         kind = f"adapter over {v.group.key}" if v.adapter else "base"
+        if v.is_classifier:
+            kind = f"{v.label()}; answers chat completions with a label"
         if v.fewshot is not None:
             kind = f"{v.fewshot.k}-shot from {v.fewshot.pool}, {kind}"
         print(f"  model: {model_id}  ({kind})", flush=True)

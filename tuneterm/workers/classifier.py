@@ -7,7 +7,8 @@ a chat example is its last assistant message; the text is the last user message.
 
 The job kind ``feature`` (``tuneterm.workers.kinds.feature``) calls :func:`train_classifier`. The artifact kind is
 ``classifier``: ``output/classifier.pkl`` + ``output/artifact.json`` (``base`` = the model ref,
-``layer``, ``pooling``). :func:`predict` turns texts into labels with a saved classifier.
+``layer``, ``pooling``). :class:`Classifier` turns texts into labels with a saved classifier (a feature
+classifier or a classification head); :func:`predict` is its one-call form.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +28,7 @@ from tuneterm.core.workspace import workspace
 from tuneterm.workers import loading
 
 CLASSIFIER_FILE = "classifier.pkl"
+MAX_TEXT_TOKENS = 256  # a feature classifier reads this many tokens of a text
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -59,7 +62,7 @@ def model_hash(folder: Path) -> str:
 
 @torch.no_grad()
 def embed(loaded, texts: list[str], layer: int = -1, pooling: str = "mean",
-          batch_size: int = 16, max_length: int = 256) -> np.ndarray:
+          batch_size: int = 16, max_length: int = MAX_TEXT_TOKENS) -> np.ndarray:
     """Hidden states of ``layer`` (index into ``hidden_states``; -1 = last) pooled per text."""
     if pooling not in ("mean", "last"):
         raise InputError("pooling must be mean or last", [("pooling", pooling)])
@@ -136,10 +139,10 @@ def train_classifier(model: str, dataset: str, output_dir: Path, layer: int = -1
     return metrics
 
 
-_LOADED: dict[str, tuple] = {}
+_LOADED: dict[str, Any] = {}  # backbone ref -> its loaded model, for predict()
 
 
-def load_classifier(path: str | Path) -> dict:
+def load_classifier(path: str | Path, dtype: str | None = None, device: str | None = None) -> dict:
     """A saved classifier (``output/`` folder, the .pkl, or a ``job:ID`` ref): the pickled dict of a
     feature classifier, or ``{"head": HeadClassifier}`` for a classification head's folder."""
     p = str(path)
@@ -153,20 +156,85 @@ def load_classifier(path: str | Path) -> dict:
         from tuneterm.workers.cls_head import HeadClassifier, is_head
 
         if is_head(f):  # a classification head (job kind cls_head): it reads the texts itself
-            return {"head": HeadClassifier(f)}
+            return {"head": HeadClassifier(f, dtype=dtype, device=device)}
         f = f / CLASSIFIER_FILE
     with open(f, "rb") as fh:
         return pickle.load(fh)
 
 
+class Classifier:
+    """A loaded classifier artifact and the one way it turns texts into labels, for ``tuneterm chat``,
+    ``tuneterm serve`` (:class:`tuneterm.workers.served_classifier.ServedClassifier`) and the eval harness
+    (``LocalGroup.classify``) alike.
+
+    ``blob`` is what :func:`load_classifier` returns. A classification head reads the texts itself; a
+    feature classifier pools the hidden states of ``backbone`` (anything with ``model`` and
+    ``tokenizer``: a loaded model, or an eval group that already holds the base)."""
+
+    def __init__(self, blob: dict, backbone: Any = None) -> None:
+        if "head" not in blob and backbone is None:
+            raise ValueError("a feature classifier needs the backbone it reads hidden states from")
+        self.blob = blob
+        self.backbone = backbone
+
+    @property
+    def head(self) -> Any:
+        return self.blob.get("head")
+
+    @property
+    def method(self) -> str:
+        return "cls_head" if self.head is not None else "feature"
+
+    @property
+    def labels(self) -> list[str]:
+        if self.head is not None:
+            return list(self.head.labels)
+        return [str(c) for c in getattr(self.blob["classifier"], "classes_", [])]
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.head.tokenizer if self.head is not None else self.backbone.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        """The most tokens of a text it reads."""
+        return int(self.head.max_length) if self.head is not None else MAX_TEXT_TOKENS
+
+    @property
+    def model(self) -> Any:
+        """The torch model that reads the texts (the head's model, or the backbone)."""
+        return self.head.model if self.head is not None else self.backbone.model
+
+    def describe(self) -> str:
+        """``cls_head, 7 labels``, ``feature, layer 12, 7 labels`` or ``feature, last layer, 7 labels``."""
+        n = f"{len(self.labels)} labels"
+        if self.head is not None:
+            return f"cls_head, {n}"
+        layer = int(self.blob.get("layer", -1))
+        return f"feature, {'last layer' if layer == -1 else f'layer {layer}'}, {n}"
+
+    def predict(self, texts: list[str], batch_size: int = 16) -> list[str]:
+        if self.head is not None:
+            return self.head.predict(list(texts), batch_size)
+        feats = embed(self.backbone, list(texts), self.blob["layer"], self.blob["pooling"], batch_size=batch_size)
+        return [str(v) for v in self.blob["classifier"].predict(feats)]
+
+
+def open_classifier(path: str | Path, dtype: str | None = None, device: str | None = None) -> Classifier:
+    """The classifier at ``path`` (folder, .pkl or job:ID) with its own copy of a feature classifier's backbone."""
+    blob = load_classifier(path, dtype, device)
+    backbone = None if "head" in blob else loading.load(blob["model"], dtype=dtype, device=device)
+    return Classifier(blob, backbone)
+
+
 def predict(texts: list[str], classifier: str | Path) -> list[str]:
     """Labels for ``texts`` with the classifier at ``classifier`` (folder, .pkl or job:ID; a feature
-    classifier or a classification head)."""
+    classifier or a classification head); a feature classifier's backbone is loaded once per process."""
     blob = load_classifier(classifier)
-    if "head" in blob:
-        return blob["head"].predict(list(texts))
-    key = blob["model"]
-    if key not in _LOADED:
-        _LOADED[key] = (loading.load(key),)
-    feats = embed(_LOADED[key][0], list(texts), blob["layer"], blob["pooling"])
-    return [str(v) for v in blob["classifier"].predict(feats)]
+    backbone = None
+    if "head" not in blob:
+        key = blob["model"]
+        if key not in _LOADED:
+            _LOADED[key] = loading.load(key)
+        backbone = _LOADED[key]
+    return Classifier(blob, backbone).predict(list(texts))

@@ -4,7 +4,9 @@
 (``job:ID`` of a LoRA job, or an adapter folder) joins the group of its base, and every group
 holds one copy of the base weights, with each adapter loaded into one PEFT model under its own
 name. A few-shot reference (``fewshot:K:POOL@REF``) joins REF's group too: the same weights,
-with examples from POOL put before the conversation.
+with examples from POOL put before the conversation. A classifier artifact (a ``feature`` or ``cls_head``
+job) loads as a :class:`tuneterm.workers.served_classifier.ServedClassifier` in a group of its own: it
+answers with a label, without a decode loop.
 
 Each group generates through one :class:`tuneterm.workers.batcher.Batcher`: requests to the
 group's variants (the base and its adapters) are decoded together, one forward pass per step
@@ -19,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 from tuneterm.core import modelref, trained_prompt
 from tuneterm.core.errors import InputError
@@ -134,6 +136,7 @@ class ServedModel:
     fewshot: Any = None  # a tuneterm.core.fewshot.FewShotSpec, for fewshot:K:POOL@REF
     pool: list | None = None  # its examples, read once
     trained: Any = None  # a tuneterm.core.trained_prompt.TrainedPrompt: used when a request has no system message
+    is_classifier: ClassVar[bool] = False  # a classifier artifact answers with a label (served_classifier.py)
 
     def label(self) -> str:
         """What runs this variant, for a column's title: the engine, and for GGUF files the quant type and size."""
@@ -203,6 +206,12 @@ def load_variants(refs: list[str], dtype: str | None = None, device: str | None 
             plans.append((ref, f"llamacpp:{gguf_file}", None, {"engine": "llama.cpp", "gguf": str(gguf_file)}))
             continue
         path, facts = local_path(inner.get(ref, ref))
+        if facts.get("artifact") == "classifier":  # answers with a label: no causal LM, no decode loop
+            if ref in shots:
+                raise InputError("a few-shot reference needs a generative model, not a classifier",
+                                 [("reference", ref)], f"serve the classifier on its own: {inner[ref]}")
+            plans.append((ref, f"classifier:{path}", None, facts))
+            continue
         if gguf_file is not None:
             llamacpp.warn_fallback(ref, gguf_file)
             facts = {**facts, "engine": f"gguf via torch, fp32, {llamacpp.quant_label(gguf_file)}"}
@@ -226,7 +235,11 @@ def load_variants(refs: list[str], dtype: str | None = None, device: str | None 
         group = groups.get(key)
         if group is None:
             started = time.perf_counter()
-            if key.startswith("llamacpp:"):
+            if key.startswith("classifier:"):
+                from tuneterm.workers.served_classifier import ClassifierGroup
+
+                group = ClassifierGroup.load(Path(key[len("classifier:"):]), dtype=dtype, device=device)
+            elif key.startswith("llamacpp:"):
                 engine = llamacpp.LlamaCppEngine(Path(facts["gguf"]))
                 group = VariantGroup(key, engine, None, load_seconds=time.perf_counter() - started)
             else:
@@ -243,6 +256,11 @@ def load_variants(refs: list[str], dtype: str | None = None, device: str | None 
                 adapter_name = f"variant{len(group.adapters)}"
                 _add_adapter(group, adapter_dir, adapter_name, ref)
                 seen_dirs[(key, str(adapter_dir))] = adapter_name
+        if getattr(group, "is_classifier", False):
+            from tuneterm.workers.served_classifier import ServedClassifier
+
+            variants[ref] = ServedClassifier(ref, group, None, facts)
+            continue
         spec, pool = shots.get(ref, (None, None))
         variants[ref] = ServedModel(ref, group, adapter_name, facts, fewshot=spec, pool=pool,
                                     trained=trained_prompt.for_ref(ref))

@@ -50,6 +50,9 @@ def plan(refs: list[str]) -> VLLMPlan:
             path, facts = parsed.target, {}
         else:
             path, facts = local_path(parsed)
+        if facts.get("artifact") == "classifier":
+            raise UsageError(f"{ref} is a classifier (it answers with a label); vLLM serves generative models",
+                             [("reference", ref)], "serve it with --engine tuneterm (the default)")
         if facts.get("quant"):
             raise UsageError(f"{ref} is a tuneterm-quantized model; vLLM loads its own formats",
                              [("reference", ref)], "serve the unquantized model, or use --engine tuneterm")

@@ -59,6 +59,12 @@ class LabelTally:
         return dict(sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def text_of(messages: list[dict]) -> str | None:
+    """What a classifier reads in a conversation: its last user message (None when it has none)."""
+    users = [m for m in messages if m.get("role") == "user"]
+    return str(users[-1].get("content") or "") if users else None
+
+
 def read_labelled(path: str | Path) -> tuple[list[str], list[str]]:
     """(texts, labels) from chat JSONL: text = last user turn, label = last assistant turn."""
     from tuneterm.core.datasets.formats import iter_chat_messages

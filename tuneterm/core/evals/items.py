@@ -320,9 +320,11 @@ def with_fewshot(spec: TaskSpec, items: list[EvalItem], fs, pool: list[list[dict
 def classifier_text(it: EvalItem) -> str:
     """What a classifier artifact reads for an item: the last user turn, as it was trained on."""
     if it.messages:
-        users = [m for m in it.messages if m.get("role") == "user"]
-        if users:
-            return str(users[-1].get("content") or "")
+        from tuneterm.core.datasets.labels import text_of
+
+        text = text_of(it.messages)
+        if text is not None:
+            return text
     return str(chat_fields(it.row).get("input") or it.context)
 
 

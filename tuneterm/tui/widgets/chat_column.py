@@ -93,6 +93,7 @@ class ChatColumn(Vertical):
         self.stats: dict = {}
         self.status = "ready"
         self.memory_bytes: int | None = None
+        self.kind_note: str | None = None  # what answers when it is not a causal LM ("classifier: cls_head, 7 labels")
         self.blind_title: str | None = None  # blind mode: "Model N" instead of the model (tui/chat_blind.py)
         self._cancel: threading.Event | None = None
         self._answer_widget: Static | None = None
@@ -119,8 +120,11 @@ class ChatColumn(Vertical):
         title = f"{self.index + 1}. {short_ref(self.model)}"
         if self.blind_title:
             title = self.blind_title
-        elif self.memory_bytes:
-            title += f"  [{self.memory_bytes / 2**20:.0f} MiB]"
+        else:
+            if self.kind_note:
+                title += f"  [{self.kind_note}]"
+            if self.memory_bytes:
+                title += f"  [{self.memory_bytes / 2**20:.0f} MiB]"
         # one line that never wraps: a long reference wrapped after "2." left the title looking blank
         self.query_one(".col-title", Static).update(Text(title, no_wrap=True, overflow="ellipsis"))
         self.tooltip = self.model
@@ -137,6 +141,7 @@ class ChatColumn(Vertical):
     def set_model(self, model: str) -> None:
         self.model = model
         self.memory_bytes = None
+        self.kind_note = None
         self.stats = {}
         self.status = "ready"
         self._render_header()
@@ -211,9 +216,11 @@ class ChatColumn(Vertical):
         if event.column != self.index:
             return
         self.status = event.status
-        mem = (event.info.get("tuneterm") or {}).get("memory_bytes") if event.info else None
-        if mem:
-            self.memory_bytes = mem
+        card = (event.info.get("tuneterm") or {}) if event.info else {}
+        if card.get("memory_bytes"):
+            self.memory_bytes = card["memory_bytes"]
+        if isinstance(card.get("classifier"), dict):  # a classifier answers with a label: the title says so
+            self.kind_note = card["classifier"].get("label")
         self._render_header()
 
     def on_chat_column_token_received(self, event: TokenReceived) -> None:

@@ -125,12 +125,13 @@ class LocalGroup:
             name = f"a{len(self.adapters)}"
             self.model = add_adapter(self.model, v.adapter_path, name)
             self.adapters[v.vid] = name
-        self.classifiers: dict[str, dict] = {}
+        self.classifiers: dict[str, Any] = {}  # vid -> tuneterm.workers.classifier.Classifier
         for v in variants:
             if v.classifier_path is not None:
-                from tuneterm.workers.classifier import load_classifier
+                from tuneterm.workers.classifier import Classifier, load_classifier
 
-                self.classifiers[v.vid] = load_classifier(v.classifier_path)
+                # a feature classifier reads this group's model (no second copy of the base)
+                self.classifiers[v.vid] = Classifier(load_classifier(v.classifier_path, dtype, device), backbone=self)
         self.model.eval()
         self.load_seconds = time.perf_counter() - started
         self.device = next(self.model.parameters()).device
@@ -157,7 +158,7 @@ class LocalGroup:
             out.update(adapter=digest, size_bytes=base_size + size, adapter_bytes=size, kind="adapter")
         out["classifier"] = None
         if v.classifier_path is not None:
-            blob = self.classifiers[vid]
+            blob = self.classifiers[vid].blob
             digest, size = folder_digest(v.classifier_path)
             out.update(classifier=_sha_text(json.dumps([digest, blob.get("layer"), blob.get("pooling")])),
                        size_bytes=base_size + size, kind="classifier")
@@ -169,18 +170,11 @@ class LocalGroup:
         return vid in self.classifiers
 
     def classify(self, vid: str, texts: list[str], batch_size: int = 16) -> list[str]:
-        """The classifier's labels for ``texts``: features from this group's model (no second copy),
-        exactly as ``tuneterm.workers.classifier.predict`` computes them."""
-        from types import SimpleNamespace
-
-        from tuneterm.workers.classifier import embed
-
-        blob = self.classifiers[vid]
-        if "head" in blob:  # a classification head (job kind cls_head) reads the texts itself
-            return blob["head"].predict(list(texts), batch_size)
-        loaded = SimpleNamespace(model=self.model, tokenizer=self.tokenizer)
-        feats = embed(loaded, list(texts), blob["layer"], blob["pooling"], batch_size=batch_size)
-        return [str(label) for label in blob["classifier"].predict(feats)]
+        """The classifier's labels for ``texts``, by the one predict path that ``tuneterm chat`` and
+        ``tuneterm serve`` use too (:meth:`tuneterm.workers.classifier.Classifier.predict`); a feature
+        classifier reads the hidden states of this group's base (adapters off)."""
+        with self.activate(vid):
+            return self.classifiers[vid].predict(list(texts), batch_size)
 
     @contextlib.contextmanager
     def activate(self, vid: str) -> Iterator[None]:

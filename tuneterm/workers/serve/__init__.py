@@ -11,7 +11,8 @@ error shape (:mod:`.schemas`), back-pressure (:mod:`.admission`), one request's 
 (:mod:`.generation`), answer shapes (:mod:`.chat`), counters (:mod:`.metrics`). Generation goes
 through :mod:`tuneterm.workers.variants`: requests to the variants of one base model (the base,
 its LoRA adapters, few-shot references over them) are decoded together in one batch
-(:mod:`tuneterm.workers.batcher`) in the decode loop's own thread.
+(:mod:`tuneterm.workers.batcher`) in the decode loop's own thread. A classifier artifact
+(:mod:`tuneterm.workers.served_classifier`) answers a chat with its label, outside the decode loop.
 """
 
 from tuneterm.workers.serve.app import ChatServer, make_server, serve_in_thread

@@ -115,11 +115,13 @@ class ChatServer:
         return self.state.admission
 
     def _prepare(self, variants: dict[str, ServedModel]) -> None:
-        """Give every group a decode loop wide enough for ``--max-running`` rows."""
+        """Give every group a decode loop wide enough for ``--max-running`` rows (a classifier has none)."""
         from tuneterm.workers.batcher import Batcher
 
         width = self.state.admission.max_running
         for group in {id(v.group): v.group for v in variants.values()}.values():
+            if getattr(group, "is_classifier", False):
+                continue
             with group.lock:
                 if group.batcher is None and not group.lean_loop and not getattr(group.model, "is_llamacpp", False):
                     group.batcher = Batcher(group.model, group.tokenizer, mixed_adapters=group.is_peft,

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from tuneterm.core.generation import GenerationParams, GenerationStats
 from tuneterm.workers.serve.chat import usage
-from tuneterm.workers.serve.schemas import ApiError, check_fields, check_model, sampling
+from tuneterm.workers.serve.schemas import ApiError, check_fields, check_model, refuse_classifier, sampling
 from tuneterm.workers.variants import ServedModel
 
 DEFAULT_MAX_TOKENS = 16
@@ -115,6 +115,7 @@ def parse_completion(body: Any, variants: dict[str, ServedModel], stats: Generat
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     variant = variants[check_model(body, variants)]
+    refuse_classifier(variant, "/v1/completions")
     check_fields(body, COMPLETION_FIELDS, "completions")
     if variant.fewshot is not None:
         raise ApiError(400, "a few-shot model has no raw-prompt form; use /v1/chat/completions", param="model")

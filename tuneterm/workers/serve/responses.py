@@ -9,7 +9,8 @@ import uuid
 from typing import Any
 
 from tuneterm.core.generation import GenerationParams, GenerationStats
-from tuneterm.workers.serve.schemas import ApiError, DEFAULT_MAX_TOKENS, check_fields, check_model, sampling
+from tuneterm.workers.serve.schemas import (ApiError, DEFAULT_MAX_TOKENS, check_fields, check_model, refuse_classifier,
+                                            sampling)
 from tuneterm.workers.variants import ServedModel
 
 RESPONSE_FIELDS: dict[str, str] = {
@@ -28,6 +29,7 @@ def parse_response_request(body: Any, variants: dict[str, ServedModel]) -> tuple
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     variant = variants[check_model(body, variants)]
+    refuse_classifier(variant, "/v1/responses")
     check_fields(body, RESPONSE_FIELDS, "responses")
     for name, neutral in (("text", ({"format": {"type": "text"}},)), ("tools", ([],)), ("tool_choice", ("none", "auto")),
                           ("truncation", ("disabled",)), ("store", (False,))):

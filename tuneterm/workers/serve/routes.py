@@ -109,9 +109,13 @@ async def metrics(request: Request) -> Response:
 
 def model_card(state: "ServeState", model_id: str) -> dict:
     v = state.variants[model_id]
+    kind = "classifier" if v.is_classifier else "fewshot" if v.fewshot is not None else \
+        "adapter" if v.adapter is not None else "model"
     return {
         "id": v.model_id, "object": "model", "created": state.created, "owned_by": "tuneterm",
-        "tuneterm": {"adapter": v.adapter is not None, "base": v.group.key, "engine": v.engine(),
+        "tuneterm": {"kind": kind, "adapter": v.adapter is not None, "base": v.group.key, "engine": v.engine(),
+                     "classifier": {"method": v.classifier.method, "labels": v.classifier.labels,
+                                    "label": v.label()} if v.is_classifier else None,
                      "fewshot": {"k": v.fewshot.k, "pool": v.fewshot.pool, "strategy": v.fewshot.strategy}
                      if v.fewshot is not None else None,
                      "memory_bytes": v.group.memory_bytes(), "shared_with": [
@@ -142,6 +146,10 @@ async def chat_completions(request: Request) -> Any:
     state = _state(request)
     req = parse_request(await read_json(request), state.variants)
     stats = GenerationStats()
+    if req.variant.is_classifier:  # one label for the last user message: no decode loop, no batcher
+        return Generation(state, "chat.completions",
+                          lambda cancel: req.variant.stream(req.messages, req.params, stats, cancel),
+                          stats, ChatRenderer(req.variant.model_id, req.include_usage), req.stream, arrived)
     extra: dict[str, Any] = {}
     from tuneterm.workers.serve.tools import plan_tools
 

@@ -91,6 +91,8 @@ def parse_request(body: Any, variants: dict[str, ServedModel]) -> ChatRequest:
     model = check_model(body, variants)
     check_fields(body, CHAT_FIELDS, "chat.completions")
     messages = _messages(body.get("messages"))
+    if variants[model].is_classifier:
+        check_classifier_chat(body, messages, variants[model])
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS
@@ -120,6 +122,35 @@ def _logprobs(body: dict) -> int | None:
         if not wanted:
             raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     return (top or 0) if wanted else None
+
+
+# chat fields that cannot apply to a classifier's answer (one label), with their neutral values
+CLASSIFIER_REFUSED: dict[str, tuple] = {
+    "logprobs": (False,), "top_logprobs": (), "tools": ([],), "tool_choice": ("none", "auto"),
+    "response_format": ({"type": "text"},),
+}
+
+
+def check_classifier_chat(body: dict, messages: list[dict], variant: ServedModel) -> None:
+    """A classifier answers with one of its labels: refuse (400, naming the field) log-probabilities,
+    tools and structured output, and a conversation without a user message (the text it reads)."""
+    for name, neutral in CLASSIFIER_REFUSED.items():
+        value = body.get(name)
+        if value is None or value in neutral:
+            continue
+        raise ApiError(400, f"{name}: {variant.model_id} is a classifier ({variant.describe()}); it answers with one "
+                            f"of its labels, so {name} does not apply", param=name, code="unsupported_parameter")
+    if not any(m["role"] == "user" for m in messages):
+        raise ApiError(400, f"{variant.model_id} is a classifier: it reads the last user message, and messages has "
+                            "none", param="messages")
+
+
+def refuse_classifier(variant: ServedModel, endpoint: str) -> None:
+    """``/v1/completions`` and ``/v1/responses`` have no form for a classifier: a 400 naming ``model``."""
+    if variant.is_classifier:
+        raise ApiError(400, f"{variant.model_id} is a classifier ({variant.describe()}): it answers "
+                            f"/v1/chat/completions with a label, not {endpoint}", param="model",
+                       code="model_is_classifier")
 
 
 def check_model(body: dict, variants: dict[str, ServedModel]) -> str:
