@@ -210,7 +210,11 @@ def quantize_gguf(parent: Parent, q: dict, art: Path, scratch: Path | None = Non
             entries = kquant.write_imatrix(stats, imatrix, lambda n: gguf_export.gguf_name(n, arch, n_blocks), label)
             extra["imatrix"] = {"file": imatrix.name, "entries": entries, "tokens": tokens, "data": label}
         emit(type="quantize", phase="llama_quantize", outtype=outtype)
-        extra["quantizer"] = kquant.quantize_file(source, art / name, outtype, imatrix=imatrix)
+        embedding_type = q.get("embedding_type", "auto")
+        extra["quantizer"] = kquant.quantize_file(source, art / name, outtype, imatrix=imatrix,
+                                                  embedding_type=embedding_type)
+        if embedding_type != "auto":
+            extra["embedding_type"] = embedding_type
         source.unlink(missing_ok=True)
     else:
         gguf_export.export(parent.model, parent.tokenizer, art / name, outtype,
@@ -226,7 +230,10 @@ def quantize_gguf(parent: Parent, q: dict, art: Path, scratch: Path | None = Non
     bits = {"f32": 32, "f16": 16, "q8_0": 8, **kquant.BITS}[outtype]
     return {"method": "gguf", "bits": bits, "format": "gguf", "file": name, "outtype": outtype,
             "tensors": len(back["tensors"]), "tokenizer_pre": back["tokenizer_pre"], "device": "cpu",
-            "gguf_types": sorted(set(t for _, t in back["tensors"].values())), **extra}
+            "gguf_types": sorted(set(t for _, t in back["tensors"].values())),
+            # the token embedding and output layer as written (one matrix when the model ties them)
+            "embedding_tensors": {n: back["tensors"][n][1] for n in ("token_embd.weight", "output.weight")
+                                  if n in back["tensors"]}, **extra}
 
 
 def imatrix_texts(parent: Parent, limit: int = 128) -> tuple[list[str], str]:
