@@ -192,6 +192,14 @@ def main(argv: list[str]) -> int:
             row.name, row.data, row.size = name.encode(), ctypes.cast(buf, ctypes.POINTER(ctypes.c_float)), len(values)
         keep.append(table)
         params.imatrix = ctypes.cast(table, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+        # the metadata llama-quantize writes with a matrix (the terminator is the zeroed last entry)
+        kv = (llama_cpp.llama_model_kv_override * 3)()
+        kv[0].tag, kv[0].key, kv[0].value.val_str = (llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR, b"quantize.imatrix.file",
+                                                     options["--imatrix"].encode()[:127])
+        kv[1].tag, kv[1].key, kv[1].value.val_i64 = (llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT,
+                                                     b"quantize.imatrix.entries_count", len(entries))
+        keep.append(kv)
+        params.kv_overrides = ctypes.cast(kv, ctypes.POINTER(llama_cpp.llama_model_kv_override))
     rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
     if rc != 0:
         print(f"llama_model_quantize returned {rc}", file=sys.stderr)

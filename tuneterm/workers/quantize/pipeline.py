@@ -320,8 +320,8 @@ def quantize(parent_ref: str, method: str, config: dict, out_dir: Path, emit: Em
     qload = time.perf_counter() - started
     parent_side = quant_gate.Side(parent.model, parent.tokenizer, parent.load_s, parent.disk_bytes,
                                   label=parent_ref + (" (adapter merged)" if parent.merged else ""))
-    quant_side = quant_gate.Side(qmodel, qtok, qload, size, label=f"{method}" + (f" {facts['outtype']}" if method == "gguf" else ""),
-                                 info=info)
+    qlabel = f"gguf {facts['outtype']}{' imatrix' if facts.get('imatrix') else ''}" if method == "gguf" else method
+    quant_side = quant_gate.Side(qmodel, qtok, qload, size, label=qlabel, info=info)
     from tuneterm.workers.quantize import tokcheck
 
     emit(type="gate", phase="tokenizer")
