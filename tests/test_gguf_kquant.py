@@ -166,21 +166,19 @@ def test_an_importance_matrix_goes_to_llama_quantize(tiny_model_dir):
 
 
 @needs_llamacpp
-def test_the_embedding_type_reaches_llama_model_quantize(tiny_model_dir, monkeypatch, tmp_path):
-    """Through llama-cpp-python's binding (no llama-quantize on PATH or beside Python): the tied
-    embedding gets quant.embedding_type; without it, llama.cpp's own choice (q8_0 for 64-wide rows)."""
+def test_the_embedding_type_reaches_llama_model_quantize(tiny_model_dir, monkeypatch):
+    """Through llama-cpp-python's binding (as without llama-quantize): the tied embedding gets
+    quant.embedding_type; without it, llama.cpp's own choice (q8_0 for 64-wide rows)."""
     import json
-    import sys
 
     from tests.test_quant_cpu import run_job
+    from tuneterm.workers.quantize import kquant
 
-    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "empty-bin" / "python"))
-    assert llama_quantize_path() is None
+    monkeypatch.setattr(kquant, "llama_quantize_tool", lambda: None)
     quants = {}
     for etype in ("f16", "auto"):
         info = run_job(tiny_model_dir, "gguf", "quant.outtype=q4_k_m", f"quant.embedding_type={etype}",
-                       "gate.max_ppl_increase=100", "gate.enabled=false")
+                       "gate.max_ppl_increase=100")
         quants[etype] = json.loads((info.dir / "output" / "quality.json").read_text())["quant"]
     assert quants["f16"]["quantizer"].startswith("llama_model_quantize")
     assert quants["f16"]["embedding_type"] == "f16" and quants["f16"]["embedding_tensors"] == {"token_embd.weight": "F16"}
