@@ -51,14 +51,16 @@ def test_a_4_bit_gguf_type_gets_the_4_bit_perplexity_limit_unless_one_is_given()
         "max_ppl_increase"] == 0.07
 
 
-def test_q4_k_m_gets_an_importance_matrix_unless_the_recipe_or_command_line_says_otherwise():
+def test_the_four_measured_llama_cpp_types_get_an_importance_matrix_unless_told_otherwise():
     from tuneterm.core.quantize_config import resolve
 
-    assert resolve("m", "gguf", overrides=["quant.outtype=q4_k_m"])["quant"]["imatrix"] is True
+    for outtype in ("q4_k_m", "q5_k_m", "q6_k", "iq4_xs"):
+        assert resolve("m", "gguf", overrides=[f"quant.outtype={outtype}"])["quant"]["imatrix"] is True
     assert resolve("m", "gguf", overrides=["quant.outtype=q4_k_m", "quant.imatrix=false"])["quant"]["imatrix"] is False
+    assert resolve("m", "gguf", overrides=["quant.outtype=q4_k_m", "imatrix=false"])["quant"]["imatrix"] is False
     assert resolve("m", "gguf", {"quant": {"imatrix": False}}, ["quant.outtype=q4_k_m"])["quant"]["imatrix"] is False
     assert resolve("m", "gguf", {"quant": {"outtype": "q4_k_m"}})["quant"]["imatrix"] is True
-    for other in ("q8_0", "q6_k", "q5_k_m", "iq4_xs"):
+    for other in ("q8_0", "f16", "q4_k_s", "q3_k_m"):  # tuneterm's own types; llama.cpp types not measured
         assert resolve("m", "gguf", overrides=[f"quant.outtype={other}"])["quant"]["imatrix"] is False
 
 

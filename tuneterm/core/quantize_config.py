@@ -30,7 +30,7 @@ DEFAULTS: dict = {
         "double_quant": False,  # bnb 4-bit: quantize the quantization constants too
         "int8_threshold": 6.0,  # bnb-int8: outlier threshold of LLM.int8()
         "outtype": "q8_0",  # gguf: f32 | f16 | q8_0 (tuneterm) | q4_k_m | q5_k_m | q6_k | iq4_xs ... (llama.cpp)
-        "imatrix": False,  # gguf K-quants: an importance matrix from calibration text and the parent's training data (q4_k_m: on unless set)
+        "imatrix": False,  # gguf K-quants: an importance matrix from calibration text and the parent's training data (q4_k_m, q5_k_m, q6_k, iq4_xs: on unless set)
         "embedding_type": "auto",  # gguf K-quants: type of the token embedding and output layer (auto: llama.cpp's)
         "tokenizer_pre": "auto",  # gguf: llama.cpp pre-tokenizer name (auto: detected)
         "bits": 8,  # int8-*: 8 (fewer bits = deliberately lossy, for tests of the gate)
@@ -279,7 +279,9 @@ def validate(config: dict, source: str = "config") -> dict:
 
 
 LLAMACPP_TYPES = GGUF_OUTTYPES[3:]  # made by llama.cpp's quantizer, not by tuneterm's writer
-IMATRIX_BY_DEFAULT = ("q4_k_m",)  # quant.imatrix turns on unless the recipe or the command line sets it
+# quant.imatrix turns on for these unless the recipe or the command line sets it: the four types issue 23
+# names, each measured better with a matrix (docs/gguf.md); the other K-quants were not measured
+IMATRIX_BY_DEFAULT = ("q4_k_m", "q5_k_m", "q6_k", "iq4_xs")
 LOW_BIT_GGUF = ("q4_k_m", "iq4_xs", "q4_k_s", "q3_k_m", "q2_k")  # gate.max_ppl_increase defaults to 0.15
 LLAMACPP_HINT = ("pip install 'tuneterm[gguf]' (llama-cpp-python; docs/gguf.md gives the CMAKE_ARGS of a portable "
                  "build), or put llama.cpp's llama-quantize on PATH (scripts/build_llama_quantize.sh builds it "

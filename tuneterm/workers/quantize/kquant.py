@@ -144,6 +144,18 @@ def write_imatrix(stats: dict, path: Path, gguf_name_of, dataset: str = "tuneter
     return len(entries)
 
 
+def imatrix_file(model: Any, tokenizer: Any, texts: list[str], path: Path, label: str) -> dict:
+    """Compute the importance matrix of ``model`` on ``texts`` and write it to ``path`` under the
+    model's GGUF tensor names; returns what quality.json records of it."""
+    from tuneterm.workers.quantize import gguf as gguf_export
+
+    stats, tokens = compute_imatrix(model, tokenizer, texts)
+    arch = gguf_export.arch_of(model.config, model) or "llama"
+    n_blocks = model.config.num_hidden_layers
+    entries = write_imatrix(stats, path, lambda n: gguf_export.gguf_name(n, arch, n_blocks), label)
+    return {"file": Path(path).name, "entries": entries, "tokens": tokens, "data": label}
+
+
 def read_imatrix(path: Path) -> dict[str, list[float]]:
     """The entries of an imatrix file as ``llama-quantize`` reads them (name -> values / calls)."""
     import numpy as np

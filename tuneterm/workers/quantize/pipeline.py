@@ -203,12 +203,8 @@ def quantize_gguf(parent: Parent, q: dict, art: Path, scratch: Path | None = Non
         if q.get("imatrix"):
             texts, label = imatrix_texts(parent)
             emit(type="quantize", phase="imatrix", texts=len(texts))
-            stats, tokens = kquant.compute_imatrix(parent.model, parent.tokenizer, texts)
-            arch = gguf_export.arch_of(parent.model.config, parent.model) or "llama"
-            n_blocks = parent.model.config.num_hidden_layers
             imatrix = art / "imatrix.dat"
-            entries = kquant.write_imatrix(stats, imatrix, lambda n: gguf_export.gguf_name(n, arch, n_blocks), label)
-            extra["imatrix"] = {"file": imatrix.name, "entries": entries, "tokens": tokens, "data": label}
+            extra["imatrix"] = kquant.imatrix_file(parent.model, parent.tokenizer, texts, imatrix, label)
         emit(type="quantize", phase="llama_quantize", outtype=outtype)
         embedding_type = q.get("embedding_type", "auto")
         extra["quantizer"] = kquant.quantize_file(source, art / name, outtype, imatrix=imatrix,
