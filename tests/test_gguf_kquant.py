@@ -250,11 +250,12 @@ def test_llama_quantize_is_found_beside_this_python_when_not_on_path(cli, monkey
     tool.chmod(0o755)
     assert llama_quantize_path() == str(tool)
     code, out, _ = cli("doctor")
-    assert f"ok llama-quantize (quant.imatrix=true): {tool}" in out
+    assert f"ok llama-quantize (llama.cpp's quantizer program): {tool}" in out
     monkeypatch.setenv("TUNETERM_NO_LLAMACPP", "1")
     assert llama_quantize_path() is None
     code, out, _ = cli("doctor")
-    assert "llama-quantize (quant.imatrix=true): not found: scripts/build_llama_quantize.sh" in out
+    assert "llama-quantize (llama.cpp's quantizer program): not found (optional" in out
+    assert "scripts/build_llama_quantize.sh builds it" in out
 
 
 def test_every_llama_cpp_type_the_config_accepts_has_a_quantizer_type_and_a_width():

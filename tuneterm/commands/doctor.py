@@ -132,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"{ok if lc['usable'] else '   '}llama.cpp (GGUF engine): " + (
         f"llama-cpp-python {lc['version']}; {lc['system_info']}" if lc["usable"] else lc["note"]))
     lq = report["llama_quantize"]
-    lines.append(f"{ok if lq else '   '}llama-quantize (quant.imatrix=true): " + (
-        lq if lq else "not found: scripts/build_llama_quantize.sh builds it into .venv/bin"))
+    lines.append(f"{ok if lq else '   '}llama-quantize (llama.cpp's quantizer program): " + (
+        lq if lq else "not found (optional with llama-cpp-python; scripts/build_llama_quantize.sh builds it into .venv/bin)"))
     m = report["embedded_model"]
     if m["installed"]:
         state = "converted and cached" if m["converted"] else "installed; converted on first use (~20 s)"
