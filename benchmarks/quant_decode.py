@@ -302,7 +302,13 @@ def gguf_rows(parent, scratch: Path, prompts: list[str], texts: list[str], n: in
         files["q8_0"] = folder / "model-q8_0.gguf"
         gguf_export.export(parent.model, parent.tokenizer, files["q8_0"], "q8_0")
         gguf_export.export(parent.model, parent.tokenizer, folder / "model-f16.gguf", "f16")
-        kquant.quantize_file(folder / "model-f16.gguf", folder / "model-q4_k_m.gguf", "q4_k_m")
+        # as a quantize job makes it: q4_k_m gets an importance matrix from the calibration texts by default
+        from tuneterm.workers.quantize.pipeline import calibration_texts
+
+        imatrix = folder / "imatrix.dat"
+        kquant.imatrix_file(parent.model, parent.tokenizer, calibration_texts(parent.tokenizer), imatrix,
+                            "tuneterm calibration texts")
+        kquant.quantize_file(folder / "model-f16.gguf", folder / "model-q4_k_m.gguf", "q4_k_m", imatrix=imatrix)
         files["q4_k_m"] = folder / "model-q4_k_m.gguf"
     except Exception as exc:
         log(f"  an export failed: {type(exc).__name__}: {str(exc)[:200]}")

@@ -59,6 +59,9 @@ def collect() -> dict:
     from tuneterm.workers import llamacpp
 
     report["llamacpp"] = llamacpp.status()
+    from tuneterm.core.quantize_config import llama_quantize_path
+
+    report["llama_quantize"] = llama_quantize_path()
 
     model: dict = {"reference": modelref.EMBEDDED_NAME}
     ws = workspace(create=False)
@@ -128,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
     lc = report["llamacpp"]
     lines.append(f"{ok if lc['usable'] else '   '}llama.cpp (GGUF engine): " + (
         f"llama-cpp-python {lc['version']}; {lc['system_info']}" if lc["usable"] else lc["note"]))
+    lq = report["llama_quantize"]
+    lines.append(f"{ok if lq else '   '}llama-quantize (llama.cpp's quantizer program): " + (
+        lq if lq else "not found (optional with llama-cpp-python; scripts/build_llama_quantize.sh builds it into .venv/bin)"))
     m = report["embedded_model"]
     if m["installed"]:
         state = "converted and cached" if m["converted"] else "installed; converted on first use (~20 s)"

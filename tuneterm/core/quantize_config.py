@@ -30,7 +30,8 @@ DEFAULTS: dict = {
         "double_quant": False,  # bnb 4-bit: quantize the quantization constants too
         "int8_threshold": 6.0,  # bnb-int8: outlier threshold of LLM.int8()
         "outtype": "q8_0",  # gguf: f32 | f16 | q8_0 (tuneterm) | q4_k_m | q5_k_m | q6_k | iq4_xs ... (llama.cpp)
-        "imatrix": False,  # gguf K-quants: an importance matrix from calibration text (needs llama-quantize on PATH)
+        "imatrix": False,  # gguf K-quants: an importance matrix from calibration text and the parent's training data (q4_k_m, q5_k_m, q6_k, iq4_xs: on unless set)
+        "embedding_type": "auto",  # gguf K-quants: type of the token embedding and output layer (auto: llama.cpp's)
         "tokenizer_pre": "auto",  # gguf: llama.cpp pre-tokenizer name (auto: detected)
         "bits": 8,  # int8-*: 8 (fewer bits = deliberately lossy, for tests of the gate)
         "quantize_embedding": False,  # int8-*: store the token embedding as int8 too (smaller, a little less exact)
@@ -213,6 +214,10 @@ def resolve(model: str, method: str | None = None, recipe: dict | None = None,
     if config["method"] == "gguf" and outtype in LOW_BIT_GGUF and not _given_gate(recipe, overrides, "max_ppl_increase"):
         # 4 bits and fewer cost more than 8 (as the bnb 4-bit recipes say): fail above +15%, not +5%
         config["gate"]["max_ppl_increase"] = 0.15
+    if (config["method"] == "gguf" and outtype in IMATRIX_BY_DEFAULT and not _given(recipe_q, overrides, "imatrix")
+            and not config["quant"]["imatrix"]):
+        # measured (docs/gguf.md): q4_K_M of the embedded model +11.6% perplexity without a matrix, +4.3% with one
+        config["quant"]["imatrix"] = True
     if config["method"] in _FIXED_BITS:  # bitsandbytes and GGUF types fix their own width
         config["quant"]["bits"] = _FIXED_BITS[config["method"]]
     return validate(config, source)
@@ -231,6 +236,7 @@ CHOICES = {
     "method": METHODS,
     "quant.device": ("cpu", "cuda", "auto"),
     "quant.outtype": GGUF_OUTTYPES,
+    "quant.embedding_type": ("auto", "f16", "bf16", "q8_0", "q6_k", "q5_k", "q4_k"),
     "quant.compute_dtype": ("float32", "bfloat16", "float16"),
 }
 BOUNDS = {
@@ -273,9 +279,13 @@ def validate(config: dict, source: str = "config") -> dict:
 
 
 LLAMACPP_TYPES = GGUF_OUTTYPES[3:]  # made by llama.cpp's quantizer, not by tuneterm's writer
+# quant.imatrix turns on for these unless the recipe or the command line sets it: the four types issue 23
+# names, each measured better with a matrix (docs/gguf.md); the other K-quants were not measured
+IMATRIX_BY_DEFAULT = ("q4_k_m", "q5_k_m", "q6_k", "iq4_xs")
 LOW_BIT_GGUF = ("q4_k_m", "iq4_xs", "q4_k_s", "q3_k_m", "q2_k")  # gate.max_ppl_increase defaults to 0.15
 LLAMACPP_HINT = ("pip install 'tuneterm[gguf]' (llama-cpp-python; docs/gguf.md gives the CMAKE_ARGS of a portable "
-                 "build), or put llama.cpp's llama-quantize on PATH")
+                 "build), or put llama.cpp's llama-quantize on PATH (scripts/build_llama_quantize.sh builds it "
+                 "into .venv/bin)")
 
 
 def llama_cpp_python_installed() -> bool:
@@ -291,24 +301,33 @@ def llama_cpp_python_installed() -> bool:
         return False
 
 
-def check_gguf_tools(outtype: str, imatrix: bool) -> None:
-    """Refuse, before a job exists, a GGUF type or an importance matrix this install cannot make."""
+def llama_quantize_path() -> str | None:
+    """llama.cpp's ``llama-quantize``: on PATH, else beside this Python (``scripts/build_llama_quantize.sh``
+    installs it into ``.venv/bin``, which is not on PATH when the venv is not activated).
+    TUNETERM_NO_LLAMACPP hides it, as it hides llama-cpp-python."""
+    import os
     import shutil
+    import sys
 
+    if os.environ.get("TUNETERM_NO_LLAMACPP"):
+        return None
+    found = shutil.which("llama-quantize")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "llama-quantize"
+    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None
+
+
+def check_gguf_tools(outtype: str, imatrix: bool, embedding_type: str = "auto") -> None:
+    """Refuse, before a job exists, a GGUF type or an importance matrix this install cannot make."""
     if outtype not in LLAMACPP_TYPES:
-        if imatrix:
-            raise ConfigError("quant.imatrix applies to llama.cpp's quant types only",
-                              [("quant.outtype", outtype)], "use e.g. quant.outtype=q4_k_m, or quant.imatrix=false")
+        if imatrix or embedding_type != "auto":
+            key = "quant.imatrix" if imatrix else "quant.embedding_type"
+            raise ConfigError(f"{key} applies to llama.cpp's quant types only",
+                              [("quant.outtype", outtype)], f"use e.g. quant.outtype=q4_k_m, or drop {key}")
         return
-    tool = shutil.which("llama-quantize")
-    if imatrix and tool is None:
-        raise ConfigError(
-            "quant.imatrix needs llama.cpp's llama-quantize on PATH",
-            [("quant.outtype", outtype), ("quant.imatrix", "true")],
-            "build llama.cpp (cmake -B build && cmake --build build --target llama-quantize) and put build/bin "
-            "on PATH, or set quant.imatrix=false",
-        )
-    if tool is None and not llama_cpp_python_installed():
+    # an importance matrix goes to llama-quantize, or to llama-cpp-python's llama_model_quantize: either will do
+    if llama_quantize_path() is None and not llama_cpp_python_installed():
         raise ConfigError(f"quant.outtype={outtype} is made by llama.cpp's quantizer, which is not installed",
                           [("quant.outtype", outtype)], LLAMACPP_HINT)
 

@@ -85,20 +85,23 @@ def warn_fallback(ref: str, path: Path) -> None:
         print(fallback_note(ref, path), file=sys.stderr, flush=True)
 
 
-def quant_label(path: Path, file_type: Any = None) -> str:
-    """``Q4_1, 92 MiB``: the file's quant type (from its metadata) and size."""
-    if file_type is None:
+def quant_label(path: Path, file_type: Any = None, imatrix: bool | None = None) -> str:
+    """``Q4_1, 92 MiB``: the file's quant type (from its metadata) and size; ``Q4_K_M imatrix, 101 MiB``
+    when llama.cpp's quantizer weighted the rounding by an importance matrix."""
+    if file_type is None or imatrix is None:
         try:
             from tuneterm.workers.quantize.gguf import read_back
 
-            file_type = read_back(path).get("file_type")
+            meta = read_back(path)
+            file_type = meta.get("file_type") if file_type is None else file_type
+            imatrix = bool(meta.get("imatrix_entries")) if imatrix is None else imatrix
         except Exception:
-            file_type = None
+            pass
     try:
         kind = FILE_TYPES.get(int(file_type), f"type {file_type}") if file_type is not None else "gguf"
     except (TypeError, ValueError):
         kind = str(file_type)
-    return f"{kind}, {Path(path).stat().st_size / 2**20:.0f} MiB"
+    return f"{kind}{' imatrix' if imatrix else ''}, {Path(path).stat().st_size / 2**20:.0f} MiB"
 
 
 class _Bytes:
@@ -224,7 +227,7 @@ class LlamaCppEngine:
         return self.path.stat().st_size
 
     def label(self) -> str:
-        return f"llama.cpp, {quant_label(self.path, self.info.get('file_type'))}"
+        return f"llama.cpp, {quant_label(self.path, self.info.get('file_type'), bool(self.info.get('imatrix')))}"
 
     def tokenize(self, text: str, special: bool = False, add_bos: bool = False) -> list[int]:
         return list(self.call({"op": "tokenize", "text": text, "special": special, "add_bos": add_bos})["ids"])

@@ -61,7 +61,7 @@ class Worker:
         return {"ok": True, "eog": self.eog, "chat_template": self.template, "n_ctx": self.n_ctx, "score_ctx": self.score_ctx,
                 "n_threads": self.n_threads, "n_vocab": self.llm.n_vocab(), "bos": self.bos_id, "eos": self.eos_id,
                 "architecture": meta.get("general.architecture"), "file_type": meta.get("general.file_type"),
-                "name": meta.get("general.name"),
+                "name": meta.get("general.name"), "imatrix": bool(meta.get("quantize.imatrix.entries_count")),
                 "system_info": llama_cpp.llama_print_system_info().decode(errors="replace"),
                 "llama_cpp_python": getattr(llama_cpp, "__version__", "")}
 

@@ -318,7 +318,8 @@ def plan_quantize(model: str, *, method: str | None = None, recipe: str | Path |
 
         store.resolve_path(data, None)
     if config["method"] == "gguf":  # a K-quant needs llama.cpp's quantizer: say so before a job exists
-        qconfig.check_gguf_tools(config["quant"]["outtype"], bool(config["quant"].get("imatrix")))
+        qconfig.check_gguf_tools(config["quant"]["outtype"], bool(config["quant"].get("imatrix")),
+                                 config["quant"].get("embedding_type", "auto"))
     devices = ("cuda:0",) if config["method"].startswith("bnb-") and config["quant"]["device"] == "cuda" else ()
     return _frozen("quantize", config, name or f"{config['method']} {model}",
                    f"{config['method']} of {config['model']}", devices=devices)

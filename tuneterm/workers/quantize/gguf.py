@@ -291,6 +291,7 @@ def read_back(path: Path) -> dict:
         "vocab_size": len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else 0,
         "chat_template": field("tokenizer.chat_template"),
         "tokenizer_pre": field("tokenizer.ggml.pre"),
+        "imatrix_entries": field("quantize.imatrix.entries_count"),  # set by llama.cpp's quantizer with a matrix
         "tensors": tensors,
     }
 

@@ -6,8 +6,10 @@ GGUF with its own converter (:mod:`tuneterm.workers.quantize.gguf`) and hands it
 - ``llama_model_quantize`` through llama-cpp-python (``tuneterm[gguf]``), run in a process of its
   own (``python -m tuneterm.workers.quantize.kquant SRC DST TYPE THREADS``: llama.cpp is never loaded
   into a torch process), or
-- ``llama-quantize`` when it is on PATH (llama.cpp's command-line tool), which is also the only way
-  to use an importance matrix: the C API takes it as a C++ map that Python cannot build.
+- ``llama-quantize`` when it is on PATH or beside this Python (llama.cpp's command-line tool;
+  ``scripts/build_llama_quantize.sh`` builds it). tuneterm prefers it for an importance matrix (it
+  also records the matrix in the file's metadata); without it, the matrix goes to
+  ``llama_model_quantize`` as the C array llama.cpp 0.3.36's API takes.
 
 With ``quantize.imatrix = true`` tuneterm computes the importance matrix itself, in torch, on the
 job's calibration text (the mean of each Linear input column's squared activation, what
@@ -15,11 +17,14 @@ job's calibration text (the mean of each Linear input column's squared activatio
 
 Tensors whose row length is not a multiple of 256 (the K-quant block) get llama.cpp's fallback
 type (q5_0/q5_1/q8_0); llama.cpp chooses them, the file's type stays the one asked for.
+
+``quant.embedding_type`` sets the type of the token embedding and of the output layer (llama.cpp's
+``--token-embedding-type`` and ``--output-tensor-type``; in a model that ties them, llama.cpp stores
+the one matrix with the output layer's type). ``auto`` leaves llama.cpp's choice.
 """
 
 from __future__ import annotations
 
-import shutil
 import struct
 import subprocess
 import sys
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneterm.core.errors import ConfigError, RuntimeFailure
-from tuneterm.core.quantize_config import LLAMACPP_HINT
+from tuneterm.core.quantize_config import LLAMACPP_HINT, llama_quantize_path
 
 # outtype -> (llama.cpp's llama_ftype number, llama-quantize's type name)
 TYPES = {
@@ -35,10 +40,12 @@ TYPES = {
     "q6_k": (18, "Q6_K"), "q3_k_m": (12, "Q3_K_M"), "q2_k": (10, "Q2_K"), "iq4_xs": (30, "IQ4_XS"),
 }
 BITS = {"q4_k_m": 4, "q4_k_s": 4, "q5_k_m": 5, "q5_k_s": 5, "q6_k": 6, "q3_k_m": 3, "q2_k": 2, "iq4_xs": 4}
+# quant.embedding_type -> ggml's type number (enum ggml_type), for llama_model_quantize_params
+GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_k": 12, "q5_k": 13, "q6_k": 14, "bf16": 30}
 
 
 def llama_quantize_tool() -> str | None:
-    return shutil.which("llama-quantize")
+    return llama_quantize_path()
 
 
 def binding_available() -> bool:
@@ -47,22 +54,29 @@ def binding_available() -> bool:
     return llamacpp.available()
 
 
-def quantize_file(src: Path, dst: Path, outtype: str, threads: int | None = None, imatrix: Path | None = None) -> str:
-    """Quantize the f16/f32 GGUF ``src`` into ``dst`` as ``outtype``; returns the tool used."""
+def quantize_file(src: Path, dst: Path, outtype: str, threads: int | None = None, imatrix: Path | None = None,
+                  embedding_type: str = "auto") -> str:
+    """Quantize the f16/f32 GGUF ``src`` into ``dst`` as ``outtype``; returns the tool used.
+    ``embedding_type`` (a key of GGML_TYPES, or "auto") types the token embedding and the output layer."""
     ftype, name = TYPES[outtype]
     from tuneterm.workers.threadplan import usable_cores
 
     threads = threads or usable_cores()
     tool = llama_quantize_tool()
-    if imatrix is not None or (tool is not None and not binding_available()):
-        if tool is None:
-            raise ConfigError("quant.imatrix needs llama.cpp's llama-quantize on PATH", [("quant.outtype", outtype)],
-                              LLAMACPP_HINT)
-        cmd = [tool] + (["--imatrix", str(imatrix)] if imatrix is not None else []) + [str(src), str(dst), name, str(threads)]
+    binding = binding_available()
+    if tool is not None and (imatrix is not None or not binding):
+        cmd = [tool] + (["--imatrix", str(imatrix)] if imatrix is not None else [])
+        if embedding_type != "auto":
+            cmd += ["--token-embedding-type", embedding_type, "--output-tensor-type", embedding_type]
+        cmd += [str(src), str(dst), name, str(threads)]
         used = "llama-quantize" + (" --imatrix" if imatrix is not None else "")
-    elif binding_available():
+    elif binding:
         cmd = [sys.executable, "-m", "tuneterm.workers.quantize.kquant", str(src), str(dst), str(ftype), str(threads)]
-        used = "llama_model_quantize (llama-cpp-python)"
+        if embedding_type != "auto":
+            cmd += ["--embedding-type", str(GGML_TYPES[embedding_type])]
+        if imatrix is not None:
+            cmd += ["--imatrix", str(imatrix)]
+        used = "llama_model_quantize (llama-cpp-python)" + (" with an imatrix" if imatrix is not None else "")
     else:
         raise ConfigError(f"quant.outtype={outtype} is made by llama.cpp's quantizer, which is not installed",
                           [("quant.outtype", outtype)], LLAMACPP_HINT)
@@ -130,6 +144,18 @@ def write_imatrix(stats: dict, path: Path, gguf_name_of, dataset: str = "tuneter
     return len(entries)
 
 
+def imatrix_file(model: Any, tokenizer: Any, texts: list[str], path: Path, label: str) -> dict:
+    """Compute the importance matrix of ``model`` on ``texts`` and write it to ``path`` under the
+    model's GGUF tensor names; returns what quality.json records of it."""
+    from tuneterm.workers.quantize import gguf as gguf_export
+
+    stats, tokens = compute_imatrix(model, tokenizer, texts)
+    arch = gguf_export.arch_of(model.config, model) or "llama"
+    n_blocks = model.config.num_hidden_layers
+    entries = write_imatrix(stats, path, lambda n: gguf_export.gguf_name(n, arch, n_blocks), label)
+    return {"file": Path(path).name, "entries": entries, "tokens": tokens, "data": label}
+
+
 def read_imatrix(path: Path) -> dict[str, list[float]]:
     """The entries of an imatrix file as ``llama-quantize`` reads them (name -> values / calls)."""
     import numpy as np
@@ -154,15 +180,38 @@ def read_imatrix(path: Path) -> dict[str, list[float]]:
 
 
 def main(argv: list[str]) -> int:
+    """``SRC DST FTYPE THREADS [--embedding-type GGML_TYPE] [--imatrix FILE]``"""
     import ctypes
 
     import llama_cpp
 
     src, dst, ftype, threads = argv[0], argv[1], int(argv[2]), int(argv[3])
+    options = dict(zip(argv[4::2], argv[5::2]))
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads
+    if "--embedding-type" in options:  # the token embedding and the output layer (tied: one matrix)
+        params.token_embedding_type = params.output_tensor_type = int(options["--embedding-type"])
+    keep = []  # the arrays llama.cpp reads must outlive the call
+    if "--imatrix" in options:
+        # llama.cpp 0.3.36's C API takes the matrix as a {name, values, size} array ending in a null name
+        entries = read_imatrix(Path(options["--imatrix"]))
+        table = (llama_cpp.llama_model_imatrix_data * (len(entries) + 1))()
+        for row, (name, values) in zip(table, entries.items()):
+            buf = (ctypes.c_float * len(values))(*values)
+            keep.append(buf)
+            row.name, row.data, row.size = name.encode(), ctypes.cast(buf, ctypes.POINTER(ctypes.c_float)), len(values)
+        keep.append(table)
+        params.imatrix = ctypes.cast(table, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+        # the metadata llama-quantize writes with a matrix (the terminator is the zeroed last entry)
+        kv = (llama_cpp.llama_model_kv_override * 3)()
+        kv[0].tag, kv[0].key, kv[0].value.val_str = (llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR, b"quantize.imatrix.file",
+                                                     options["--imatrix"].encode()[:127])
+        kv[1].tag, kv[1].key, kv[1].value.val_i64 = (llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT,
+                                                     b"quantize.imatrix.entries_count", len(entries))
+        keep.append(kv)
+        params.kv_overrides = ctypes.cast(kv, ctypes.POINTER(llama_cpp.llama_model_kv_override))
     rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
     if rc != 0:
         print(f"llama_model_quantize returned {rc}", file=sys.stderr)

@@ -203,14 +203,14 @@ def quantize_gguf(parent: Parent, q: dict, art: Path, scratch: Path | None = Non
         if q.get("imatrix"):
             texts, label = imatrix_texts(parent)
             emit(type="quantize", phase="imatrix", texts=len(texts))
-            stats, tokens = kquant.compute_imatrix(parent.model, parent.tokenizer, texts)
-            arch = gguf_export.arch_of(parent.model.config, parent.model) or "llama"
-            n_blocks = parent.model.config.num_hidden_layers
             imatrix = art / "imatrix.dat"
-            entries = kquant.write_imatrix(stats, imatrix, lambda n: gguf_export.gguf_name(n, arch, n_blocks), label)
-            extra["imatrix"] = {"file": imatrix.name, "entries": entries, "tokens": tokens, "data": label}
+            extra["imatrix"] = kquant.imatrix_file(parent.model, parent.tokenizer, texts, imatrix, label)
         emit(type="quantize", phase="llama_quantize", outtype=outtype)
-        extra["quantizer"] = kquant.quantize_file(source, art / name, outtype, imatrix=imatrix)
+        embedding_type = q.get("embedding_type", "auto")
+        extra["quantizer"] = kquant.quantize_file(source, art / name, outtype, imatrix=imatrix,
+                                                  embedding_type=embedding_type)
+        if embedding_type != "auto":
+            extra["embedding_type"] = embedding_type
         source.unlink(missing_ok=True)
     else:
         gguf_export.export(parent.model, parent.tokenizer, art / name, outtype,
@@ -226,7 +226,10 @@ def quantize_gguf(parent: Parent, q: dict, art: Path, scratch: Path | None = Non
     bits = {"f32": 32, "f16": 16, "q8_0": 8, **kquant.BITS}[outtype]
     return {"method": "gguf", "bits": bits, "format": "gguf", "file": name, "outtype": outtype,
             "tensors": len(back["tensors"]), "tokenizer_pre": back["tokenizer_pre"], "device": "cpu",
-            "gguf_types": sorted(set(t for _, t in back["tensors"].values())), **extra}
+            "gguf_types": sorted(set(t for _, t in back["tensors"].values())),
+            # the token embedding and output layer as written (one matrix when the model ties them)
+            "embedding_tensors": {n: back["tensors"][n][1] for n in ("token_embd.weight", "output.weight")
+                                  if n in back["tensors"]}, **extra}
 
 
 def imatrix_texts(parent: Parent, limit: int = 128) -> tuple[list[str], str]:
@@ -313,8 +316,8 @@ def quantize(parent_ref: str, method: str, config: dict, out_dir: Path, emit: Em
     qload = time.perf_counter() - started
     parent_side = quant_gate.Side(parent.model, parent.tokenizer, parent.load_s, parent.disk_bytes,
                                   label=parent_ref + (" (adapter merged)" if parent.merged else ""))
-    quant_side = quant_gate.Side(qmodel, qtok, qload, size, label=f"{method}" + (f" {facts['outtype']}" if method == "gguf" else ""),
-                                 info=info)
+    qlabel = f"gguf {facts['outtype']}{' imatrix' if facts.get('imatrix') else ''}" if method == "gguf" else method
+    quant_side = quant_gate.Side(qmodel, qtok, qload, size, label=qlabel, info=info)
     from tuneterm.workers.quantize import tokcheck
 
     emit(type="gate", phase="tokenizer")
