@@ -62,6 +62,20 @@ def test_the_four_measured_llama_cpp_types_get_an_importance_matrix_unless_told_
     assert resolve("m", "gguf", {"quant": {"outtype": "q4_k_m"}})["quant"]["imatrix"] is True
     for other in ("q8_0", "f16", "q4_k_s", "q3_k_m"):  # tuneterm's own types; llama.cpp types not measured
         assert resolve("m", "gguf", overrides=[f"quant.outtype={other}"])["quant"]["imatrix"] is False
+    assert resolve("m", "gguf", overrides=["quant.outtype=q8_0", "quant.imatrix=auto"])["quant"]["imatrix"] is False
+
+
+def test_the_recipe_form_shows_auto_so_false_is_an_edit():
+    """The workbench's form sends only what differs from the recipe: the built-in recipe says "auto",
+    so a user who types false turns the matrix off (with a bool default, false looked unchanged)."""
+    from tuneterm.core import recipes
+    from tuneterm.core.errors import ConfigError
+    from tuneterm.core.quantize_config import recipes_dir, resolve
+
+    flat = recipes.flatten(recipes.read_toml(recipes_dir() / "gguf.toml"))
+    assert flat["quant.imatrix"] == "auto"
+    with pytest.raises(ConfigError, match="quant.imatrix"):
+        resolve("m", "gguf", overrides=["quant.imatrix=yes"])
 
 
 def test_an_unknown_gguf_type_names_the_ones_there_are(cli):

@@ -14,6 +14,7 @@ import difflib
 import json
 import tomllib
 from pathlib import Path
+from typing import Literal, Union
 
 from tuneterm.core.errors import ConfigError, NotFoundError
 
@@ -30,7 +31,7 @@ DEFAULTS: dict = {
         "double_quant": False,  # bnb 4-bit: quantize the quantization constants too
         "int8_threshold": 6.0,  # bnb-int8: outlier threshold of LLM.int8()
         "outtype": "q8_0",  # gguf: f32 | f16 | q8_0 (tuneterm) | q4_k_m | q5_k_m | q6_k | iq4_xs ... (llama.cpp)
-        "imatrix": False,  # gguf K-quants: an importance matrix from calibration text and the parent's training data (q4_k_m, q5_k_m, q6_k, iq4_xs: on unless set)
+        "imatrix": "auto",  # gguf K-quants: an importance matrix from calibration text and the parent's training data: true | false | auto (on for q4_k_m, q5_k_m, q6_k, iq4_xs)
         "embedding_type": "auto",  # gguf K-quants: type of the token embedding and output layer (auto: llama.cpp's)
         "tokenizer_pre": "auto",  # gguf: llama.cpp pre-tokenizer name (auto: detected)
         "bits": 8,  # int8-*: 8 (fewer bits = deliberately lossy, for tests of the gate)
@@ -137,6 +138,8 @@ def _typed(key: str, value, method: str, source: str):
     ok = True
     if like is None or value is None:
         ok = value is None or key.startswith("gate.") or isinstance(value, (int, float))
+    elif key == "quant.imatrix":
+        ok = isinstance(value, bool) or value == "auto"
     elif isinstance(like, bool):
         ok = isinstance(value, bool)
     elif isinstance(like, (int, float)):
@@ -214,10 +217,9 @@ def resolve(model: str, method: str | None = None, recipe: dict | None = None,
     if config["method"] == "gguf" and outtype in LOW_BIT_GGUF and not _given_gate(recipe, overrides, "max_ppl_increase"):
         # 4 bits and fewer cost more than 8 (as the bnb 4-bit recipes say): fail above +15%, not +5%
         config["gate"]["max_ppl_increase"] = 0.15
-    if (config["method"] == "gguf" and outtype in IMATRIX_BY_DEFAULT and not _given(recipe_q, overrides, "imatrix")
-            and not config["quant"]["imatrix"]):
+    if config["quant"].get("imatrix") == "auto":
         # measured (docs/gguf.md): q4_K_M of the embedded model +11.6% perplexity without a matrix, +4.3% with one
-        config["quant"]["imatrix"] = True
+        config["quant"]["imatrix"] = config["method"] == "gguf" and outtype in IMATRIX_BY_DEFAULT
     if config["method"] in _FIXED_BITS:  # bitsandbytes and GGUF types fix their own width
         config["quant"]["bits"] = _FIXED_BITS[config["method"]]
     return validate(config, source)
@@ -244,7 +246,8 @@ BOUNDS = {
     "quant.outlier_ratio": {"ge": 0}, "quant.int8_threshold": {"ge": 0},
     "gate.max_texts": {"ge": 1}, "gate.max_length": {"ge": 1}, "gate.max_new_tokens": {"ge": 1},
 }
-TYPES = {"quant.skip_modules": list[str], "gate.prompts": list[str], "model": str}
+TYPES = {"quant.skip_modules": list[str], "gate.prompts": list[str], "model": str,
+         "quant.imatrix": Union[bool, Literal["auto"]]}
 
 
 def settings_model():
