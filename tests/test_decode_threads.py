@@ -95,3 +95,62 @@ def test_eval_runs_a_lean_loop_model_one_row_at_a_time_through_the_loop(tiny_mod
     assert all(len(idx) == 1 for idx, _ in batches)  # rows one by one, not a padded batch of three
     assert len(calls) == 3 and all(shape[0] == 1 for shape in calls)  # each through the lean loop
     assert all(r["completion_tokens"] >= 1 for _, res in batches for r in res)
+
+
+def test_serve_spins_briefly_unless_the_user_chose_and_llama_cpp_children_do_not_inherit_it(monkeypatch):
+    from tuneterm.core import generation
+
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "TUNETERM_ADAPT_THREADS",
+                "TUNETERM_OMP_DEFAULTED"):
+        monkeypatch.delenv(key, raising=False)
+    generation.apply_serve_thread_env()
+    import os
+
+    assert (os.environ["GOMP_SPINCOUNT"], os.environ["TUNETERM_ADAPT_THREADS"]) == ("10000", "1")
+    assert "OMP_WAIT_POLICY" not in os.environ
+    child = threadplan.ThreadPlan(2, "ACTIVE", 2, 0.0, "test").env()  # a llama.cpp worker's environment
+    assert "GOMP_SPINCOUNT" not in child and "TUNETERM_ADAPT_THREADS" not in child
+    assert child["OMP_WAIT_POLICY"] == "ACTIVE"
+
+    for key in ("GOMP_SPINCOUNT", "TUNETERM_ADAPT_THREADS", "TUNETERM_OMP_DEFAULTED"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own: kept, nothing added
+    generation.apply_serve_thread_env()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in os.environ
+    assert "TUNETERM_ADAPT_THREADS" not in os.environ
+
+
+def test_the_decode_loop_follows_the_load_when_serve_asks(tiny_model_dir, monkeypatch):
+    """With TUNETERM_ADAPT_THREADS, the batcher's torch thread count is the cores other processes
+    leave free: measured once when it starts, then between steps every ADAPT_EVERY_S."""
+    from tuneterm.core.generation import GenerationParams
+    from tuneterm.workers import batcher as batching
+    from tuneterm.workers.loading import load
+
+    assert threadplan.threads_for(0.0, 2) == 2
+    assert threadplan.threads_for(0.9, 2) == 1
+    assert threadplan.threads_for(3.0, 2) == 1
+    assert threadplan.threads_for(1.2, 8) == 7
+    watch = threadplan.LoadWatch()
+    assert watch.busy_elsewhere() is None or watch.busy_elsewhere() >= 0.0
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("TUNETERM_ADAPT_THREADS", "1")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    load_seen = iter([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    monkeypatch.setattr(threadplan, "busy_elsewhere", lambda window_s=0.25: 1.0)  # one core busy at the start
+    monkeypatch.setattr(threadplan.LoadWatch, "busy_elsewhere", lambda self: next(load_seen, 0.0))
+    monkeypatch.setattr(threadplan, "usable_cores", lambda: 2)
+    monkeypatch.setattr(batching, "ADAPT_EVERY_S", 0.0)
+    try:
+        loaded = load(str(tiny_model_dir))
+        loop = batching.Batcher(loaded.model, loaded.tokenizer)
+        seen = []  # the thread count each forward pass ran with, read in the decode thread (it is per thread)
+        forward = loop._forward
+        monkeypatch.setattr(loop, "_forward", lambda rows, **kw: seen.append(torch.get_num_threads()) or forward(rows, **kw))
+        text = "".join(loop.stream([{"role": "user", "content": "hi"}], GenerationParams(max_new_tokens=4)))
+        loop.close()
+        assert text and seen[0] == 1  # one core busy when the loop started and at its first look: left alone
+        assert seen[-1] == 2  # the load went away: both cores again
+    finally:
+        torch.set_num_threads(before)

@@ -83,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tuneterm.core.chat_client import is_remote
     from tuneterm.core.errors import UsageError
-    from tuneterm.core.generation import apply_inference_thread_env
+    from tuneterm.core.generation import apply_serve_thread_env
 
-    apply_inference_thread_env()  # before torch loads: idle OpenMP threads sleep instead of spinning
+    apply_serve_thread_env()  # before torch loads: brief OpenMP spinning, threads that follow the load
     for ref in args.models:
         if is_remote(ref):
             raise UsageError(f"{ref} is a remote model; serve only loads local ones", [("reference", ref)],

@@ -98,6 +98,30 @@ def inference_thread_env(env: "dict[str, str] | None" = None) -> dict[str, str]:
     return out
 
 
+# `tuneterm serve` on a machine of its own: a batch's decode step is a few hundred small parallel
+# regions, and an OpenMP team that sleeps at once after each (PASSIVE) leaves a third of two cores
+# idle; one that spins for good (ACTIVE) starves the event loop and anything else. Measured on the
+# 2-core machine, 32 clients of benchmarks/serve_load.py: 103.6 tok/s passive, 125.6 with libgomp's
+# default spin, 134.5 spinning briefly (GOMP_SPINCOUNT=10000). With another process busy on a core,
+# brief spinning on two threads fell to 35.8 (passive 82.5) and on one thread reached 103.1, so the
+# decode loop also follows the load: its thread count is the cores others leave free
+# (TUNETERM_ADAPT_THREADS, read by tuneterm.workers.batcher).
+SERVE_THREAD_ENV = {"GOMP_SPINCOUNT": "10000", "TUNETERM_ADAPT_THREADS": "1"}
+
+
+def apply_serve_thread_env() -> bool:
+    """`serve`'s settings (above) in this process, unless the user set an OpenMP wait policy, spin
+    count or thread count (then theirs, as for chat); only effective before torch is imported."""
+    import sys
+
+    if any(os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")):
+        return apply_inference_thread_env()
+    for key, value in SERVE_THREAD_ENV.items():
+        os.environ[key] = value
+    os.environ["TUNETERM_OMP_DEFAULTED"] = "1"  # tuneterm's setting, not the user's: llama.cpp workers choose their own
+    return "torch" not in sys.modules
+
+
 def apply_inference_thread_env() -> bool:
     """Set the settings in this process; only effective before torch is imported (True then)."""
     import sys

@@ -14,6 +14,7 @@ the loop to drop the row through the request's ``halt`` event.
 from __future__ import annotations
 
 import atexit
+import os
 import queue
 import random
 import threading
@@ -33,6 +34,7 @@ BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 _UNSET = object()
 DEFAULT_MAX_BATCH = 32  # rows one decode step carries; `serve --max-running` defaults to it
 PREFILL_TOKENS = 4096  # at most this many (padded) prompt tokens in one prefill pass
+ADAPT_EVERY_S = 2.0  # with TUNETERM_ADAPT_THREADS (serve): how often the loop re-reads the machine's load
 PREFIX_MIN = 16  # prompts prefilled together that begin with this many same tokens compute them once
 
 
@@ -144,6 +146,13 @@ class Batcher:
         self.decoded = 0  # tokens decoded, every request together
         self._mode: Any = _UNSET  # adapters: BASE (off), a name (that one active), a tuple (those, per row), None (mixed)
         self._row_lora: Any = None  # tuneterm.workers.row_lora.RowScaledLora, made at the first mixed batch
+        self._watch: Any = None  # threadplan.LoadWatch when the thread count follows the load
+        self._watch_at = 0.0
+        if os.environ.get("TUNETERM_ADAPT_THREADS") == "1" and not os.environ.get("OMP_NUM_THREADS"):
+            from tuneterm.workers.threadplan import LoadWatch, busy_elsewhere, threads_for
+
+            torch.set_num_threads(threads_for(busy_elsewhere(0.25)))  # from the first step on, then every ADAPT_EVERY_S
+            self._watch, self._watch_at = LoadWatch(), time.monotonic()
         self._closing = False
         _LIVE.add(self)
 
@@ -247,6 +256,7 @@ class Batcher:
                 room = max(0, self.max_batch - len(self._rows))
                 joining, self._pending = self._pending[:room], self._pending[room:]
                 jobs, self._jobs = self._jobs, []
+            self._follow_load()
             for job in jobs:
                 self._run_score(job)
             try:
@@ -265,6 +275,19 @@ class Batcher:
                     req.out.put(exc)
                     req.out.put(None)
                 self._reset()
+
+    def _follow_load(self) -> None:
+        """Every ADAPT_EVERY_S, torch's thread count becomes the cores other processes leave free:
+        with serve's brief OpenMP spinning, a team wider than the free cores starves them and itself
+        (tuneterm.core.generation.SERVE_THREAD_ENV gives the measurements)."""
+        if self._watch is None or time.monotonic() - self._watch_at < ADAPT_EVERY_S:
+            return
+        from tuneterm.workers.threadplan import threads_for
+
+        self._watch_at = time.monotonic()
+        busy = self._watch.busy_elsewhere()
+        if busy is not None and threads_for(busy) != torch.get_num_threads():
+            torch.set_num_threads(threads_for(busy))
 
     def _forward(self, rows: list[_Request], **inputs: Any) -> Any:
         """One forward pass for ``rows``. When every row wants the same adapter (the common case:

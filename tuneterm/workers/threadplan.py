@@ -29,7 +29,9 @@ class ThreadPlan:
         out = dict(os.environ if base is None else base)
         if user_wait_policy(out) is None:
             out["OMP_WAIT_POLICY"] = self.wait_policy
-        out.pop("TUNETERM_OMP_DEFAULTED", None)
+        if out.pop("TUNETERM_OMP_DEFAULTED", None):  # serve's own spin and thread settings stay its own
+            out.pop("GOMP_SPINCOUNT", None)
+            out.pop("TUNETERM_ADAPT_THREADS", None)
         if "OMP_NUM_THREADS" not in out:
             out["OMP_NUM_THREADS"] = str(self.threads)
         return out
@@ -65,6 +67,34 @@ def busy_elsewhere(window_s: float = 0.25) -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return max(0.0, ((b1 - b0) - (s1 - s0)) / max(t1 - t0, 1e-6))
+
+
+class LoadWatch:
+    """Cores' worth of CPU other processes used since the previous look, without sleeping: a
+    long-running decode loop asks between two steps."""
+
+    def __init__(self) -> None:
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            return time.perf_counter(), _cpu_busy_seconds(), sum(os.times()[:2])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def busy_elsewhere(self) -> float | None:
+        now, last = self._sample(), self._last
+        self._last = now
+        if now is None or last is None or now[0] <= last[0]:
+            return None
+        return max(0.0, ((now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0]))
+
+
+def threads_for(busy: float, cores: int | None = None) -> int:
+    """The cores nobody else is using (at least one)."""
+    cores = cores or usable_cores()
+    return max(1, min(cores, cores - int(busy + 0.5)))
 
 
 def plan(window_s: float = 0.25) -> ThreadPlan:
