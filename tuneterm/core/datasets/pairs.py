@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tuneterm.core.datasets.schemas import Reject, from_dpo
 from tuneterm.core.errors import DatasetError
+from tuneterm.core.jsonl import iter_jsonl
 
 _KEEP = ("role", "content", "name", "tool_calls", "tool_call_id")
 
@@ -65,18 +66,7 @@ def read_pairs(path: str | Path) -> list[dict]:
     """Every pair of a JSONL file as TRL's conversational ``prompt``/``chosen``/``rejected``; the first
     bad row raises a DatasetError naming the file, line and field."""
     path = Path(path)
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _bad(path, number, "-", f"not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise _bad(path, number, "-", "a row must be a JSON object")
-            rows.append(_pair(path, number, row))
+    rows = [_pair(path, number, row) for number, row in iter_jsonl(path, what="preference data")]
     if not rows:
         raise DatasetError("the preference file has no pairs", [("file", str(path))])
     if any("tools" in r for r in rows):
