@@ -41,22 +41,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start_vllm_serve(tiny_model_dir, adapter_job, tmp_path, *extra: str, env: dict[str, str]):
+    """`tuneterm serve --engine vllm` over the stand-in, started and read up to its ready banner."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tuneterm.cli", "serve", "--engine", "vllm", "--vllm", str(FAKE),
+                             str(tiny_model_dir), f"job:{adapter_job.id}", "--port", str(port), *extra,
+                             "--vllm-log", str(tmp_path / "vllm.log")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("tensor parallel" in x for x in lines):
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            pytest.fail(f"serve --engine vllm exited {proc.returncode}: {proc.stderr.read()}")
+        lines.append(line)
+    return proc, port, "".join(lines)
+
+
 def test_vllm_child_serves_base_and_adapter_and_stops(tiny_model_dir, adapter_job, tmp_path, run_cli):
     argv_log = tmp_path / "argv.jsonl"
-    port = _free_port()
-    env = {**os.environ, "FAKE_VLLM_ARGV": str(argv_log)}
-    proc = subprocess.Popen([sys.executable, "-m", "tuneterm.cli", "serve", "--engine", "vllm", "--vllm", str(FAKE),
-                             str(tiny_model_dir), f"job:{adapter_job.id}", "--port", str(port),
-                             "--tensor-parallel-size", "2", "--vllm-log", str(tmp_path / "vllm.log")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc, port, banner = _start_vllm_serve(tiny_model_dir, adapter_job, tmp_path, "--tensor-parallel-size", "2",
+                                           env={"FAKE_VLLM_ARGV": str(argv_log)})
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("tensor parallel" in x for x in lines):
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, proc.stderr.read()
-            lines.append(line)
-        banner = "".join(lines)
         url = f"http://127.0.0.1:{port}/v1"
         assert f"model: job:{adapter_job.id}" in banner and url in banner
 
@@ -119,20 +125,10 @@ def test_vllm_serve_adds_a_jobs_trained_prompt_streamed_or_not(tiny_model_dir, a
     artifact = adapter_job.dir / "output" / "artifact.json"
     artifact.write_text(json.dumps({**json.loads(artifact.read_text()), "system_prompt": "Route the ticket."}))
     requests_log = tmp_path / "requests.jsonl"
-    port = _free_port()
-    env = {**os.environ, "FAKE_VLLM_REQUESTS": str(requests_log)}
-    proc = subprocess.Popen([sys.executable, "-m", "tuneterm.cli", "serve", "--engine", "vllm", "--vllm", str(FAKE),
-                             str(tiny_model_dir), f"job:{adapter_job.id}", "--port", str(port),
-                             "--vllm-log", str(tmp_path / "vllm.log")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc, port, banner = _start_vllm_serve(tiny_model_dir, adapter_job, tmp_path,
+                                           env={"FAKE_VLLM_REQUESTS": str(requests_log)})
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any("tensor parallel" in x for x in lines):
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, proc.stderr.read()
-            lines.append(line)
-        assert f"system prompt job {adapter_job.id} was trained with" in "".join(lines)
+        assert f"system prompt job {adapter_job.id} was trained with" in banner
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         user = [{"role": "user", "content": "my card was charged twice"}]
         adapter = f"job:{adapter_job.id}"
