@@ -111,16 +111,18 @@ def test_stale_heartbeat_of_a_live_process_is_reported(monkeypatch):
 
 
 def test_jobs_on_the_same_device_queue_behind_each_other():
-    first = _start({"steps": 15, "step_seconds": 0.05, "device": "cuda:7"})
+    # the first job holds the slot until it is cancelled, so the second is seen waiting however slow the box
+    first = _start({"steps": 400, "step_seconds": 0.05, "device": "cuda:7"})
     _wait_until(lambda: _steps_done(first.id))
     second = _start({"steps": 2, "step_seconds": 0.01, "device": "cuda:7"})
     waiting = _wait_until(lambda: (lambda j: j if j.note and "waiting for GPU 7: job" in j.note else None)(
         jobs.get_job(second.id)))
     assert waiting.state == "queued"
     assert first.id in waiting.note
+    jobs.cancel(first.id, wait=20)
     a = jobs.wait_for(first.id, 30)
     b = jobs.wait_for(second.id, 30)
-    assert a.state == b.state == "succeeded"
+    assert (a.state, b.state) == ("cancelled", "succeeded")
     ev_a, _ = jobs.read_events(first.id)
     ev_b, _ = jobs.read_events(second.id)
     first_done = max(e["time"] for e in ev_a if e.get("type") == "train")
@@ -205,15 +207,31 @@ def test_a_process_killed_by_the_cancel_itself_shows_cancelled_not_failed():
         atomic_write_json(job.dir / "pid", {"pid": proc.pid, "pgid": proc.pid,
                                             "create_time": store.process_create_time(proc.pid)})
         store.update_status(job.dir, state="running")
-        jobs.cancel(job.id, wait=20)  # it reaps the process: its exit status is gone with it
+        jobs.cancel(job.id, wait=20)  # waits until the process is gone (a zombie counts as gone)
         assert not store.pid_alive(proc.pid)
         info = jobs.get_job(job.id)
         assert info.state == "cancelled" and info.error is None
         assert store.read_status(job.dir)["state"] == "cancelled"  # recorded, not only shown
+        assert proc.wait(5) == -signal.SIGTERM  # and its exit status is still ours to read
     finally:
         if proc.poll() is None:
             proc.kill()
 
+
+def test_pid_alive_leaves_a_finished_child_for_its_popen_to_reap():
+    """`train --foreground` holds the child's Popen and exits with its status: asking whether the
+    child runs must not reap it (Popen.wait would then say 0 whatever the child returned)."""
+    import subprocess
+    import sys
+
+    from tuneterm.core.jobs import store
+
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    deadline = time.monotonic() + 30
+    while store.pid_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not store.pid_alive(proc.pid)
+    assert proc.wait(5) == 3
 
 
 def test_two_processes_updating_the_status_lose_no_field(tmp_path):

@@ -244,17 +244,13 @@ def process_create_time(pid: int) -> float | None:
 
 
 def pid_alive(pid: int | None, create_time: float | None = None) -> bool:
-    """Whether ``pid`` runs (a zombie counts as gone) and, given ``create_time``, is the same process."""
+    """Whether ``pid`` runs (a zombie counts as gone) and, given ``create_time``, is the same process.
+    It never reaps: a caller holding the child's ``Popen`` (``train --foreground``) must still read its
+    exit status."""
     import psutil
 
     if not pid:
         return False
-    try:  # reap it if it is our own finished child
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except OSError:
-        pass
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
