@@ -31,7 +31,8 @@ if sync_playwright is None or CHROMIUM is None:
 REMOTE_NAME = "gpu-box.test"  # resolved to 127.0.0.1 by Chromium itself (--host-resolver-rules)
 SCREENS = [  # F-key, text that only that screen draws in an empty workspace
     ("F4", "no jobs yet"), ("F6", "no eval jobs yet"), ("F3", "lora.toml"), ("F2", "provider"),
-    ("F5", "int8-dynamic"), ("F7", "message every column"), ("F1", "1 Datasets"),
+    ("F5", "int8-dynamic"), ("F7", "message every column"), ("F8", "no sweeps yet"),
+    ("F1", "1 Datasets"),
 ]
 
 
@@ -203,7 +204,6 @@ def test_on_all_interfaces_a_browser_that_uses_another_name_loads_the_workbench(
         context.close()
     finally:
         server.stop()
-
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
