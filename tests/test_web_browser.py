@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ if sync_playwright is None or CHROMIUM is None:
 REMOTE_NAME = "gpu-box.test"  # resolved to 127.0.0.1 by Chromium itself (--host-resolver-rules)
 SCREENS = [  # F-key, text that only that screen draws in an empty workspace
     ("F4", "no jobs yet"), ("F6", "no eval jobs yet"), ("F3", "lora.toml"), ("F2", "provider"),
-    ("F5", "int8-dynamic"), ("F7", "message every column"), ("F1", "1 Datasets"),
+    ("F5", "int8-dynamic"), ("F7", "message every column"), ("F8", "no sweeps yet"),
+    ("F1", "1 Datasets"),
 ]
 
 
@@ -203,6 +205,26 @@ def test_on_all_interfaces_a_browser_that_uses_another_name_loads_the_workbench(
     finally:
         server.stop()
 
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_with_two_browser_tabs_open_leaves_no_process_behind(browser, tmp_workspace, sig):
+    server = start_web()
+    context = browser.new_context()
+    first, second = Tab(context), Tab(context)
+    first.page.goto(server.url)
+    second.page.goto(server.base + "/")
+    assert first.wait_for("1 Datasets") and second.wait_for("1 Datasets")
+    apps = server.children()
+    assert len(apps) == 2
+    elapsed = server.stop(sig)
+    assert not any(alive(pid) for pid in apps)
+    assert server.proc.returncode == 0
+    output = server.text()
+    assert "Exception ignored" not in output and "Traceback" not in output, output
+    for tab in (first, second):  # each page says its session ended
+        tab.page.wait_for_selector("body.-closed", timeout=15000)
+    print(f"{signal.Signals(sig).name} with two browser tabs open: server and tabs gone in {elapsed:.2f} s")
+    context.close()
 
 
 def test_chat_keys_reach_the_page(browser, web):
