@@ -316,3 +316,26 @@ def test_tool_call_parsers_per_family():
         assert content == ("Sure." if family == "hermes" else None)
     content, calls = parse_calls(ToolPlan("hermes", TOOLS, None), '<tool_call>{"name": "nope"}</tool_call>')
     assert calls == [] and content.startswith("<tool_call>")  # an unknown function stays text
+
+
+def test_the_docs_field_table_lists_every_field_in_its_column():
+    """Issue 25 item 1: docs/serve.md's table names every field each endpoint knows, in the column of
+    how it is treated (applied / no-op / refused unless neutral), so the table cannot drift from the code."""
+    import re
+
+    from tuneterm.workers.serve.completions import COMPLETION_FIELDS
+    from tuneterm.workers.serve.responses import RESPONSE_FIELDS
+    from tuneterm.workers.serve.schemas import CHAT_FIELDS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "serve.md").read_text()
+    column = {"applied": 1, "no-op": 2, "default-only": 3, "refused": 3}
+    for endpoint, fields in (("chat.completions", CHAT_FIELDS), ("completions", COMPLETION_FIELDS),
+                             ("responses", RESPONSE_FIELDS)):
+        rows = [line for line in text.splitlines() if line.startswith(f"| {endpoint} |")]
+        assert len(rows) == 1, endpoint
+        cells = [set(re.findall(r"[a-z_]+", re.sub(r"\([^)]*\)", "", cell)))  # names, not their notes
+                 for cell in rows[0].strip().strip("|").split("|")]
+        for name, how in fields.items():
+            assert name in cells[column[how]], (endpoint, name, how)
+            others = [i for i in (1, 2, 3) if i != column[how] and name in cells[i]]
+            assert not others, (endpoint, name, how, others)
