@@ -339,3 +339,37 @@ def test_the_docs_field_table_lists_every_field_in_its_column():
             assert name in cells[column[how]], (endpoint, name, how)
             others = [i for i in (1, 2, 3) if i != column[how] and name in cells[i]]
             assert not others, (endpoint, name, how, others)
+
+
+@pytest.mark.parametrize("arch,family", [("qwen2", "hermes"), ("llama", "llama3")])
+def test_tool_calls_through_the_real_qwen_and_llama_templates(tiny_arch, arch, family):
+    """Issue 25 item 5 with the families' own chat templates (Qwen2.5's and Llama 3.1's, as TRL ships
+    them): the parser is chosen by the template, a forced call comes back as tool_calls, and the call
+    and the tool's answer go back through the template for the next turn."""
+    from openai import OpenAI
+
+    from tuneterm.workers.serve import make_server, serve_in_thread
+    from tuneterm.workers.serve.tools import family_of
+
+    pytest.importorskip("xgrammar", reason="forced tool choice needs the 'structured' extra")
+    folder = tiny_arch(arch)
+    srv = make_server([str(folder)], port=0)
+    serve_in_thread(srv)
+    try:
+        assert family_of(srv.variants[str(folder)].group.tokenizer) == family
+        client = OpenAI(base_url=srv.url, api_key="x", max_retries=0, timeout=60)
+        messages = [{"role": "user", "content": "Route: my card was charged twice"}]
+        tools = [TOOLS[1]]
+        r = client.chat.completions.create(model=str(folder), messages=messages, tools=tools, tool_choice="required",
+                                           max_tokens=80, temperature=0)
+        choice = r.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        call = choice.message.tool_calls[0]
+        assert call.function.name == "route" and json.loads(call.function.arguments)["queue"] in ("billing", "tech")
+        follow = client.chat.completions.create(model=str(folder), max_tokens=3, temperature=0, tools=tools, messages=[
+            *messages, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "routed"}])
+        assert follow.usage.prompt_tokens > r.usage.prompt_tokens  # the call and its answer reached the template
+    finally:
+        srv.shutdown()
+        srv.server_close()
