@@ -245,10 +245,12 @@ def test_a_served_gguf_file_gives_log_probabilities_as_llama_cpp_does(gguf_file)
                                                      logprobs=True, top_logprobs=3, stream=True))
         streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
         assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
-        for kwargs, param in (({"response_format": {"type": "json_object"}}, "response_format"),):
+        tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+        for kwargs, param in (({"response_format": {"type": "json_object"}}, "response_format"),
+                              ({"tools": [tool]}, "tools")):
             with pytest.raises(openai.BadRequestError) as err:
                 client.chat.completions.create(model=ref, messages=QUESTION, max_tokens=2, **kwargs)
-            assert err.value.body["param"] == param
+            assert err.value.body["param"] == param and "llama.cpp" in err.value.body["message"]
         with pytest.raises(openai.BadRequestError) as err:
             client.completions.create(model=ref, prompt="The cat", max_tokens=1)
         assert err.value.body["param"] == "model" and "llama.cpp" in err.value.body["message"]

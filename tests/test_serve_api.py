@@ -373,3 +373,20 @@ def test_tool_calls_through_the_real_qwen_and_llama_templates(tiny_arch, arch, f
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_lean_decode_loop_refuses_by_name_what_it_cannot_do():
+    """A quantized artifact on the lean decode loop (one sequence, no batcher) has no log-probabilities,
+    grammar constraint, tool calling or raw-prompt scoring: each is a 400 naming the field."""
+    from types import SimpleNamespace
+
+    from tuneterm.workers.serve.schemas import ApiError, refuse_engine
+
+    lean = SimpleNamespace(model_id="q", group=SimpleNamespace(model=object(), lean_loop=True))
+    for param in ("logprobs", "response_format", "tools", "model"):
+        with pytest.raises(ApiError) as err:
+            refuse_engine(lean, param, "this")
+        assert err.value.status == 400 and err.value.param == param and "lean decode loop" in err.value.message
+    plain = SimpleNamespace(model_id="p", group=SimpleNamespace(model=object(), lean_loop=False))
+    for param in ("logprobs", "response_format", "tools", "model"):
+        refuse_engine(plain, param, "this")  # torch with its batcher does them all

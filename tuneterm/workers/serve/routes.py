@@ -153,6 +153,8 @@ async def chat_completions(request: Request) -> Any:
     extra: dict[str, Any] = {}
     from tuneterm.workers.serve.tools import plan_tools
 
+    if req.body.get("tools") is not None:
+        refuse_engine(req.variant, "tools", "tool calling")
     plan = plan_tools(req.body, req.variant.group.tokenizer)
     if plan is not None:
         return await _chat_with_tools(state, req, plan, stats, arrived)

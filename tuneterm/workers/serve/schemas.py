@@ -155,8 +155,8 @@ def refuse_classifier(variant: ServedModel, endpoint: str) -> None:
 
 def refuse_engine(variant: ServedModel, param: str, what: str) -> None:
     """What a model's engine cannot do is a 400 naming the field that asked for it: a GGUF file in
-    llama.cpp has no grammar constraint and no raw-prompt scoring here; a quantized artifact on the lean
-    decode loop (one sequence, no batcher) has neither, nor log-probabilities."""
+    llama.cpp has no grammar constraint, tool calling or raw-prompt scoring here; a quantized artifact
+    on the lean decode loop (one sequence, no batcher) has none of them, nor log-probabilities."""
     group = variant.group
     if getattr(group.model, "is_llamacpp", False):
         if param == "logprobs":
