@@ -103,3 +103,6 @@ def test_chat_json_schema_local_and_remote(tmp_path, tiny_model_dir, cli):
     (tmp_path / "not.json").write_text("{nope")
     code, out, err = cli("chat", str(tiny_model_dir), "hi", "--json-schema", str(tmp_path / "not.json"))
     assert code == 3 and "not JSON" in err
+    (tmp_path / "bad.json").write_text(json.dumps({"type": "nonsense"}))  # JSON, but no schema xgrammar compiles
+    code, out, err = cli("chat", str(tiny_model_dir), "hi", "--json-schema", str(tmp_path / "bad.json"))
+    assert code == 3 and "cannot be compiled" in err and "--json-schema" in err and "nonsense" in err

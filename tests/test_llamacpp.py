@@ -215,3 +215,54 @@ def test_eval_scores_a_gguf_file_through_llama_cpp_like_the_torch_path(cli, gguf
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "gen" / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["output"].strip() for r in rows)
+
+
+@needs_llamacpp
+def test_a_served_gguf_file_gives_log_probabilities_as_llama_cpp_does(gguf_file):
+    """Issue 25 item 2 for GGUF files: logprobs/top_logprobs from the logits llama.cpp picked each token
+    from, streamed and not, equal to llama-cpp-python's own; what llama.cpp cannot do here is a 400
+    naming the field, not a 500."""
+    import openai
+    from llama_cpp import Llama
+    from openai import OpenAI
+
+    from tuneterm.commands.serve import _close_decode_loops
+    from tuneterm.workers.server import make_server, serve_in_thread
+
+    server = make_server([str(gguf_file)], port=0)
+    serve_in_thread(server)
+    try:
+        client = OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=120)
+        ref = str(gguf_file)
+        r = client.chat.completions.create(model=ref, messages=QUESTION, max_tokens=8, temperature=0, logprobs=True,
+                                           top_logprobs=3)
+        content = r.choices[0].logprobs.content
+        assert len(content) == r.usage.completion_tokens == 8
+        assert "".join(t.token for t in content) == r.choices[0].message.content
+        assert all(bytes(t.bytes).decode(errors="replace") == t.token for t in content)
+        assert all(len(t.top_logprobs) == 3 and t.top_logprobs[0].token == t.token for t in content)  # greedy
+        chunks = list(client.chat.completions.create(model=ref, messages=QUESTION, max_tokens=8, temperature=0,
+                                                     logprobs=True, top_logprobs=3, stream=True))
+        streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+        assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
+        tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+        for kwargs, param in (({"response_format": {"type": "json_object"}}, "response_format"),
+                              ({"tools": [tool]}, "tools")):
+            with pytest.raises(openai.BadRequestError) as err:
+                client.chat.completions.create(model=ref, messages=QUESTION, max_tokens=2, **kwargs)
+            assert err.value.body["param"] == param and "llama.cpp" in err.value.body["message"]
+        with pytest.raises(openai.BadRequestError) as err:
+            client.completions.create(model=ref, prompt="The cat", max_tokens=1)
+        assert err.value.body["param"] == "model" and "llama.cpp" in err.value.body["message"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        _close_decode_loops(server)
+    llm = Llama(model_path=ref, n_ctx=1024, logits_all=True, verbose=False)
+    theirs = llm.create_chat_completion(QUESTION, temperature=0, max_tokens=8, logprobs=True, top_logprobs=3)
+    theirs = theirs["choices"][0]["logprobs"]["content"]
+    assert [t.token for t in content] == [t["token"] for t in theirs]
+    assert [t.logprob for t in content] == pytest.approx([float(t["logprob"]) for t in theirs], abs=1e-4)
+    for ours, their in zip(content, theirs):
+        assert [a.logprob for a in ours.top_logprobs] == pytest.approx(
+            [float(a["logprob"]) for a in their["top_logprobs"]], abs=1e-4)

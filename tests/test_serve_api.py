@@ -316,3 +316,77 @@ def test_tool_call_parsers_per_family():
         assert content == ("Sure." if family == "hermes" else None)
     content, calls = parse_calls(ToolPlan("hermes", TOOLS, None), '<tool_call>{"name": "nope"}</tool_call>')
     assert calls == [] and content.startswith("<tool_call>")  # an unknown function stays text
+
+
+def test_the_docs_field_table_lists_every_field_in_its_column():
+    """Issue 25 item 1: docs/serve.md's table names every field each endpoint knows, in the column of
+    how it is treated (applied / no-op / refused unless neutral), so the table cannot drift from the code."""
+    import re
+
+    from tuneterm.workers.serve.completions import COMPLETION_FIELDS
+    from tuneterm.workers.serve.responses import RESPONSE_FIELDS
+    from tuneterm.workers.serve.schemas import CHAT_FIELDS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "serve.md").read_text()
+    column = {"applied": 1, "no-op": 2, "default-only": 3, "refused": 3}
+    for endpoint, fields in (("chat.completions", CHAT_FIELDS), ("completions", COMPLETION_FIELDS),
+                             ("responses", RESPONSE_FIELDS)):
+        rows = [line for line in text.splitlines() if line.startswith(f"| {endpoint} |")]
+        assert len(rows) == 1, endpoint
+        cells = [set(re.findall(r"[a-z_]+", re.sub(r"\([^)]*\)", "", cell)))  # names, not their notes
+                 for cell in rows[0].strip().strip("|").split("|")]
+        for name, how in fields.items():
+            assert name in cells[column[how]], (endpoint, name, how)
+            others = [i for i in (1, 2, 3) if i != column[how] and name in cells[i]]
+            assert not others, (endpoint, name, how, others)
+
+
+@pytest.mark.parametrize("arch,family", [("qwen2", "hermes"), ("llama", "llama3")])
+def test_tool_calls_through_the_real_qwen_and_llama_templates(tiny_arch, arch, family):
+    """Issue 25 item 5 with the families' own chat templates (Qwen2.5's and Llama 3.1's, as TRL ships
+    them): the parser is chosen by the template, a forced call comes back as tool_calls, and the call
+    and the tool's answer go back through the template for the next turn."""
+    from openai import OpenAI
+
+    from tuneterm.workers.serve import make_server, serve_in_thread
+    from tuneterm.workers.serve.tools import family_of
+
+    pytest.importorskip("xgrammar", reason="forced tool choice needs the 'structured' extra")
+    folder = tiny_arch(arch)
+    srv = make_server([str(folder)], port=0)
+    serve_in_thread(srv)
+    try:
+        assert family_of(srv.variants[str(folder)].group.tokenizer) == family
+        client = OpenAI(base_url=srv.url, api_key="x", max_retries=0, timeout=60)
+        messages = [{"role": "user", "content": "Route: my card was charged twice"}]
+        tools = [TOOLS[1]]
+        r = client.chat.completions.create(model=str(folder), messages=messages, tools=tools, tool_choice="required",
+                                           max_tokens=80, temperature=0)
+        choice = r.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        call = choice.message.tool_calls[0]
+        assert call.function.name == "route" and json.loads(call.function.arguments)["queue"] in ("billing", "tech")
+        follow = client.chat.completions.create(model=str(folder), max_tokens=3, temperature=0, tools=tools, messages=[
+            *messages, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "routed"}])
+        assert follow.usage.prompt_tokens > r.usage.prompt_tokens  # the call and its answer reached the template
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_the_lean_decode_loop_refuses_by_name_what_it_cannot_do():
+    """A quantized artifact on the lean decode loop (one sequence, no batcher) has no log-probabilities,
+    grammar constraint, tool calling or raw-prompt scoring: each is a 400 naming the field."""
+    from types import SimpleNamespace
+
+    from tuneterm.workers.serve.schemas import ApiError, refuse_engine
+
+    lean = SimpleNamespace(model_id="q", group=SimpleNamespace(model=object(), lean_loop=True))
+    for param in ("logprobs", "response_format", "tools", "model"):
+        with pytest.raises(ApiError) as err:
+            refuse_engine(lean, param, "this")
+        assert err.value.status == 400 and err.value.param == param and "lean decode loop" in err.value.message
+    plain = SimpleNamespace(model_id="p", group=SimpleNamespace(model=object(), lean_loop=False))
+    for param in ("logprobs", "response_format", "tools", "model"):
+        refuse_engine(plain, param, "this")  # torch with its batcher does them all

@@ -130,6 +130,7 @@ class LlamaCppEngine:
         self._stderr: Any = None
         self._lock = threading.Lock()
         self.load_seconds = 0.0
+        self.pieces: dict[int, bytes] = {}  # token id -> its bytes, as the worker sent them (log-probabilities)
         self.start()
 
     # --- the worker process --------------------------------------------------------------------
@@ -226,6 +227,10 @@ class LlamaCppEngine:
     def memory_bytes(self) -> int:
         return self.path.stat().st_size
 
+    def token_bytes(self, token_id: int) -> list[int]:
+        """A token's own bytes, as the worker sent them with a token or a log-probability alternative."""
+        return list(self.pieces.get(int(token_id), b""))
+
     def label(self) -> str:
         return f"llama.cpp, {quant_label(self.path, self.info.get('file_type'), bool(self.info.get('imatrix')))}"
 
@@ -252,9 +257,11 @@ class LlamaCppEngine:
         return self.call({"op": "loglik", "requests": [[list(c), list(t)] for c, t in requests]})["results"]
 
     def stream(self, messages: list[dict] | str, params: GenerationParams, stats: GenerationStats | None = None,
-               cancel: threading.Event | None = None) -> Iterator[str]:
+               cancel: threading.Event | None = None, logprobs: Any = None) -> Iterator[str]:
         """Yield the answer's text pieces as llama.cpp makes them; fills ``stats`` as the torch engine does.
-        ``messages`` go through the file's chat template; a string is a prompt already rendered."""
+        ``messages`` go through the file's chat template; a string is a prompt already rendered.
+        ``logprobs`` (a :class:`tuneterm.workers.batcher.TokenLog`) is filled as the worker sends each
+        token's log-probability, computed from the logits that picked it (end-of-generation tokens left out)."""
         from tuneterm.workers.engine import text_pieces
 
         params.validate()
@@ -270,8 +277,9 @@ class LlamaCppEngine:
             text = messages if isinstance(messages, str) else None
             self._send({"op": "chat", "messages": None if text is not None else messages, "prompt": text,
                         "max_new_tokens": params.max_new_tokens,
-                        "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed})
-            reader = threading.Thread(target=self._read_chat, args=(tokens, decoder, stats, halt, cancel),
+                        "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed,
+                        "top_logprobs": None if logprobs is None else int(logprobs.top)})
+            reader = threading.Thread(target=self._read_chat, args=(tokens, decoder, stats, halt, cancel, logprobs),
                                       name="tuneterm-llamacpp", daemon=True)
             reader.start()
             try:
@@ -282,7 +290,7 @@ class LlamaCppEngine:
                 stats.total_s = time.perf_counter() - started
 
     def _read_chat(self, tokens: queue.Queue, decoder: _Bytes, stats: GenerationStats, halt: threading.Event,
-                   cancel: threading.Event | None) -> None:
+                   cancel: threading.Event | None, log: Any = None) -> None:
         """Move the worker's answer into ``tokens``; ask it to stop once the consumer is done."""
         stop_sent = False
         try:
@@ -297,7 +305,12 @@ class LlamaCppEngine:
                     stats.prompt_tokens = int(msg["prompt_tokens"])
                 elif "t" in msg:
                     if "b" in msg:
-                        decoder.pieces[int(msg["t"])] = base64.b64decode(msg["b"])
+                        decoder.pieces[int(msg["t"])] = self.pieces[int(msg["t"])] = base64.b64decode(msg["b"])
+                    if log is not None and "lp" in msg:  # before the token: its consumer reads the entry
+                        for alt, _, raw in msg["top"]:
+                            self.pieces[int(alt)] = base64.b64decode(raw)
+                        log.entries.append((int(msg["t"]), float(msg["lp"]),
+                                            [(int(a), float(lp)) for a, lp, _ in msg["top"]]))
                     if not halt.is_set():
                         tokens.put(int(msg["t"]))
                 elif "end" in msg:

@@ -7,9 +7,13 @@ llama.cpp's decode 3-4x slower). It imports no torch. One request at a time on s
 object per line on stdout (llama.cpp's own log goes to stderr):
 
     {"op": "info"}                          -> {"ok": true, "eog": [...], "chat_template": ..., ...}
-    {"op": "chat", "messages" (or "prompt": rendered text), "max_new_tokens", "temperature", "top_p", "seed"}
+    {"op": "chat", "messages" (or "prompt": rendered text), "max_new_tokens", "temperature", "top_p", "seed",
+     "top_logprobs" (optional: N, 0-20)}
                                             -> {"prompt_tokens": N}, then per token {"t": ID, "b": BASE64}
-                                               ({"eog": true} on an end-of-generation token), then {"end": REASON}
+                                               ({"eog": true} on an end-of-generation token), then {"end": REASON};
+                                               with top_logprobs, each token also carries "lp": its log-probability
+                                               and "top": [[ID, LOGPROB, BASE64], ...] (N most likely), from
+                                               the logits that picked it
     {"op": "stop"}                          (while a chat runs: end it at the next token)
     {"op": "tokenize", "text", "special"}   -> {"ids": [...]}
     {"op": "render", "messages"}            -> {"prompt": TEXT}
@@ -95,6 +99,7 @@ class Worker:
         if temp <= 0:
             sampling = dict(temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
         eog = set(self.eog)
+        top = req.get("top_logprobs")
         n, reason = 0, "length"
         for tok in self.llm.generate(ids, **sampling):
             n += 1
@@ -102,13 +107,32 @@ class Worker:
                 out({"t": int(tok), "eog": True})
                 reason = "stop"
                 break
-            out({"t": int(tok), "b": base64.b64encode(self.llm.detokenize([tok])).decode()})
+            msg = {"t": int(tok), "b": self._b64(tok)}
+            if top is not None:
+                msg.update(self._logprobs(int(tok), int(top)))
+            out(msg)
             if stop.is_set():
                 reason = "cancelled"
                 break
             if n >= max_new:
                 break
         out({"end": reason})
+
+    def _b64(self, tok: int) -> str:
+        return base64.b64encode(self.llm.detokenize([tok])).decode()
+
+    def _logprobs(self, tok: int, top: int) -> dict:
+        """The log-probability of ``tok`` and the ``top`` most likely tokens, from the logits the
+        sampler just picked it from (the context's last output row, still in place while
+        ``generate`` is suspended at its yield)."""
+        import numpy as np
+
+        n_vocab = self.llm.n_vocab()
+        row = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).astype(np.float64)
+        row -= row.max()
+        logp = row - np.log(np.exp(row).sum())
+        alts = np.argsort(-logp, kind="stable")[:top].tolist() if top else []
+        return {"lp": float(logp[tok]), "top": [[int(a), float(logp[a]), self._b64(a)] for a in alts]}
 
     def scorer(self) -> Any:
         if self._scorer is None:

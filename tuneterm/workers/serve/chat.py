@@ -39,7 +39,11 @@ _BYTE_DECODER = {c: b for b, c in byte_table().items()}
 
 
 def token_bytes(tokenizer: Any, token_id: int) -> list[int]:
-    """A token's own bytes (a byte-level BPE token may hold part of a character)."""
+    """A token's own bytes (a byte-level BPE token may hold part of a character). A llama.cpp
+    engine, which has no Hugging Face tokenizer here, gives the bytes its worker sent."""
+    own = getattr(tokenizer, "token_bytes", None)
+    if own is not None:
+        return own(token_id)
     raw = tokenizer.convert_ids_to_tokens(token_id)
     if isinstance(raw, str) and raw and all(c in _BYTE_DECODER for c in raw):
         return [_BYTE_DECODER[c] for c in raw]

@@ -15,7 +15,8 @@ from typing import Any, Iterator
 
 from tuneterm.core.generation import GenerationParams, GenerationStats
 from tuneterm.workers.serve.chat import usage
-from tuneterm.workers.serve.schemas import ApiError, check_fields, check_model, refuse_classifier, sampling
+from tuneterm.workers.serve.schemas import (ApiError, check_fields, check_model, refuse_classifier,
+                                            refuse_engine, sampling)
 from tuneterm.workers.variants import ServedModel
 
 DEFAULT_MAX_TOKENS = 16
@@ -119,8 +120,7 @@ def parse_completion(body: Any, variants: dict[str, ServedModel], stats: Generat
     check_fields(body, COMPLETION_FIELDS, "completions")
     if variant.fewshot is not None:
         raise ApiError(400, "a few-shot model has no raw-prompt form; use /v1/chat/completions", param="model")
-    if getattr(variant.group, "stream_ids", None) is None:
-        raise ApiError(400, "this model's engine does not serve raw completions", param="model")
+    refuse_engine(variant, "model", "/v1/completions (a raw prompt, echo, scoring)")
     prompts = _prompts(body.get("prompt"), variant)
     max_tokens = body.get("max_tokens")
     max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from tuneterm.workers.serve.chat import ChatRenderer
 from tuneterm.workers.serve.generation import Generation, error_for
-from tuneterm.workers.serve.schemas import ApiError, parse_request
+from tuneterm.workers.serve.schemas import ApiError, parse_request, refuse_engine
 
 if TYPE_CHECKING:
     from tuneterm.workers.serve.app import ServeState
@@ -153,12 +153,15 @@ async def chat_completions(request: Request) -> Any:
     extra: dict[str, Any] = {}
     from tuneterm.workers.serve.tools import plan_tools
 
+    if req.body.get("tools") is not None:
+        refuse_engine(req.variant, "tools", "tool calling")
     plan = plan_tools(req.body, req.variant.group.tokenizer)
     if plan is not None:
         return await _chat_with_tools(state, req, plan, stats, arrived)
     if req.schema is not None:
         from tuneterm.workers.serve.structured import constraint_factory
 
+        refuse_engine(req.variant, "response_format", "structured output")
         group = req.variant.group
         make = await asyncio.to_thread(constraint_factory, req.schema, group.tokenizer, group.model.config.vocab_size)
         extra["constraint"] = make()
@@ -168,6 +171,7 @@ async def chat_completions(request: Request) -> Any:
                           stats, ChatRenderer(req.variant.model_id, req.include_usage), req.stream, arrived)
     from tuneterm.workers.batcher import TokenLog
 
+    refuse_engine(req.variant, "logprobs", "log-probabilities")
     log = TokenLog(req.top_logprobs)
 
     def with_logprobs(cancel: Any) -> Any:  # each piece with the log-probabilities of its tokens
@@ -177,7 +181,9 @@ async def chat_completions(request: Request) -> Any:
             yield piece, log.entries[sent:upto]
             sent = upto
 
-    renderer = ChatRenderer(req.variant.model_id, req.include_usage, log, req.variant.group.tokenizer)
+    group = req.variant.group  # a llama.cpp engine spells its tokens itself (the bytes its worker sent)
+    spelling = group.model if getattr(group.model, "is_llamacpp", False) else group.tokenizer
+    renderer = ChatRenderer(req.variant.model_id, req.include_usage, log, spelling)
     return Generation(state, "chat.completions", with_logprobs, stats, renderer, req.stream, arrived)
 
 

@@ -153,6 +153,23 @@ def refuse_classifier(variant: ServedModel, endpoint: str) -> None:
                        code="model_is_classifier")
 
 
+def refuse_engine(variant: ServedModel, param: str, what: str) -> None:
+    """What a model's engine cannot do is a 400 naming the field that asked for it: a GGUF file in
+    llama.cpp has no grammar constraint, tool calling or raw-prompt scoring here; a quantized artifact
+    on the lean decode loop (one sequence, no batcher) has none of them, nor log-probabilities."""
+    group = variant.group
+    if getattr(group.model, "is_llamacpp", False):
+        if param == "logprobs":
+            return
+        engine = "llama.cpp (a GGUF file)"
+    elif getattr(group, "lean_loop", False):
+        engine = "the lean decode loop of a quantized artifact"
+    else:
+        return
+    raise ApiError(400, f"{param}: {what} is not available for {variant.model_id}, which runs on {engine}",
+                   param=param, code="unsupported_parameter")
+
+
 def check_model(body: dict, variants: dict[str, ServedModel]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
