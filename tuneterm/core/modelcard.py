@@ -212,6 +212,9 @@ def render(job_dir: Path, details: str | None = None, repo_id: str | None = None
     base_hub = hub_id(root) if root else None
     licence = base_license(root) if root else None
     kind = artifact.get("kind") or ("model" if job.get("kind") != "feature" else "classifier")
+    library = LIBRARY.get(kind, "transformers")
+    if artifact.get("head") == "cls_head":  # a sequence-classification head: PEFT adapter or a full model
+        library = "peft" if artifact.get("tune", "lora") == "lora" else "transformers"
     method = str(artifact.get("method") or config.get("method") or job.get("kind") or "")
     results = eval_results(job_id, job_dir.parent.parent, metrics, tuple(reports))
     name = repo_id or f"tuneterm-{job_id}"
@@ -224,7 +227,7 @@ def render(job_dir: Path, details: str | None = None, repo_id: str | None = None
     header: dict = {}
     if base_hub:
         header["base_model"] = base_hub
-    header["library_name"] = LIBRARY.get(kind, "transformers")
+    header["library_name"] = library
     if licence:
         header["license"] = licence
     header["tags"] = [t for t in dict.fromkeys(tags) if t]
