@@ -162,6 +162,10 @@ def test_tracking_env_keeps_what_the_user_set(tmp_path):
     env = tracking.tracking_env(job, {})
     assert env["MLFLOW_TRACKING_URI"] == (tmp_path / "ws" / "mlruns").resolve().as_uri()
     assert env["WANDB_MODE"] == "offline" and env["MLFLOW_ALLOW_FILE_STORE"] == "true"
+    env = tracking.tracking_env(job, {}, ("tensorboard", "mlflow"))  # only the trackers asked for: transformers
+    assert not [k for k in env if k.startswith(("WANDB_", "TRACKIO_"))]  # prints a W&B line when WANDB_MODE is set
+    assert env["MLFLOW_ALLOW_FILE_STORE"] == "true" and "TENSORBOARD_LOGGING_DIR" in env
+    assert "MLFLOW_ALLOW_FILE_STORE" not in tracking.tracking_env(job, {}, ("wandb",))
 
 
 def _wandb_records(path: Path):
