@@ -179,7 +179,8 @@ def test_a_real_gguf_job_of_a_tuned_model_exports_with_its_trained_system_prompt
     assert f"trained with ({len(system)} chars)" in out and "note:" not in out
     hf_template = ollama.gguf_metadata(gguf)["tokenizer.chat_template"]
     for messages in CONVERSATIONS:  # Ollama puts SYSTEM first where a request has none, as tuneterm chat does
-        with_system = messages if messages[0]["role"] == "system" else [{"role": "system", "content": system}, *messages]
+        with_system = messages if messages[0]["role"] == "system" else \
+            [{"role": "system", "content": system}, *messages]
         assert gotemplate.render(_modelfile_template(text), gotemplate.ollama_values(messages, system)) == \
             ollama.render_hf_template(hf_template, with_system)
 

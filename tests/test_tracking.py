@@ -378,8 +378,8 @@ def _dpo_job(tiny_model_dir, tmp_path, report_to):
 def _distill_job(tiny_model_dir, tmp_path, report_to):
     from tuneterm.core import jobs
 
-    return jobs.create_job("distill", {"teacher": str(tiny_model_dir), "keep_layers": [0], "data": str(_data(tmp_path, 8)),
-                                       "steps": 3, "lr": 1e-3, "batch_size": 4,
+    return jobs.create_job("distill", {"teacher": str(tiny_model_dir), "keep_layers": [0],
+                                       "data": str(_data(tmp_path, 8)), "steps": 3, "lr": 1e-3, "batch_size": 4,
                                        "log": {"report_to": report_to, "every_steps": 1}})
 
 
