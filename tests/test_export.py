@@ -83,17 +83,20 @@ def test_gotemplate_subset():
 
 @pytest.fixture
 def gguf_job(tmp_workspace):
-    """A train job's spec (its recipe: max_length 333) and a gguf quantize job of it holding the
+    """A train job's spec (its recipe: max_length 333) and a gguf quantize job of it laid out as the
+    quantize job lays it out (``output/model/`` with the file that ``quant.file`` names), holding the
     embedded SmolLM2 GGUF (a real file, linked, so no conversion runs here)."""
     from tuneterm.core import modelref
 
     train = store.create_job("train", {"method": "lora", "model": "smollm2-135m-instruct",
                                        "train": {"max_length": 333}})
     quant = store.create_job("quantize", {"model": f"job:{train.id}", "method": "gguf"})
-    gguf = quant.dir / "output" / "model-q4_1.gguf"
+    (quant.dir / "output" / "model").mkdir()
+    gguf = quant.dir / "output" / "model" / "model-q4_1.gguf"
     gguf.symlink_to(modelref.embedded_gguf_path())
     (quant.dir / "output" / "artifact.json").write_text(json.dumps(
-        {"kind": "gguf", "path": gguf.name, "job": quant.id, "base": f"job:{train.id}"}))
+        {"kind": "gguf", "path": "model", "job": quant.id, "base": f"job:{train.id}",
+         "quant": {"method": "gguf", "format": "gguf", "file": gguf.name}}))
     return quant, gguf
 
 
@@ -145,3 +148,42 @@ def test_the_self_check_notices_a_template_that_renders_differently():
     assert _same_prompt(ollama.CHATML, smol, "")
     assert not _same_prompt(ollama.CHATML, smol.replace("'<|im_end|>' + '\n'", "'<|im_end|>' + '\n\n'"), "")
     assert not _same_prompt(ollama.CHATML, "{{ messages | no_such_filter }}", "")  # cannot render: says so
+
+
+def test_a_real_gguf_job_of_a_tuned_model_exports_with_its_trained_system_prompt(cli, tiny_model_dir, tmp_path):
+    """The whole path as a user runs it: a real LoRA job trained with one system prompt, a real gguf
+    quantize job of it (its folder layout, its GGUF's own chat template), then both exports."""
+    from test_quant_cpu import run_job
+
+    from tuneterm.core.jobs.plan import plan_train
+    from tuneterm.workers.jobctx import JobContext
+    from tuneterm.workers.kinds import train
+
+    system = "You route support tickets. Answer with one queue name."
+    rows = [{"messages": [{"role": "system", "content": system}, {"role": "user", "content": f"Ticket {i}"},
+                          {"role": "assistant", "content": "billing"}]} for i in range(8)]
+    data = tmp_path / "routed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = plan_train("lora", model=str(tiny_model_dir), data=str(data),
+                     overrides=["train.max_steps=1", "train.batch_size=2", "lora.r=4", "train.max_length=64"]).create()
+    train.run(JobContext(job.dir))
+    quant = run_job(f"job:{job.id}", "gguf", "quant.outtype=q8_0")
+
+    code, out, err = cli("export", f"job:{quant.id}", "--to", "ollama")
+    assert code == 0, err
+    [modelfile] = (quant.dir / "output").rglob("Modelfile")
+    text = modelfile.read_text()
+    gguf = modelfile.parent / re.search(r"^FROM \./(.+)$", text, re.M).group(1)
+    assert gguf.is_file() and gguf.suffix == ".gguf"
+    assert f'SYSTEM """{system}"""' in text and "PARAMETER num_ctx 64" in text
+    assert f"trained with ({len(system)} chars)" in out and "note:" not in out
+    hf_template = ollama.gguf_metadata(gguf)["tokenizer.chat_template"]
+    for messages in CONVERSATIONS:  # Ollama puts SYSTEM first where a request has none, as tuneterm chat does
+        with_system = messages if messages[0]["role"] == "system" else \
+            [{"role": "system", "content": system}, *messages]
+        assert gotemplate.render(_modelfile_template(text), gotemplate.ollama_values(messages, system)) == \
+            ollama.render_hf_template(hf_template, with_system)
+
+    code, out, err = cli("export", f"job:{quant.id}", "--to", "llama.cpp")
+    assert code == 0 and out.strip().startswith(f"llama-server -m {gguf} --jinja"), err
+    assert "trained with a system prompt" in err

@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 
 from tuneterm.core import jobs, modelref
 from tuneterm.core.jobs.plan import plan_train
@@ -107,6 +108,8 @@ def test_lora_head_trains_reloads_with_peft_and_answers_chat_and_eval(tmp_path, 
     scored = report["tasks"]["route"]["variants"][f"job:{job.id}"]
     assert scored["n"] == 20 and scored["metrics"]["exact_match"]["value"] >= 0.9
     assert [v["kind"] for v in report["variants"]] == ["model", "classifier"]
+    card = ModelCard((job.dir / "output" / "README.md").read_text())  # the Hub's conventions, like every artifact
+    assert card.data.library_name == "peft" and "cls_head" in card.data.tags and "2 labels" in card.text
 
 
 def test_full_head_trains_every_weight(tmp_path, tiny_model_dir):
@@ -122,6 +125,8 @@ def test_full_head_trains_every_weight(tmp_path, tiny_model_dir):
     from tuneterm.workers import classifier
 
     assert set(classifier.predict(["parcel courier"], str(head))) <= set(WORDS)
+    card = ModelCard((job.dir / "output" / "README.md").read_text())
+    assert card.data.library_name == "transformers" and card.data.datasets == ["train"]
 
 
 @pytest.mark.slow

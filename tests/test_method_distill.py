@@ -25,6 +25,10 @@ def test_student_kl_to_teacher_falls(tiny_model_dir, tmp_path):
     assert report["kl_after"] < report["kl_before"]
     assert report["student_params"] < report["teacher_params"]
     assert modelref.job_artifact(job.id, workspace().jobs_dir).kind == "model"
+    from huggingface_hub import ModelCard
+
+    card = ModelCard((job.dir / "output" / "README.md").read_text())  # the Hub's conventions
+    assert card.data.library_name == "transformers" and "distill" in card.data.tags
 
 
 def test_a_stopped_distillation_resumes_from_its_checkpoint(tiny_model_dir, tmp_path):

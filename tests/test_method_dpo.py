@@ -58,7 +58,10 @@ def test_dpo_job_raises_the_margin_and_saves_a_peft_adapter(tiny_model_dir, tmp_
     metrics = json.loads((job.dir / "output" / "metrics.json").read_text())
     assert metrics["global_step"] == 8 and metrics["final_rewards_margins"] > 0
     assert tomllib.loads((job.dir / "output" / "config.toml").read_text())["dpo"]["beta"] == 0.1
-    assert "DPO" in (job.dir / "output" / "README.md").read_text()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard((job.dir / "output" / "README.md").read_text())  # the Hub's conventions, the DPO summary kept
+    assert "DPO" in card.text and card.data.library_name == "peft" and "dpo" in card.data.tags
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -108,7 +108,10 @@ def test_two_stage_pipeline_succeeds_with_forgetting_matrix(cli, tiny_model_dir,
     assert {(e["stage_name"], e["val_set"]) for e in evals} == {
         ("base", "general"), ("base", "domain_qa"), ("general", "general"),
         ("domain_qa", "general"), ("domain_qa", "domain_qa")}
-    assert "after \\ val" in (out_dir / "README.md").read_text()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard((out_dir / "README.md").read_text())  # the Hub's conventions, the forgetting matrix kept
+    assert "after \\ val" in card.text and card.data.library_name == "transformers" and "sequential" in card.data.tags
 
 
 def test_cancel_in_stage_two_then_resume_skips_stage_one(cli, tiny_model_dir, tmp_path):

@@ -43,7 +43,10 @@ def test_card_of_a_gguf_from_a_job_reads_the_licence_of_a_local_base(tmp_path):
     base = tmp_path / "base"
     base.mkdir()
     (base / "README.md").write_text("---\nlicense: mit\n---\n# a base\n")
-    train = _job({"method": "full", "model": str(base)}, {"kind": "model", "path": "model"})
+    data = tmp_path / "tickets.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n' * 2)
+    train = _job({"method": "full", "model": str(base), "data": str(data), "dataset": "tickets",
+                  "train": {"lr": 3e-5}}, {"kind": "model", "path": "model"})
     quant = _job({"model": f"job:{train.id}", "method": "gguf"},
                  {"kind": "gguf", "path": "model-q8_0.gguf", "gate_passed": True,
                   "quality": {"ppl_increase": 0.012, "mean_kl": 0.003}}, kind="quantize")
@@ -53,3 +56,8 @@ def test_card_of_a_gguf_from_a_job_reads_the_licence_of_a_local_base(tmp_path):
     assert card.data.base_model is None  # a local folder has no Hub id
     assert "## Quantization gate" in card.text and "perplexity increase: 0.012" in card.text
     assert f"`job:{train.id}` → `{base}`" in card.text and "# me/tiny-gguf" in card.text
+    # the data and recipe of the training job it was quantized from: provenance travels with the GGUF (pushed alone)
+    assert card.data.datasets == ["tickets"]
+    assert hashlib.sha256(data.read_bytes()).hexdigest() in card.text
+    assert f"`job:{train.id}` was trained on" in card.text
+    assert f"Trained before that by `job:{train.id}` with **full**" in card.text and "lr = 3e-05" in card.text

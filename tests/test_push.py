@@ -114,3 +114,35 @@ def test_push_with_a_wrong_token_reports_the_hub_refusal(cli, lora_job, online, 
 def test_push_checks_the_repo_name(cli, lora_job):
     code, _, err = cli("push", f"job:{lora_job.id}", "not a repo", "--dry-run")
     assert code == 2 and "ORG/NAME" in err
+
+
+def test_push_of_a_gguf_job_uploads_the_file_its_modelfile_and_a_gguf_card(cli, tmp_workspace, online, monkeypatch):
+    """A quantize job's GGUF with the Modelfile `export --to ollama` wrote beside it, and the gate's report.
+    (The file's bytes are a stand-in: push reads none of them; the stand-in Hub takes every file inline,
+    where the real Hub sends large ones through LFS/Xet, which huggingface_hub handles.)"""
+    from huggingface_hub import ModelCard
+
+    from tuneterm.core.jobs import store
+
+    train = store.create_job("train", {"method": "lora", "model": "smollm2-135m-instruct"})
+    quant = store.create_job("quantize", {"model": f"job:{train.id}", "method": "gguf"})
+    out = quant.dir / "output"
+    gguf = out / "model-q8_0.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(range(256)) * 4)
+    (out / "Modelfile").write_text("FROM ./model-q8_0.gguf\nPARAMETER stop \"<|im_end|>\"\n")
+    quality = {"passed": True, "ppl_increase": 0.0012, "mean_kl": 0.0004, "top1_agreement": 0.99}
+    (out / "quality.json").write_text(json.dumps(quality))
+    (out / "artifact.json").write_text(json.dumps({"kind": "gguf", "path": gguf.name, "job": quant.id,
+                                                  "base": f"job:{train.id}", "gate_passed": True}))
+    monkeypatch.setenv("HF_TOKEN", VALID_TOKEN)
+    code, out_text, err = cli("push", f"job:{quant.id}", "me/tiny-gguf")
+    assert code == 0, err
+    repo = online.repos["me/tiny-gguf"]
+    assert not repo["private"]
+    assert set(repo["files"]) == {"model-q8_0.gguf", "Modelfile", "README.md", "tuneterm_quality.json"}
+    assert repo["files"]["model-q8_0.gguf"] == gguf.read_bytes()
+    card = ModelCard(repo["files"]["README.md"].decode())
+    assert card.data.library_name == "gguf" and {"gguf", "quantized"} <= set(card.data.tags)
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.license == "apache-2.0"
+    assert "Gate: **passed**" in card.text and "perplexity increase: 0.0012" in card.text
+    assert f"tuneterm export job:{quant.id} --to ollama" in card.text

@@ -162,6 +162,10 @@ def test_tracking_env_keeps_what_the_user_set(tmp_path):
     env = tracking.tracking_env(job, {})
     assert env["MLFLOW_TRACKING_URI"] == (tmp_path / "ws" / "mlruns").resolve().as_uri()
     assert env["WANDB_MODE"] == "offline" and env["MLFLOW_ALLOW_FILE_STORE"] == "true"
+    env = tracking.tracking_env(job, {}, ("tensorboard", "mlflow"))  # only the trackers asked for: transformers
+    assert not [k for k in env if k.startswith(("WANDB_", "TRACKIO_"))]  # prints a W&B line when WANDB_MODE is set
+    assert env["MLFLOW_ALLOW_FILE_STORE"] == "true" and "TENSORBOARD_LOGGING_DIR" in env
+    assert "MLFLOW_ALLOW_FILE_STORE" not in tracking.tracking_env(job, {}, ("wandb",))
 
 
 def _wandb_records(path: Path):
@@ -359,3 +363,52 @@ def test_lora_job_logs_to_trackio_locally(tiny_model_dir, tmp_path, tmp_workspac
     losses = [m["train/loss"] for m in metrics if "train/loss" in m]
     events = [json.loads(x) for x in (job.dir / "events.jsonl").read_text().splitlines()]
     assert [round(v, 4) for v in losses] == [round(e["loss"], 4) for e in events if e.get("type") == "train"]
+
+
+def _dpo_job(tiny_model_dir, tmp_path, report_to):
+    from test_method_dpo import _config, _pairs
+
+    from tuneterm.core import jobs
+
+    config = _config(tiny_model_dir, _pairs(tmp_path, 8), max_steps=3)
+    config["log"]["report_to"] = report_to
+    return jobs.create_job("train", config)
+
+
+def _distill_job(tiny_model_dir, tmp_path, report_to):
+    from tuneterm.core import jobs
+
+    return jobs.create_job("distill", {"teacher": str(tiny_model_dir), "keep_layers": [0],
+                                       "data": str(_data(tmp_path, 8)), "steps": 3, "lr": 1e-3, "batch_size": 4,
+                                       "log": {"report_to": report_to, "every_steps": 1}})
+
+
+def _cls_head_job(tiny_model_dir, tmp_path, report_to):
+    from classifier_jobs import SYSTEM, write_examples
+
+    data = write_examples(tmp_path / "heads.jsonl", 16, 1, SYSTEM)
+    return plan_train("cls_head", model=str(tiny_model_dir), data=str(data),
+                      overrides=[f"log.report_to={json.dumps(report_to)}", "train.max_steps=3", "train.batch_size=4",
+                                 "log.every_steps=1", "checkpoint.every_steps=1000"]).create()
+
+
+@pytest.mark.parametrize("kind,make", [("train", _dpo_job), ("distill", _distill_job), ("cls_head", _cls_head_job)],
+                         ids=["dpo", "distill", "cls_head"])
+def test_the_other_trainer_kinds_log_to_mlflow(tiny_model_dir, tmp_path, tmp_workspace, clean_tracker_env, kind, make):
+    """DPO, distillation and the classification head report through Trainer's MLflow integration like LoRA:
+    one run named after the job, its losses by step, the frozen config as parameters, finished."""
+    mlflow = pytest.importorskip("mlflow")
+    import importlib
+
+    from tuneterm.workers.jobctx import JobContext
+
+    job = make(tiny_model_dir, tmp_path, ["mlflow"])
+    importlib.import_module(f"tuneterm.workers.kinds.{kind}").run(JobContext(job.dir))
+    record = json.loads((job.dir / "tracking.json").read_text())["mlflow"]
+    assert record["tracking_uri"] == (tmp_workspace.root / "mlruns").as_uri()
+    client = mlflow.MlflowClient(record["tracking_uri"])
+    run = client.get_run(record["run_id"])
+    assert run.info.run_name == job.id and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+    assert any(k.startswith("tuneterm.") for k in run.data.params)
+    assert len(client.search_runs([record["experiment_id"]])) == 1

@@ -31,13 +31,19 @@ def _gguf_of(job_ref: str):
 
     job_id = store.resolve_id(job_ref)
     artifact = job_artifact(job_id, store.jobs_root())
-    if artifact.kind != "gguf" or not artifact.path.is_file():
+    if artifact.kind != "gguf":
         raise InputError(f"job {job_id} made a {artifact.kind}, not a GGUF file", [("artifact", str(artifact.path))],
                          f"make one first: tuneterm quantize job:{job_id} --method gguf")
     import json
 
     recorded = json.loads((store.jobs_root() / job_id / "output" / "artifact.json").read_text())["path"]
-    return job_id, store.jobs_root() / job_id / "output" / recorded  # as the job holds it (a link stays a link)
+    path = store.jobs_root() / job_id / "output" / recorded  # as the job holds it (a link stays a link)
+    if path.is_dir():  # a gguf quantize job's folder: the file, its tokenizer and config (``quant.file`` names it)
+        path = path / str(artifact.quant.get("file") or "")
+    if path.suffix != ".gguf" or not path.is_file():
+        raise InputError(f"job {job_id}'s GGUF file is missing", [("expected", str(path))],
+                         f"quantize again: tuneterm quantize {artifact.base or f'job:{job_id}'} --method gguf")
+    return job_id, path
 
 
 def recipe_params(job_id: str) -> dict:
@@ -83,13 +89,19 @@ def _same_prompt(family, hf_template: str, system: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tuneterm.core import ollama
+    import sys
+
+    from tuneterm.core import ollama, trained_prompt
     from tuneterm.core.fsutil import atomic_write_text
 
     job_id, gguf = _gguf_of(args.job)
     params = recipe_params(job_id)
+    trained = trained_prompt.for_ref(f"job:{job_id}")  # what `tuneterm chat job:ID` and serve send it
     if args.to == "llama.cpp":
         print(ollama.llama_server_command(gguf, params, args.port))
+        if trained:
+            print(f"note: job {trained.job_id} was trained with a system prompt ({len(trained.text)} chars); "
+                  "llama-server does not add one: send it as the system message", file=sys.stderr)
         return 0
     meta = ollama.gguf_metadata(gguf)
     hf_template = meta.get("tokenizer.chat_template") or ""
@@ -98,12 +110,16 @@ def run(args: argparse.Namespace) -> int:
         system = ollama.default_system(family, ollama.render_hf_template(hf_template, PROBE[1:2]))
     except Exception:  # noqa: BLE001 - a template this renderer cannot run: no default system prompt taken
         system = ""
+    if trained:  # Ollama's SYSTEM goes first when a request has none, as the trained prompt does in tuneterm
+        system = trained.text
     text = ollama.modelfile(gguf, family, system, params, f"job:{job_id}")
     target = gguf.parent / "Modelfile"
     atomic_write_text(target, text)
     same = _same_prompt(family, hf_template, system)
     name = args.name or "tuneterm-" + re.sub(r"[^a-z0-9._-]", "-", job_id.lower().rsplit("-", 1)[-1])
     print(f"wrote {target} ({family.name} template, stop {', '.join(family.stop)})")
+    if trained:
+        print(f"SYSTEM is the prompt job {trained.job_id} was trained with ({len(trained.text)} chars)")
     if not same:
         print("note: the Modelfile's template renders a different prompt than the GGUF's own chat template "
               "for a test conversation (or that template could not be rendered here); check it before relying on it")

@@ -59,6 +59,19 @@ def base_lineage(job_dir: Path) -> list[str]:
     return chain
 
 
+def trained_from(job_dir: Path) -> tuple[str, dict] | None:
+    """(``job:ID``, frozen config) of the nearest job up the lineage that trained on data: the training
+    job a quantized model came from, whose data and recipe its card carries. None when there is none."""
+    jobs_dir = Path(job_dir).parent
+    for ref in base_lineage(job_dir):
+        if not ref.startswith("job:"):
+            return None
+        config = _spec(jobs_dir / ref[4:].split("@")[0]).get("config", {})
+        if data_files(config):
+            return ref, config
+    return None
+
+
 def hub_id(ref: str) -> str | None:
     """The Hub repo id of a model reference, when it has one."""
     from tuneterm.core.modelref import EMBEDDED_ALIASES
@@ -212,6 +225,9 @@ def render(job_dir: Path, details: str | None = None, repo_id: str | None = None
     base_hub = hub_id(root) if root else None
     licence = base_license(root) if root else None
     kind = artifact.get("kind") or ("model" if job.get("kind") != "feature" else "classifier")
+    library = LIBRARY.get(kind, "transformers")
+    if artifact.get("head") == "cls_head":  # a sequence-classification head: PEFT adapter or a full model
+        library = "peft" if artifact.get("tune", "lora") == "lora" else "transformers"
     method = str(artifact.get("method") or config.get("method") or job.get("kind") or "")
     results = eval_results(job_id, job_dir.parent.parent, metrics, tuple(reports))
     name = repo_id or f"tuneterm-{job_id}"
@@ -224,12 +240,15 @@ def render(job_dir: Path, details: str | None = None, repo_id: str | None = None
     header: dict = {}
     if base_hub:
         header["base_model"] = base_hub
-    header["library_name"] = LIBRARY.get(kind, "transformers")
+    header["library_name"] = library
     if licence:
         header["license"] = licence
     header["tags"] = [t for t in dict.fromkeys(tags) if t]
-    datasets = [_dataset_name(str(config["dataset"]))] if config.get("dataset") else []
-    datasets += [_dataset_name(str(s.get("dataset") or s["data"])) for s in config.get("stages") or [] if s.get("data")]
+    parent = None if data_files(config) else trained_from(job_dir)  # a quantized model: its training job's data
+    data_config = parent[1] if parent else config
+    datasets = [_dataset_name(str(data_config["dataset"]))] if data_config.get("dataset") else []
+    datasets += [_dataset_name(str(s.get("dataset") or s["data"])) for s in data_config.get("stages") or []
+                 if s.get("data")]
     if datasets:
         header["datasets"] = list(dict.fromkeys(datasets))
     index = _model_index(name, results)
@@ -244,7 +263,10 @@ def render(job_dir: Path, details: str | None = None, repo_id: str | None = None
         lines += ["Lineage: " + " → ".join(f"`{r}`" for r in lineage), ""]
     lines += ["<!-- tuneterm:details -->", details.rstrip("\n") + ("\n" if details.strip() else "")
               + "<!-- /tuneterm:details -->", ""]
-    lines += _data_section(config) + _recipe_section(config, method) + _results_section(results, metrics)
+    lines += _data_section(data_config, parent[0] if parent else None) + _recipe_section(config, method)
+    if parent:
+        lines += _recipe_section(parent[1], str(parent[1].get("method") or ""), parent[0])
+    lines += _results_section(results, metrics)
     lines += _gate_section(quality, artifact) + _licence_section(root, licence) + _use_section(job_id, kind, base_hub)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -259,11 +281,14 @@ def _what(kind: str, method: str) -> str:
             }.get(kind, f"A {method} model" if method else "A model")
 
 
-def _data_section(config: dict) -> list[str]:
+def _data_section(config: dict, source: str | None = None) -> list[str]:
     rows = provenance(config)
     if not rows:
         return []
-    lines = ["## Data", "", "| role | file | rows | sha256 |", "| --- | --- | --- | --- |"]
+    lines = ["## Data", ""]
+    if source:
+        lines += [f"The data `{source}` was trained on; this model was made from it.", ""]
+    lines += ["| role | file | rows | sha256 |", "| --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['role']} | `{r['path']}` | {r.get('rows', '-')} | `{r.get('sha256', 'missing')}` |")
     if config.get("dataset"):
@@ -271,7 +296,8 @@ def _data_section(config: dict) -> list[str]:
     return lines + [""]
 
 
-def _recipe_section(config: dict, method: str) -> list[str]:
+def _recipe_section(config: dict, method: str, source: str | None = None) -> list[str]:
+    """The frozen recipe; ``source``: the training job's, below a quantized model's own."""
     import tomli_w
 
     shown = {k: v for k, v in config.items() if k not in ("cwd",)}
@@ -279,8 +305,10 @@ def _recipe_section(config: dict, method: str) -> list[str]:
         text = tomli_w.dumps(shown)
     except (TypeError, ValueError):
         text = json.dumps(shown, indent=2, default=str)
-    return ["## Method and recipe", "", f"Method: **{method or '?'}**. The frozen recipe:", "",
-            "<details><summary>config</summary>", "", "```toml", text.rstrip(), "```", "", "</details>", ""]
+    head = ["## Method and recipe", "", f"Method: **{method or '?'}**. The frozen recipe:", ""] if source is None \
+        else [f"Trained before that by `{source}` with **{method or '?'}**. Its frozen recipe:", ""]
+    summary = "config" if source is None else f"config of {source}"
+    return head + [f"<details><summary>{summary}</summary>", "", "```toml", text.rstrip(), "```", "", "</details>", ""]
 
 
 def _results_section(results: list[dict], metrics: dict) -> list[str]:

@@ -68,9 +68,13 @@ def tensorboard_dir(job_dir: Path) -> Path:
     return Path(job_dir) / "tracking" / "tensorboard"
 
 
-def tracking_env(job_dir: Path, environ: dict) -> dict[str, str]:
-    """Environment variables that point each tracker at its offline store, for those the user's
-    environment (``environ``) does not already set."""
+ENV_OF = {"tensorboard": "TENSORBOARD_", "mlflow": "MLFLOW_", "wandb": "WANDB_", "trackio": "TRACKIO_"}
+
+
+def tracking_env(job_dir: Path, environ: dict, names=TRACKERS) -> dict[str, str]:
+    """Environment variables that point each tracker in ``names`` at its offline store, for those the
+    user's environment (``environ``) does not already set. Only the trackers asked for: transformers
+    prints "Running in WANDB offline mode" on import whenever ``WANDB_MODE`` is offline."""
     job_dir = Path(job_dir).resolve()
     ws = workspace_of(job_dir)
     env = {
@@ -82,9 +86,10 @@ def tracking_env(job_dir: Path, environ: dict) -> dict[str, str]:
         "WANDB_PROJECT": PROJECT,
         "TRACKIO_DIR": str(ws / "trackio"),
     }
-    out = {k: v for k, v in env.items() if not environ.get(k)}
+    prefixes = tuple(ENV_OF[n] for n in names if n in ENV_OF)
+    out = {k: v for k, v in env.items() if not environ.get(k) and k.startswith(prefixes)}
     uri = environ.get("MLFLOW_TRACKING_URI") or out.get("MLFLOW_TRACKING_URI", "")
-    if uri.startswith("file:") or "://" not in uri:
+    if "mlflow" in names and (uri.startswith("file:") or "://" not in uri):
         out["MLFLOW_ALLOW_FILE_STORE"] = "true"  # MLflow 3 refuses its file store unless asked
     return out
 

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if tracking.requested(ctx.config):  # before any library imports a tracker (TRL imports trackio,
             from tuneterm.workers.tracking import use_offline_stores  # which reads TRACKIO_DIR once, on import)
 
-            use_offline_stores(ctx.job_dir)
+            use_offline_stores(ctx.job_dir, tracking.requested(ctx.config))
         ctx.take_slots(slots.request_for(ctx.kind, ctx.job.get("devices"), int(ctx.job.get("nproc", 1) or 1)))
         if ctx.should_stop:
             raise JobCancelled("cancelled before it started")

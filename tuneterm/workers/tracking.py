@@ -29,11 +29,12 @@ def run_name(ctx) -> str:
 _OURS: dict[str, str] = {}  # tracker variables this process set (the rest of the environment is the user's)
 
 
-def use_offline_stores(job_dir: Path, run: str | None = None) -> None:
-    """Each tracker's offline store for this process, where the user's environment names none. ``run``
-    (a sequential stage): its own TensorBoard folder, so the stages' curves do not overlap."""
+def use_offline_stores(job_dir: Path, names, run: str | None = None) -> None:
+    """The offline store of each tracker in ``names`` for this process, where the user's environment
+    names none. ``run`` (a sequential stage): its own TensorBoard folder, so the stages' curves do not
+    overlap."""
     user = {k: v for k, v in os.environ.items() if _OURS.get(k) != v}
-    env = tracking.tracking_env(Path(job_dir), user)
+    env = tracking.tracking_env(Path(job_dir), user, tuple(names))
     if run and "TENSORBOARD_LOGGING_DIR" in env:
         env["TENSORBOARD_LOGGING_DIR"] = str(Path(env["TENSORBOARD_LOGGING_DIR"]) / run)
     os.environ.update(env)
@@ -45,7 +46,7 @@ def trainer_setup(ctx, config: dict) -> tuple[list[str], list]:
     names = tracking.check_trackers(config)
     if not names:
         return [], []
-    use_offline_stores(ctx.job_dir, run_name(ctx) if run_name(ctx) != ctx.id else None)
+    use_offline_stores(ctx.job_dir, names, run_name(ctx) if run_name(ctx) != ctx.id else None)
     if _OURS.get("MLFLOW_RUN_ID") == os.environ.get("MLFLOW_RUN_ID"):
         os.environ.pop("MLFLOW_RUN_ID", None)  # a run this process reopened before (an earlier stage) is not this one's
     if "mlflow" in names:  # the process may have pointed MLflow elsewhere before (tests, a pipeline)
@@ -155,7 +156,7 @@ class TrackerRun:
         names = tracking.check_trackers(config)
         if not names:
             return None
-        use_offline_stores(ctx.job_dir)
+        use_offline_stores(ctx.job_dir, names)
         record = {name: _new_run(name, run_name(ctx)) for name in names}
         write_record(ctx.job_dir, record)
         run = cls(record, started=True)
@@ -168,7 +169,7 @@ class TrackerRun:
         record = tracking.read_record(job_dir)
         if not record:
             return None
-        use_offline_stores(job_dir)
+        use_offline_stores(job_dir, list(record))
         return cls(record)
 
     def params(self, params: dict) -> None:

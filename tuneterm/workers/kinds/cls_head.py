@@ -19,7 +19,7 @@ from tuneterm.core.errors import DatasetError
 from tuneterm.core.fsutil import atomic_write_json, atomic_write_text
 from tuneterm.workers import cls_head
 from tuneterm.workers.train import methods
-from tuneterm.workers.train.output import base_ref, save_weights
+from tuneterm.workers.train.output import base_ref, hub_card, save_weights
 from tuneterm.workers.train.trainer import JobEventsCallback, TunetermTrainer, build_args, train_or_resume
 
 
@@ -121,7 +121,7 @@ def write_output(ctx, trainer, tokenizer, config: dict, names: list[str], metric
     atomic_write_text(out / "config.toml", tomli_w.dumps(config))
     atomic_write_json(out / "metrics.json", metrics)
     figures = ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()) or "no validation split"
-    atomic_write_text(out / "README.md", "\n".join([
+    atomic_write_text(out / "README.md", hub_card(ctx, "\n".join([
         f"# classification head on {config['model']} (tuneterm job {ctx.id})", "",
         f"- data: `{config['data']}`" + (f", validation `{config['eval_data']}`" if config.get("eval_data") else ""),
         f"- {len(names)} labels: {', '.join(names[:20])}" + (" ..." if len(names) > 20 else ""),
@@ -129,7 +129,7 @@ def write_output(ctx, trainer, tokenizer, config: dict, names: list[str], metric
         f"max length {config['train'].get('max_length')}",
         f"- {figures}", "",
         f"Use it: `tuneterm chat job:{ctx.id} \"...\"` answers with a label; "
-        f"`tuneterm eval --models job:{ctx.id} ...` scores it on generate tasks.", ""]))
+        f"`tuneterm eval --models job:{ctx.id} ...` scores it on generate tasks.", ""])))
     ctx.log(f"output written to {out}")
 
 
