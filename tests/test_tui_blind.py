@@ -167,3 +167,51 @@ async def test_a_models_own_settings_follow_it_through_the_shuffle():
             await pilot.press("ctrl+b")
             assert screen.conversation.settings["columns"][0]["system"] == "You are the tuned model."
             assert [c.model for c in screen.columns] == [good, weak]
+
+
+async def test_votes_export_from_the_evals_screen_to_a_dpo_dataset_train_accepts(cli, tmp_workspace):
+    """ctrl+e beside the win-rate table writes the human votes into a workspace dataset: DPO pairs that
+    `train --method dpo --dry-run` accepts, or SFT chat examples; a taken name is refused and shown."""
+    import json
+    import tomllib
+
+    from tuneterm.tui.app import TunetermApp
+    from tuneterm.workers.train.dpo import read_pairs
+
+    for i, outcome in enumerate(["1", "2", "tie", "1"]):
+        votes.record(votes.Round(f"question {i}?", ["openai:alpha", "openai:beta"], [f"alpha {i}", f"beta {i}"],
+                                 [0, 1]), outcome)
+    data = tmp_workspace.datasets_dir
+    app = TunetermApp(start="evals")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        screen.set_focus(None)
+        await pilot.press("ctrl+y")
+
+        async def export(line: str) -> None:
+            await pilot.press("ctrl+e")
+            assert await until(pilot, lambda: app.screen is not screen)
+            app.screen.query_one(Input).value = line
+            await pilot.press("enter")
+            assert await until(pilot, lambda: app.screen is screen)
+
+        await export("dpo prefs")
+        assert await until(pilot, lambda: (data / "prefs" / "data.jsonl").is_file(), tries=300)
+        assert await until(pilot, lambda: any(n.title == "votes exported" for n in app._notifications), tries=100)
+        rows = [json.loads(line) for line in (data / "prefs" / "data.jsonl").read_text().splitlines()]
+        assert [r["preferred_output"][0]["content"] for r in rows] == ["alpha 0", "beta 1", "alpha 3"]
+        assert [r["non_preferred_output"][0]["content"] for r in rows] == ["beta 0", "alpha 1", "beta 3"]
+        await export("sft chosen")
+        assert await until(pilot, lambda: (data / "chosen" / "data.jsonl").is_file(), tries=300)
+        await export("dpo prefs")  # the name is taken: the error is shown, the dataset kept
+        assert await until(pilot, lambda: any("already exists" in (n.title or "") for n in app._notifications),
+                           tries=300)
+        await export("prefs")  # not "dpo NAME" / "sft NAME": said so, nothing written
+        assert await until(pilot, lambda: any("expected 'dpo NAME'" in n.message for n in app._notifications))
+    code, out, err = cli("train", "--method", "dpo", "--model", "smollm2", "--data", "prefs", "--dry-run")
+    assert code == 0, err
+    config = tomllib.loads(out)
+    pairs = read_pairs(config["data"])  # what the DPO job reads the data with
+    assert len(pairs) == 3 and pairs[1]["chosen"][-1]["content"] == "beta 1"
+    sft = [json.loads(line) for line in (data / "chosen" / "data.jsonl").read_text().splitlines()]
+    assert [r["messages"][-1]["content"] for r in sft] == ["alpha 0", "beta 1", "alpha 3"]

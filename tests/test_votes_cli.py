@@ -80,3 +80,21 @@ def test_bad_votes_usage(cli):
     assert code == 2 and "unknown votes subcommand" in err
     code, _, err = cli("eval", "evals/x.yaml")
     assert code == 2 and "--models" in err
+
+
+def test_judge_human_agreement_is_reported_once_both_voted_on_the_same_rounds(cli):
+    rounds = [votes.Round(f"question {i}?", ["openai:one", "openai:two"], [f"good {i}", f"bad {i}"], [0, 1],
+                          round_id=f"r{i}") for i in range(4)]
+    for rnd in rounds:
+        votes.record(rnd, "1", voter="judge:openai:judge")
+    code, out, err = cli("eval", "votes")
+    assert code == 0, err
+    assert "0 human vote(s), 4 judge verdict(s)" in out and "judge vs human" not in out  # no human vote yet
+    for rnd, human in zip(rounds, ["1", "1", "2", "tie"]):
+        votes.record(rnd, human)
+    code, out, err = cli("eval", "votes")
+    assert code == 0, err
+    line = out.split("judge vs human (same rounds)\n", 1)[1].splitlines()[0]
+    assert line.startswith("judge:openai:judge: 2/4 agree (50%, 95% CI [") and "Cohen's kappa" in line, line
+    [agreement] = json.loads(cli("eval", "votes", "--json")[1])["agreement"]
+    assert (agreement["judge"], agreement["rounds"], agreement["agree"]) == ("judge:openai:judge", 4, 2)

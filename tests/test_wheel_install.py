@@ -97,6 +97,13 @@ def test_the_readme_first_session_from_an_installed_wheel(venv, tmp_path):
             step = step.replace("job:ID2", f"job:{ids[-1]}").replace("job:ID,", f"job:{ids[0]},")
         done = subprocess.run(["bash", "-c", step], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert done.returncode == expected, f"{step}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        if " chat --compare " in step:  # the session ends in the scored side-by-side chat
+            lines = done.stdout.splitlines()
+            titles = [i for i, line in enumerate(lines) if line.startswith("── ")]
+            assert len(titles) == 3, done.stdout  # base, tuned, quantized
+            for i in titles:  # each title with its score from the eval just run
+                assert re.match(r"^   \d+\.\d \[.*\] \S+ · tickets", lines[i + 1]), done.stdout
+            assert all("Δ" in lines[i + 1] for i in titles[1:]), done.stdout  # paired against the base
         listing = subprocess.run([str(venv / "bin" / "tuneterm"), "jobs", "ls", "--json"], cwd=tmp_path,
                                  env=env, capture_output=True, text=True)
         if listing.returncode == 0 and listing.stdout.strip().startswith("["):

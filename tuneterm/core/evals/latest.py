@@ -23,19 +23,20 @@ class Score:
     value: dict  # the report's {"value", "ci95", "higher_is_better", ...}
     n: int
     delta: dict | None = None  # the report's comparison against the first column, when there is one
+    delta_vs: str | None = None  # set when ``delta`` is against another variant (the report's own baseline)
 
     def to_dict(self) -> dict:
         d = self.delta or {}
         return {"task": self.task, "metric": self.metric, "n": self.n, "value": self.value.get("value"),
                 "ci95": self.value.get("ci95"), "delta": d.get("delta"), "delta_ci95": d.get("ci95"),
-                "p_value": d.get("p_value"), "significant": d.get("significant")}
+                "p_value": d.get("p_value"), "significant": d.get("significant"), "delta_vs": self.delta_vs}
 
     def lines(self) -> list[str]:
         """``VALUE [CI] METRIC · TASK`` and, against the first column, ``Δ DELTA p=P (+fixed/-broken)``:
         numbers first, so that a narrow column cuts the names, not the figures."""
         out = [f"{fmt_metric(self.value)} {self.metric} · {self.task}"]
         if self.delta is not None:
-            out.append(f"Δ {fmt_delta(self.delta)}")
+            out.append(f"Δ {fmt_delta(self.delta)}" + (f" vs {self.delta_vs}" if self.delta_vs else ""))
         return out
 
 
@@ -119,6 +120,7 @@ def latest_scores(refs: list[str], reports: list[_Report] | None = None) -> list
             col.scores = _scores(rep.data, vid)
             if i > 0:
                 _add_deltas(col, key, keys[0], reports, ids_by_report)
+                _add_own_baseline_deltas(col, rep, vid, refs, keys)
         out.append(col)
     return out
 
@@ -158,3 +160,25 @@ def _add_deltas(col: ColumnScores, key: str, first: str, reports: list[_Report],
                 comps[(name, c.get("metric"))] = c
     for s in col.scores:
         s.delta = comps.get((s.task, s.metric))
+
+
+def _add_own_baseline_deltas(col: ColumnScores, rep: _Report, vid: str, refs: list[str], keys: list[str]) -> None:
+    """Where no report compares this column with the first one (``tuneterm eval`` without ``--baseline``
+    compares a quantized model with its source), the paired difference its own report does have, against
+    the baseline named: "column N" when that model is on screen, else its reference."""
+    missing = [s for s in col.scores if s.delta is None]
+    if not missing:
+        return
+    ref_of = {str(v.get("id") or ""): str(v.get("ref") or v.get("id") or "") for v in rep.data.get("variants") or []}
+    comps = {}
+    for name, task in rep.data["tasks"].items():
+        for c in task.get("comparisons") or []:
+            if c.get("variant") == vid and c.get("baseline"):
+                comps.setdefault((name, c.get("metric")), c)
+    for s in missing:
+        c = comps.get((s.task, s.metric))
+        if c is None:
+            continue
+        base = canonical(ref_of.get(c["baseline"], c["baseline"]))
+        s.delta = c
+        s.delta_vs = f"column {keys.index(base) + 1}" if base in keys else ref_of.get(c["baseline"], c["baseline"])

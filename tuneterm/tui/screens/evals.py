@@ -38,7 +38,8 @@ class EvalsScreen(WorkbenchScreen):
         Binding("ctrl+f", "toggle_items", "Disagree/all", id="evals.toggle"),
         Binding("ctrl+b", "cancel_eval", "Cancel job", id="evals.cancel"),
         Binding("ctrl+r", "refresh", "Refresh", id="evals.refresh", show=False),
-        Binding("ctrl+y", "toggle_votes", "Votes", id="evals.votes", show=False)  # 80 columns: in the palette,
+        Binding("ctrl+y", "toggle_votes", "Votes", id="evals.votes", show=False),  # 80 columns: these two in the palette
+        Binding("ctrl+e", "export_votes", "Votes to data", id="evals.export_votes", show=False),
     ]
 
     @dataclass
@@ -63,6 +64,13 @@ class EvalsScreen(WorkbenchScreen):
     @dataclass
     class Notice(Message):
         text: str
+
+    @dataclass
+    class VotesExported(Message):
+        kind: str
+        name: str
+        count: int
+        path: str
 
     DEFAULT_CSS = """
     #evals-body { height: 1fr; }
@@ -167,6 +175,13 @@ class EvalsScreen(WorkbenchScreen):
         cancel(job_id)
         self.post_message(self.Notice(f"cancelling {job_id}"))
 
+    @work(thread=True, exclusive=True, group="evals-votes-export", exit_on_error=False)
+    def _export_votes(self, kind: str, name: str) -> None:
+        from tuneterm.core import votes
+
+        count, rec = votes.export(name, kind)  # nothing to export / a taken name: a UsageError, shown
+        self.post_message(self.VotesExported(kind, name, count, str(getattr(rec, "path", ""))))
+
     # --- drawing (main thread) ----------------------------------------------------------------------
 
     @on(SpecsLoaded)
@@ -248,6 +263,14 @@ class EvalsScreen(WorkbenchScreen):
         self.notify(f"eval job {event.job_id} started; it runs on when the workbench closes\n"
                     f"same from the CLI: {event.command}", title="launched", timeout=8)
 
+    @on(VotesExported)
+    def _votes_exported(self, event: VotesExported) -> None:
+        what = "preference pair" if event.kind == "dpo" else "example"
+        text = f"{event.count} {what}(s) from the human votes → dataset {event.name} ({event.path})"
+        if event.kind == "dpo":
+            text += f"\ntrain on them: tuneterm train --method dpo --data {event.name} --model BASE"
+        self.notify(text, title="votes exported", timeout=8)
+
     @on(Notice)
     def _notice(self, event: Notice) -> None:
         if event.text != self._last_notice:
@@ -304,3 +327,19 @@ class EvalsScreen(WorkbenchScreen):
         self.query_one("#evals-left").set_class(showing, "-hidden")  # the table gets the whole width
         if showing:
             board.load()
+
+    def action_export_votes(self) -> None:
+        """Ask "dpo NAME" or "sft NAME" and write the human votes into that workspace dataset."""
+        from tuneterm.tui.screens.modals import PromptModal
+
+        def chosen(line: str | None) -> None:
+            if not line:
+                return
+            parts = line.split()
+            if len(parts) != 2 or parts[0].lower() not in ("dpo", "sft"):
+                self.notify(f"expected 'dpo NAME' or 'sft NAME', got {line!r}", severity="warning", timeout=5)
+                return
+            self._export_votes(parts[0].lower(), parts[1])
+
+        self.app.push_screen(PromptModal("Export the human votes as a dataset: dpo NAME (preference pairs) "
+                                         "or sft NAME (prompt + chosen answer)", "dpo votes-prefs"), chosen)

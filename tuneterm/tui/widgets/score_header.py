@@ -1,7 +1,8 @@
 """ScoreHeader: a Chat column's latest eval results under its title.
 
 Per (task, metric), the first two: the value with its 95% interval and, for every column but the
-first, on the next line the paired difference against the first column with its p-value (``*`` when significant), from
+first, on the next line the paired difference against the first column with its p-value (``*`` when significant;
+``vs column N`` when the only report compares it with another column), from
 :func:`tuneterm.core.evals.latest.latest_scores`. The screen reads the scores in a thread and hands
 them over with :meth:`ScoreHeader.show`; this widget only draws.
 """

@@ -43,4 +43,4 @@ class VoteBoard(VerticalScroll):
     def on_vote_board_loaded(self, event: Loaded) -> None:
         self.summary = event.summary
         self.query_one("#vote-board-text", Static).update(
-            "blind votes (ctrl+y: back to the report)\n\n" + event.text)
+            "blind votes · ctrl+y: the report · ctrl+e: votes to a dataset\n\n" + event.text)
