@@ -343,3 +343,23 @@ def test_embedded_model_batched_equals_unbatched():
         assert a["logprobs"] == pytest.approx(b["logprobs"], abs=1e-3)
         n = len(a["logprobs"])
         assert max(range(n), key=lambda k: a["logprobs"][k]) == max(range(n), key=lambda k: b["logprobs"][k])
+
+
+def test_identical_rows_are_scored_and_the_report_counts_them(tiny_model_dir, tmp_path, tmp_workspace):
+    """Real test sets repeat rows: each is an item of its own (a stable id), and the report says how many."""
+    from tuneterm.workers.evals.runner import RunOptions, run_eval
+
+    rows = [{"q": "Where is my parcel?", "a": "logistics"}, {"q": "I was charged twice", "a": "payments-ops"},
+            {"q": "Where is my parcel?", "a": "logistics"}, {"q": "Where is my parcel?", "a": "logistics"}]
+    (tmp_path / "dup.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = _spec(tmp_path, "dup", "name: dup\nversion: 1\ntype: generate\ndata: {path: dup.jsonl}\n"
+                 "prompt: {template: '{{q}}'}\ntarget: '{{a}}'\ngeneration: {max_new_tokens: 3}\nmetrics: [exact_match]\n")
+    ref = str(tiny_model_dir)
+    out = tmp_path / "report"
+    report = run_eval([spec], parse_variants([ref]), RunOptions(batch_size=4, progress=False, out_dir=out,
+                                                                use_cache=False))
+    task = report["tasks"]["dup"]
+    assert task["variants"][ref]["n"] == 4 and task["duplicate_rows"] == 2
+    assert "dup: 2 duplicate row(s) in the data, each scored as an item of its own" in (out / "report.md").read_text()
+    ids = [json.loads(line)["id"] for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 4

@@ -61,6 +61,7 @@ def test_quantize_job_last_is_frozen_to_the_job_before_it(cli, tmp_workspace):
     spec = jobs.read_spec(jobs.get_job(started).dir)
     assert spec["config"]["model"] == f"job:{source}"  # not job:last, which is now the quantize job itself
     suffix = source.rsplit("-", 1)[1]
+    assert jobs.get_job(started).name == f"int8-dynamic job:{suffix}"  # jobs ls NAME: the job it froze to
     assert freeze_ref(f"job:{suffix}") == f"job:{source}"
     assert freeze_ref(f"fewshot:2:{TICKETS}@job:{source[:-2]}", artifact=False).endswith(f"@job:{source}")
     jobs.cancel(started)

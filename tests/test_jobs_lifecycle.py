@@ -131,11 +131,14 @@ def test_jobs_on_the_same_device_queue_behind_each_other():
     assert any(e.get("type") == "queue" and "cuda:7" in e.get("acquired", ()) for e in ev_b)
 
 
-def test_remove_is_refused_while_running_and_ids_resolve():
+def test_remove_is_refused_while_running_and_ids_resolve(cli):
     job = _start({"steps": 400, "step_seconds": 0.05})
     _wait_until(lambda: _steps_done(job.id))
     with pytest.raises(JobStateError):
         jobs.remove(job.id)
+    code, _, err = cli("jobs", "rm", job.id)
+    assert code == 2 and f"job {job.id} is running" in err  # refused because of its state: a usage error
+    assert job.dir.is_dir()
     assert jobs.resolve_id(job.id[:-2]) == job.id
     assert jobs.resolve_id(job.id.rsplit("-", 1)[1]) == job.id
     assert jobs.resolve_id("last") == job.id

@@ -19,7 +19,7 @@ def _write(folder: Path, split: str, n: int, seed: int) -> None:
     write_examples(folder / f"{split}.jsonl", n, seed)
 
 
-def test_feature_classifier_beats_chance_and_resolves_as_job(tiny_model_dir, tmp_path):
+def test_feature_classifier_beats_chance_and_resolves_as_job(tiny_model_dir, tmp_path, capsys):
     data = tmp_path / "easy"
     data.mkdir()
     _write(data, "train", 40, 1)
@@ -28,6 +28,9 @@ def test_feature_classifier_beats_chance_and_resolves_as_job(tiny_model_dir, tmp
     job = jobs.create_job("feature", {"model": str(tiny_model_dir), "dataset": str(data),
                                       "layer": -1, "pooling": "mean"})
     feature.run(JobContext(job.dir))
+    log = capsys.readouterr().out  # the job's log lines: the extraction says how far it got, with an ETA
+    assert "extracting features of train.jsonl: 16/40 texts, ETA " in log, log
+    assert "extracting features of train.jsonl: 40/40 texts\n" in log, log
     metrics = json.loads((job.dir / "output" / "metrics.json").read_text())
     assert metrics["chance"] == 0.5
     assert metrics["val_accuracy"] > 0.75 and metrics["test_accuracy"] > 0.75

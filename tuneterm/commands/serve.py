@@ -133,12 +133,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind(v) -> str:
+    """What a served model is, for the banner: an adapter over its base, a quantized model and how, a
+    fine-tuned or a base model (a job's artifact is never called "base")."""
+    if v.is_classifier:
+        return f"{v.label()}; answers chat completions with a label"
+    if v.adapter:
+        return f"adapter over {v.group.key}"
+    facts = v.facts or {}
+    quant = facts.get("quant") or {}
+    if facts.get("artifact") == "quantized" or quant:
+        how = quant.get("method") or facts.get("method") or "quantized"
+        parent = quant.get("parent") or facts.get("base")
+        return f"quantized with {how}" + (f" from {parent}" if parent else "")
+    label = v.label()
+    if facts.get("artifact") == "model":
+        kind = "fine-tuned" + (f" with {facts['method']}" if facts.get("method") else "")
+    else:
+        kind = facts.get("artifact") or "base"
+    return f"{kind}, {label}" if label else kind
+
+
 def _describe(variants: dict, api_key: str | None, admission) -> None:
     groups = {id(v.group) for v in variants.values()}
     for model_id, v in variants.items():
-        kind = f"adapter over {v.group.key}" if v.adapter else "base"
-        if v.is_classifier:
-            kind = f"{v.label()}; answers chat completions with a label"
+        kind = _kind(v)
         if v.fewshot is not None:
             kind = f"{v.fewshot.k}-shot from {v.fewshot.pool}, {kind}"
         print(f"  model: {model_id}  ({kind})", flush=True)

@@ -62,8 +62,9 @@ def model_hash(folder: Path) -> str:
 
 @torch.no_grad()
 def embed(loaded, texts: list[str], layer: int = -1, pooling: str = "mean",
-          batch_size: int = 16, max_length: int = MAX_TEXT_TOKENS) -> np.ndarray:
-    """Hidden states of ``layer`` (index into ``hidden_states``; -1 = last) pooled per text."""
+          batch_size: int = 16, max_length: int = MAX_TEXT_TOKENS, progress=None) -> np.ndarray:
+    """Hidden states of ``layer`` (index into ``hidden_states``; -1 = last) pooled per text;
+    ``progress(done, total)`` after each batch."""
     if pooling not in ("mean", "last"):
         raise InputError("pooling must be mean or last", [("pooling", pooling)])
     tok, model = loaded.tokenizer, loaded.model
@@ -81,7 +82,31 @@ def embed(loaded, texts: list[str], layer: int = -1, pooling: str = "mean",
             last = batch["attention_mask"].sum(1) - 1
             vec = hs[torch.arange(hs.shape[0]), last]
         out.append(vec.cpu().numpy())
+        if progress is not None:
+            progress(min(i + batch_size, len(texts)), len(texts))
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def progress_lines(log, what: str, every_s: float = 5.0):
+    """``report(done, total)`` that logs ``what: done/total texts, ETA ...`` after the first batch, then at
+    most every ``every_s`` seconds, and at the end: a long extraction is never silent."""
+    import time
+
+    from tuneterm.core.jobs.eta import format_duration
+
+    started = time.perf_counter()
+    last: list[float | None] = [None]
+
+    def report(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if last[0] is not None and done < total and now - last[0] < every_s:
+            return
+        last[0] = now
+        rate = done / max(now - started, 1e-9)
+        eta = f", ETA {format_duration((total - done) / rate)}" if done < total else ""
+        log(f"{what}: {done}/{total} texts{eta}")
+
+    return report
 
 
 def cached_features(loaded, path: Path, layer: int, pooling: str, cache_dir: Path | None = None,
@@ -93,7 +118,7 @@ def cached_features(loaded, path: Path, layer: int, pooling: str, cache_dir: Pat
     if target.is_file():
         log(f"features from cache {target.name}")
         return np.load(target), labels
-    feats = embed(loaded, texts, layer, pooling)
+    feats = embed(loaded, texts, layer, pooling, progress=progress_lines(log, f"extracting features of {path.name}"))
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp.npy")
     np.save(tmp, feats)

@@ -321,5 +321,7 @@ def plan_quantize(model: str, *, method: str | None = None, recipe: str | Path |
         qconfig.check_gguf_tools(config["quant"]["outtype"], bool(config["quant"].get("imatrix")),
                                  config["quant"].get("embedding_type", "auto"))
     devices = ("cuda:0",) if config["method"].startswith("bnb-") and config["quant"]["device"] == "cuda" else ()
-    return _frozen("quantize", config, name or f"{config['method']} {model}",
+    # job:last would name another job tomorrow: the name keeps the job it froze to (its 4-digit suffix)
+    shown = f"job:{frozen.rsplit('-', 1)[-1]}" if frozen.startswith("job:") else model
+    return _frozen("quantize", config, name or f"{config['method']} {shown}",
                    f"{config['method']} of {config['model']}", devices=devices)

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from tuneterm.workers.serve.chat import ChatRenderer
 from tuneterm.workers.serve.generation import Generation, error_for
-from tuneterm.workers.serve.schemas import ApiError, parse_request, refuse_engine
+from tuneterm.workers.serve.schemas import ApiError, parse_request, refuse_engine, served_name
 
 if TYPE_CHECKING:
     from tuneterm.workers.serve.app import ServeState
@@ -132,9 +132,10 @@ async def list_models(request: Request) -> Response:
 @endpoint("models")
 async def get_model(request: Request) -> Response:
     state = _state(request)
-    model_id = request.path_params["model_id"]
-    if model_id not in state.variants:
-        raise ApiError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+    model_id = served_name(request.path_params["model_id"], state.variants)
+    if model_id is None:
+        raise ApiError(404, f"The model '{request.path_params['model_id']}' does not exist", param="model",
+                       code="model_not_found")
     return JSONResponse(model_card(state, model_id))
 
 

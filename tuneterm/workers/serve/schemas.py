@@ -174,10 +174,33 @@ def check_model(body: dict, variants: dict[str, ServedModel]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "you must provide a model parameter", param="model")
-    if model not in variants:
+    served = served_name(model, variants)
+    if served is None:
         raise ApiError(404, f"The model '{model}' does not exist; this server has: {', '.join(variants)}",
                        param="model", code="model_not_found")
-    return model
+    return served
+
+
+def served_name(model: str, variants: dict) -> str | None:
+    """The served name ``model`` stands for: itself, or for ``job:`` references any form ``job:ID`` takes
+    (full id, 4-digit suffix, unique prefix), whichever form the server was started with."""
+    if model in variants:
+        return model
+    if not model.startswith("job:"):
+        return None
+    from tuneterm.core.errors import TunetermError
+    from tuneterm.core.jobs.store import resolve_id
+
+    def full_id(ref: str) -> str | None:
+        try:
+            return resolve_id(ref[len("job:"):])
+        except TunetermError:
+            return None
+
+    wanted = full_id(model)
+    if wanted is None:
+        return None
+    return next((name for name in variants if name.startswith("job:") and full_id(name) == wanted), None)
 
 
 def sampling(body: dict, max_tokens: Any, max_name: str) -> GenerationParams:
