@@ -112,7 +112,9 @@ def test_export_to_ollama_writes_a_modelfile_next_to_the_gguf(cli, gguf_job):
     text = modelfile.read_text()
     assert f"FROM ./{gguf.name}" in text
     assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in text
-    assert 'PARAMETER stop "<|im_end|>"' in text and "PARAMETER num_ctx 333" in text
+    # trained at 333 tokens, the file holds 8192: a chat gets 2048, not the longest training example
+    assert ollama.gguf_metadata(gguf)["context_length"] == 8192
+    assert 'PARAMETER stop "<|im_end|>"' in text and "PARAMETER num_ctx 2048" in text
     assert f"ollama create tuneterm-{job.id.rsplit('-', 1)[-1]} -f {modelfile}" in out
     assert "note:" not in out  # the self-check against the GGUF's own template found no difference
     hf_template = ollama.gguf_metadata(gguf)["tokenizer.chat_template"]
@@ -129,7 +131,25 @@ def test_export_to_llama_cpp_prints_the_server_command(cli, gguf_job):
     assert code == 0, err
     line = out.strip()
     assert line.startswith(f"llama-server -m {gguf} --jinja --host 127.0.0.1 --port 8181")
-    assert " -c 333" in line and not (gguf.parent / "Modelfile").exists()
+    assert " -c 2048" in line and not (gguf.parent / "Modelfile").exists()
+
+
+def test_the_context_is_what_training_used_at_least_2048_at_most_the_model_s():
+    assert ollama.context_size(96, 8192) == 2048
+    assert ollama.context_size(4096, 8192) == 4096
+    assert ollama.context_size(96, 1024) == 1024
+    assert ollama.context_size(None, None) is None and ollama.context_size(None, 8192) == 2048
+
+
+def test_a_trained_prompt_a_modelfile_cannot_hold_is_a_clear_error(cli, gguf_job, monkeypatch):
+    from tuneterm.core import trained_prompt
+
+    job, gguf = gguf_job
+    monkeypatch.setattr(trained_prompt, "for_ref", lambda ref: trained_prompt.TrainedPrompt(
+        job.id, 'Answer in a block: """like this"""'))
+    code, _, err = cli("export", f"job:{job.id}", "--to", "ollama")
+    assert code == 3 and "cannot write the Modelfile" in err and '"""' in err
+    assert not (gguf.parent / "Modelfile").exists()
 
 
 def test_export_of_a_job_without_a_gguf_says_how_to_make_one(cli, tmp_workspace):
@@ -175,7 +195,8 @@ def test_a_real_gguf_job_of_a_tuned_model_exports_with_its_trained_system_prompt
     text = modelfile.read_text()
     gguf = modelfile.parent / re.search(r"^FROM \./(.+)$", text, re.M).group(1)
     assert gguf.is_file() and gguf.suffix == ".gguf"
-    assert f'SYSTEM """{system}"""' in text and "PARAMETER num_ctx 64" in text
+    context = ollama.gguf_metadata(gguf)["context_length"]
+    assert f'SYSTEM """{system}"""' in text and f"PARAMETER num_ctx {ollama.context_size(64, context)}" in text
     assert f"trained with ({len(system)} chars)" in out and "note:" not in out
     hf_template = ollama.gguf_metadata(gguf)["tokenizer.chat_template"]
     for messages in CONVERSATIONS:  # Ollama puts SYSTEM first where a request has none, as tuneterm chat does

@@ -46,16 +46,19 @@ def _gguf_of(job_ref: str):
     return job_id, path
 
 
-def recipe_params(job_id: str) -> dict:
-    """Ollama parameters from the recipes behind the model: the context the model was trained at
-    (``train.max_length`` of the training job it came from) and tuneterm's chat sampling defaults."""
+def recipe_params(job_id: str, model_context: int | None = None) -> dict:
+    """Ollama parameters from the recipes behind the model: the context (``train.max_length`` of the
+    training job it came from, at least ``ollama.MIN_CONTEXT``, at most the model's own ``model_context``)
+    and tuneterm's chat sampling defaults."""
     import tomllib
 
+    from tuneterm.core import ollama
     from tuneterm.core.generation import GenerationParams
     from tuneterm.core.jobs import store
     from tuneterm.core.modelcard import base_lineage
 
     params: dict = {}
+    trained_at = None
     folders = [store.jobs_root() / job_id] + [store.jobs_root() / r[4:].split("@")[0]
                                               for r in base_lineage(store.jobs_root() / job_id) if r.startswith("job:")]
     for folder in folders:
@@ -65,8 +68,11 @@ def recipe_params(job_id: str) -> dict:
             continue
         max_length = (config.get("train") or {}).get("max_length") or config.get("max_length")
         if max_length:
-            params["num_ctx"] = int(max_length)
+            trained_at = int(max_length)
             break
+    context = ollama.context_size(trained_at, model_context)
+    if context:
+        params["num_ctx"] = context
     defaults = GenerationParams()
     params.update(temperature=defaults.temperature, top_p=defaults.top_p)
     return params
@@ -94,8 +100,11 @@ def run(args: argparse.Namespace) -> int:
     from tuneterm.core import ollama, trained_prompt
     from tuneterm.core.fsutil import atomic_write_text
 
+    from tuneterm.core.errors import InputError
+
     job_id, gguf = _gguf_of(args.job)
-    params = recipe_params(job_id)
+    meta = ollama.gguf_metadata(gguf)
+    params = recipe_params(job_id, meta.get("context_length"))
     trained = trained_prompt.for_ref(f"job:{job_id}")  # what `tuneterm chat job:ID` and serve send it
     if args.to == "llama.cpp":
         print(ollama.llama_server_command(gguf, params, args.port))
@@ -103,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: job {trained.job_id} was trained with a system prompt ({len(trained.text)} chars); "
                   "llama-server does not add one: send it as the system message", file=sys.stderr)
         return 0
-    meta = ollama.gguf_metadata(gguf)
     hf_template = meta.get("tokenizer.chat_template") or ""
     family = ollama.family_of(hf_template)
     try:
@@ -112,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
         system = ""
     if trained:  # Ollama's SYSTEM goes first when a request has none, as the trained prompt does in tuneterm
         system = trained.text
-    text = ollama.modelfile(gguf, family, system, params, f"job:{job_id}")
+    try:
+        text = ollama.modelfile(gguf, family, system, params, f"job:{job_id}")
+    except ValueError as exc:
+        raise InputError("cannot write the Modelfile", [("job", job_id), ("problem", str(exc))],
+                         "write its SYSTEM line by hand; the prompt is the `system_prompt` of the training job's output/artifact.json") from exc
     target = gguf.parent / "Modelfile"
     atomic_write_text(target, text)
     same = _same_prompt(family, hf_template, system)

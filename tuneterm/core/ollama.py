@@ -79,12 +79,27 @@ def gguf_metadata(path: Path) -> dict:
     from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
-    out = {}
+    out: dict = {}
     for key in ("general.architecture", "tokenizer.chat_template", "general.name", "general.license"):
         field = reader.fields.get(key)
         if field is not None and field.data:
             out[key] = bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
+    field = reader.fields.get(f"{out.get('general.architecture')}.context_length")
+    if field is not None and field.data:
+        out["context_length"] = int(field.parts[field.data[0]][0])
     return out
+
+
+MIN_CONTEXT = 2048  # the least context an exported model gets: the longest training example is no limit for chat
+
+
+def context_size(trained_at: int | None, model_context: int | None) -> int | None:
+    """The context an exported model runs with: what it was trained at, at least MIN_CONTEXT (a chat
+    longer than any training example must still fit), never more than the model's own context."""
+    if not trained_at and not model_context:
+        return None
+    size = max(int(trained_at or 0), MIN_CONTEXT)
+    return min(size, int(model_context)) if model_context else size
 
 
 def render_hf_template(chat_template: str, messages: list[dict], bos: str = "", eos: str = "") -> str:
@@ -106,6 +121,8 @@ def modelfile(gguf: Path, family: Family, system: str, params: dict, source: str
     lines = [f"# Ollama Modelfile for {source}, written by `tuneterm export --to ollama` ({family.name} template)",
              f"FROM ./{gguf.name}", f'TEMPLATE """{family.template}"""']
     if system:
+        if '"""' in system:  # a Modelfile's triple-quoted value has no escape for its own delimiter
+            raise ValueError('the system prompt holds """, which a Modelfile\'s SYSTEM """...""" cannot hold')
         lines.append(f'SYSTEM """{system}"""')
     lines += [f'PARAMETER stop "{s}"' for s in family.stop]
     lines += [f"PARAMETER {k} {v}" for k, v in params.items()]
