@@ -115,6 +115,13 @@ def test_judge_agreement_uses_the_same_rounds():
     assert a.kappa == pytest.approx((0.75 - 5 / 16) / (1 - 5 / 16))
     s = vote_stats.summary(votes.list_votes(), rounds=50)
     assert s["votes"] == 4 and s["judge_verdicts"] == 5 and s["agreement"][0]["agree"] == 3
+    # five verdicts rank the judge's view too, said to be too few as the human votes are
+    assert "too few judge verdicts: 5" in s["judge_note"]
+    text = vote_stats.render(s)
+    assert text.index("judge ranking") < text.index("too few judge verdicts")
+    for i in range(5, 10):
+        _vote("p", "q", "1", voter="judge:openai:judge", round_id=f"more{i}")
+    assert vote_stats.summary(votes.list_votes(), rounds=50)["judge_note"] is None
 
 
 def test_preference_pairs_and_chosen_examples():

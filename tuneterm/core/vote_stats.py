@@ -192,8 +192,13 @@ def summary(votes: list[Vote], rounds: int = 200) -> dict:
     if len(human) < MIN_VOTES:
         note = (f"too few votes: {len(human)} human vote(s); a ranking needs at least {MIN_VOTES}, "
                 "so read these numbers as a sketch")
+    judge_note = None
+    if judged and len(judged) < MIN_VOTES:
+        judge_note = (f"too few judge verdicts: {len(judged)}; a ranking needs at least {MIN_VOTES}, "
+                      "so its intervals say little")
     return {
         "votes": len(human), "judge_verdicts": len(judged), "min_votes": MIN_VOTES, "note": note,
+        "judge_note": judge_note,
         "pairs": [asdict(r) for r in pair_table(human)],
         "ranking": [asdict(r) for r in ranking(human, rounds)],
         "judge_ranking": [asdict(r) for r in ranking(judged, rounds)],
@@ -227,6 +232,8 @@ def render(s: dict) -> str:
                        ("judge ranking", "judge_ranking")):
         if s[key]:
             lines += ["", title]
+            if key == "judge_ranking" and s.get("judge_note"):
+                lines.append(s["judge_note"])
             for i, r in enumerate(s[key], 1):
                 lines.append(f"{i:>2}. {_short(r['model'], 36):<36} {r['rating']:6.0f} "
                              f"[{r['ci_low']:.0f}, {r['ci_high']:.0f}]  {r['votes']} vote(s)")
