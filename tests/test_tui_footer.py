@@ -42,3 +42,17 @@ async def test_every_footer_hint_fits_80_columns(mode):
             await pilot.press("i")
             await pilot.pause()
             assert cut_hints(app.screen) == [], "chat, writing: cut off at 80 columns"
+
+
+
+async def test_the_nav_bar_shows_every_place_whole_at_80_columns():
+    from tuneterm.tui.widgets.nav_bar import NavBar
+
+    app = RecordingApp(start="datasets")
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert await until(pilot, lambda: app.current_mode == "datasets")
+        await pilot.pause(0.3)
+        nav = app.screen.query_one(NavBar)
+        drawn = nav.visual.plain  # what the bar holds; a line wider than the bar is cut at its edge
+        assert all(f"{place.key} {place.title}" in drawn for place in PLACES)
+        assert len(drawn.rstrip()) <= nav.content_region.width
