@@ -201,6 +201,7 @@ async def test_votes_export_from_the_evals_screen_to_a_dpo_dataset_train_accepts
         rows = [json.loads(line) for line in (data / "prefs" / "data.jsonl").read_text().splitlines()]
         assert [r["preferred_output"][0]["content"] for r in rows] == ["alpha 0", "beta 1", "alpha 3"]
         assert [r["non_preferred_output"][0]["content"] for r in rows] == ["beta 0", "alpha 1", "beta 3"]
+        screen.query(Input).first().focus()  # from a field of the launch form too
         await export("sft chosen")
         assert await until(pilot, lambda: (data / "chosen" / "data.jsonl").is_file(), tries=300)
         await export("dpo prefs")  # the name is taken: the error is shown, the dataset kept

@@ -39,7 +39,8 @@ class EvalsScreen(WorkbenchScreen):
         Binding("ctrl+b", "cancel_eval", "Cancel job", id="evals.cancel"),
         Binding("ctrl+r", "refresh", "Refresh", id="evals.refresh", show=False),
         Binding("ctrl+y", "toggle_votes", "Votes", id="evals.votes", show=False),  # 80 columns: these two in the palette
-        Binding("ctrl+e", "export_votes", "Votes to data", id="evals.export_votes", show=False),
+        # priority: it reaches the export from the launch form's fields too (Input would take it as "end")
+        Binding("ctrl+e", "export_votes", "Votes to data", id="evals.export_votes", show=False, priority=True),
     ]
 
     @dataclass
