@@ -246,11 +246,9 @@ def test_a_served_gguf_file_gives_log_probabilities_as_llama_cpp_does(gguf_file)
         streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
         assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
         tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
-        for kwargs, param in (({"response_format": {"type": "json_object"}}, "response_format"),
-                              ({"tools": [tool]}, "tools")):
-            with pytest.raises(openai.BadRequestError) as err:
-                client.chat.completions.create(model=ref, messages=QUESTION, max_tokens=2, **kwargs)
-            assert err.value.body["param"] == param and "llama.cpp" in err.value.body["message"]
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model=ref, messages=QUESTION, max_tokens=2, tools=[tool])
+        assert err.value.body["param"] == "tools" and "llama.cpp" in err.value.body["message"]
         with pytest.raises(openai.BadRequestError) as err:
             client.completions.create(model=ref, prompt="The cat", max_tokens=1)
         assert err.value.body["param"] == "model" and "llama.cpp" in err.value.body["message"]
@@ -266,3 +264,82 @@ def test_a_served_gguf_file_gives_log_probabilities_as_llama_cpp_does(gguf_file)
     for ours, their in zip(content, theirs):
         assert [a.logprob for a in ours.top_logprobs] == pytest.approx(
             [float(a["logprob"]) for a in their["top_logprobs"]], abs=1e-4)
+
+
+def test_a_served_gguf_file_answers_in_the_json_schema_asked_for(gguf_file):
+    """response_format on a GGUF file: llama.cpp's own grammar (from the schema) constrains decoding,
+    streamed and not, json_object too; a schema llama.cpp cannot take is a 400 naming response_format."""
+    import json
+
+    import jsonschema
+    import openai
+    from openai import OpenAI
+
+    from tuneterm.commands.serve import _close_decode_loops
+    from tuneterm.workers.server import make_server, serve_in_thread
+
+    schema = {"type": "object", "properties": {"queue": {"enum": ["billing", "tech"]}, "urgent": {"type": "boolean"}},
+              "required": ["queue", "urgent"], "additionalProperties": False}
+    route = [{"role": "user", "content": "Route this ticket: my card was charged twice"}]
+    server = make_server([str(gguf_file)], port=0)
+    serve_in_thread(server)
+    try:
+        client = OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=120)
+        ref = str(gguf_file)
+        fmt = {"type": "json_schema", "json_schema": {"name": "route", "strict": True, "schema": schema}}
+        r = client.chat.completions.create(model=ref, messages=route, max_tokens=40, temperature=0,
+                                           response_format=fmt)
+        answer = r.choices[0].message.content
+        jsonschema.validate(json.loads(answer), schema)
+        assert r.choices[0].finish_reason == "stop"
+        chunks = client.chat.completions.create(model=ref, messages=route, max_tokens=40, temperature=0,
+                                                response_format=fmt, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer
+        free = client.chat.completions.create(model=ref, messages=route, max_tokens=40, temperature=0)
+        assert free.choices[0].message.content != answer  # unconstrained, the model writes prose
+        loose = client.chat.completions.create(model=ref, messages=route, max_tokens=40, temperature=0,
+                                               response_format={"type": "json_object"})
+        text = loose.choices[0].message.content  # the 135M model fills an object until max_tokens
+        assert text.startswith("{") and text != free.choices[0].message.content
+        if loose.choices[0].finish_reason == "stop":
+            assert isinstance(json.loads(text), dict)
+        else:  # cut by max_tokens: still an object's beginning, key after key
+            assert loose.choices[0].finish_reason == "length" and text.lstrip("{ ").startswith('"')
+        broken = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/definitions/missing"}}}
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model=ref, messages=route, max_tokens=4, response_format=broken)
+        assert err.value.body["param"] == "response_format"
+        r = client.chat.completions.create(model=ref, messages=route, max_tokens=40, temperature=0,
+                                           response_format=fmt)  # the worker still serves
+        assert r.choices[0].message.content == answer
+    finally:
+        server.shutdown()
+        server.server_close()
+        _close_decode_loops(server)
+
+
+def test_chat_json_schema_on_a_gguf_file_runs_in_llama_cpp(gguf_file, tmp_path, cli, monkeypatch):
+    """`tuneterm chat FILE.gguf --json-schema F` stays in llama.cpp (its grammar) rather than loading the
+    file through transformers; a schema llama.cpp cannot take exits 3 naming the option and the problem."""
+    import json
+
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"queue": {"enum": ["billing", "tech"]}}, "required": ["queue"],
+              "additionalProperties": False}
+    from tuneterm.workers import loading
+
+    def no_torch(*args, **kwargs):
+        raise AssertionError("the GGUF file was loaded through transformers")
+
+    monkeypatch.setattr(loading, "load", no_torch)
+    path = tmp_path / "route.schema.json"
+    path.write_text(json.dumps(schema))
+    code, out, err = cli("chat", str(gguf_file), "Route: my card was charged twice", "--json-schema", str(path),
+                         "--json", "-n", "30")
+    assert code == 0, err
+    result = json.loads(out)
+    jsonschema.validate(json.loads(result["text"]), schema)
+    path.write_text(json.dumps({"$ref": "#/definitions/missing"}))
+    code, _, err = cli("chat", str(gguf_file), "hi", "--json-schema", str(path))
+    assert code == 3 and "--json-schema" in err and "definitions" in err

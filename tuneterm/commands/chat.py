@@ -120,12 +120,21 @@ def run(args: argparse.Namespace) -> int:
     messages = _messages(args) if shots is None else shots + [{"role": "user", "content": args.prompt}]
     stats = GenerationStats()
     pieces = []
-    gguf_file = llamacpp.engine_file(args.model) if args.schema is None else None  # a schema: the torch path
+    gguf_file = llamacpp.engine_file(args.model)
     if gguf_file is not None and llamacpp.available():  # the file as it is, in a llama.cpp worker
         loaded = llamacpp.LlamaCppEngine(gguf_file)
         if interactive:
             print(f"[{loaded.label()}]", file=sys.stderr, flush=True)
-        stream = loaded.stream(messages, params, stats)
+        grammar = None
+        if args.schema is not None:  # llama.cpp's own grammar, from the schema
+            from tuneterm.core.errors import InputError
+
+            try:
+                grammar = loaded.json_schema_grammar(json.dumps(args.schema))
+            except InputError as exc:
+                exc.facts.insert(0, ("--json-schema", args.json_schema))
+                raise
+        stream = loaded.stream(messages, params, stats, grammar=grammar)
     else:
         if gguf_file is not None:
             llamacpp.warn_fallback(args.model, gguf_file)

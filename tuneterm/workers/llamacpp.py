@@ -22,11 +22,12 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from tuneterm.core import modelref
-from tuneterm.core.errors import ModelLoadError, RuntimeFailure
+from tuneterm.core.errors import InputError, ModelLoadError, RuntimeFailure
 from tuneterm.core.generation import GenerationParams, GenerationStats
 
 INSTALL_HINT = ("pip install 'tuneterm[gguf]' (builds llama.cpp; where the native build crashes, set "
@@ -102,6 +103,16 @@ def quant_label(path: Path, file_type: Any = None, imatrix: bool | None = None) 
     except (TypeError, ValueError):
         kind = str(file_type)
     return f"{kind}{' imatrix' if imatrix else ''}, {Path(path).stat().st_size / 2**20:.0f} MiB"
+
+
+REFUSED = "llama.cpp refused the request"
+
+
+@dataclass(frozen=True)
+class JsonSchemaGrammar:
+    """A JSON schema the worker's llama.cpp accepted as a grammar (structured output for a GGUF file)."""
+
+    schema: str
 
 
 class _Bytes:
@@ -200,7 +211,7 @@ class LlamaCppEngine:
         self._send(obj)
         reply = self._recv()
         if "error" in reply:
-            raise RuntimeFailure("llama.cpp refused the request", [("file", str(self.path)), ("problem", reply["error"])])
+            raise RuntimeFailure(REFUSED, [("file", str(self.path)), ("problem", reply["error"])])
         return reply
 
     def call(self, obj: dict) -> dict:
@@ -253,15 +264,29 @@ class LlamaCppEngine:
         finally:
             os.unlink(name)
 
+    def json_schema_grammar(self, schema: str) -> JsonSchemaGrammar:
+        """Structured output for this file: the schema checked by llama.cpp's schema-to-grammar converter
+        in the worker (InputError naming the problem when it cannot take it), for :meth:`stream`."""
+        try:
+            self.call({"op": "grammar", "schema": schema})
+        except RuntimeFailure as exc:
+            if exc.title != REFUSED:  # the worker itself stopped
+                raise
+            raise InputError("llama.cpp cannot constrain decoding to this JSON schema",
+                             [("file", str(self.path)), *[f for f in exc.facts if f[0] == "problem"]]) from None
+        return JsonSchemaGrammar(schema)
+
     def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[dict]:
         return self.call({"op": "loglik", "requests": [[list(c), list(t)] for c, t in requests]})["results"]
 
     def stream(self, messages: list[dict] | str, params: GenerationParams, stats: GenerationStats | None = None,
-               cancel: threading.Event | None = None, logprobs: Any = None) -> Iterator[str]:
+               cancel: threading.Event | None = None, logprobs: Any = None,
+               grammar: JsonSchemaGrammar | None = None) -> Iterator[str]:
         """Yield the answer's text pieces as llama.cpp makes them; fills ``stats`` as the torch engine does.
         ``messages`` go through the file's chat template; a string is a prompt already rendered.
         ``logprobs`` (a :class:`tuneterm.workers.batcher.TokenLog`) is filled as the worker sends each
-        token's log-probability, computed from the logits that picked it (end-of-generation tokens left out)."""
+        token's log-probability, computed from the logits that picked it (end-of-generation tokens left out).
+        ``grammar`` (from :meth:`json_schema_grammar`) constrains the answer to a JSON schema."""
         from tuneterm.workers.engine import text_pieces
 
         params.validate()
@@ -278,7 +303,8 @@ class LlamaCppEngine:
             self._send({"op": "chat", "messages": None if text is not None else messages, "prompt": text,
                         "max_new_tokens": params.max_new_tokens,
                         "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed,
-                        "top_logprobs": None if logprobs is None else int(logprobs.top)})
+                        "top_logprobs": None if logprobs is None else int(logprobs.top),
+                        "json_schema": None if grammar is None else grammar.schema})
             reader = threading.Thread(target=self._read_chat, args=(tokens, decoder, stats, halt, cancel, logprobs),
                                       name="tuneterm-llamacpp", daemon=True)
             reader.start()

@@ -100,6 +100,8 @@ class Worker:
             sampling = dict(temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0)
         eog = set(self.eog)
         top = req.get("top_logprobs")
+        if req.get("json_schema") is not None:  # structured output: llama.cpp's grammar masks each step
+            sampling["grammar"] = self.grammar(req["json_schema"])
         n, reason = 0, "length"
         for tok in self.llm.generate(ids, **sampling):
             n += 1
@@ -117,6 +119,16 @@ class Worker:
             if n >= max_new:
                 break
         out({"end": reason})
+
+    def grammar(self, schema: str) -> Any:
+        """A fresh grammar (it keeps its parse state) for a JSON schema, through llama.cpp's own
+        schema-to-GBNF converter; ValueError names what it cannot take."""
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        try:
+            return LlamaGrammar.from_json_schema(schema, verbose=False)
+        except Exception as exc:  # noqa: BLE001 - the converter raises whatever it meets
+            raise ValueError(f"llama.cpp cannot turn the schema into a grammar: {exc}") from exc
 
     def _b64(self, tok: int) -> str:
         return base64.b64encode(self.llm.detokenize([tok])).decode()
@@ -224,6 +236,9 @@ def main(argv: list[str]) -> int:
                 out(worker.logits(req["ids"], req["out"]))
             elif op == "loglik":
                 out({"results": worker.loglik(req["requests"])})
+            elif op == "grammar":  # a schema checked before its request starts streaming
+                worker.grammar(req["schema"])
+                out({"ok": True})
             else:
                 out({"error": f"unknown op {op!r}"})
         except Exception as exc:

@@ -77,9 +77,12 @@ class VariantGroup:
         ``logprobs`` (a :class:`tuneterm.workers.batcher.TokenLog`) is filled as tokens are picked;
         ``constraint`` masks each step's logits (structured output)."""
         if getattr(self.model, "is_llamacpp", False):  # a GGUF file in a llama.cpp worker
-            if constraint is not None:
-                raise InputError("structured output is not available from llama.cpp models yet", [("model", self.key)])
-            return self.model.stream(messages, params, stats, cancel, logprobs=logprobs)
+            from tuneterm.workers.llamacpp import JsonSchemaGrammar
+
+            if constraint is not None and not isinstance(constraint, JsonSchemaGrammar):
+                raise InputError("a llama.cpp model takes structured output as a JSON schema grammar "
+                                 "(LlamaCppEngine.json_schema_grammar)", [("model", self.key)])
+            return self.model.stream(messages, params, stats, cancel, logprobs=logprobs, grammar=constraint)
         if self.lean_loop:
             if logprobs is not None or constraint is not None:
                 raise InputError("log-probabilities and structured output are not available from the lean "

@@ -164,8 +164,12 @@ async def chat_completions(request: Request) -> Any:
 
         refuse_engine(req.variant, "response_format", "structured output")
         group = req.variant.group
-        make = await asyncio.to_thread(constraint_factory, req.schema, group.tokenizer, group.model.config.vocab_size)
-        extra["constraint"] = make()
+        if getattr(group.model, "is_llamacpp", False):  # a GGUF file: llama.cpp's own grammar
+            extra["constraint"] = await asyncio.to_thread(_gguf_grammar, group.model, req.schema)
+        else:
+            make = await asyncio.to_thread(constraint_factory, req.schema, group.tokenizer,
+                                           group.model.config.vocab_size)
+            extra["constraint"] = make()
     if req.top_logprobs is None:
         return Generation(state, "chat.completions",
                           lambda cancel: req.variant.stream(req.messages, req.params, stats, cancel, **extra),
@@ -186,6 +190,17 @@ async def chat_completions(request: Request) -> Any:
     spelling = group.model if getattr(group.model, "is_llamacpp", False) else group.tokenizer
     renderer = ChatRenderer(req.variant.model_id, req.include_usage, log, spelling)
     return Generation(state, "chat.completions", with_logprobs, stats, renderer, req.stream, arrived)
+
+
+def _gguf_grammar(engine: Any, schema: str) -> Any:
+    """The schema as llama.cpp's grammar; a schema it cannot take is a 400 naming response_format."""
+    from tuneterm.core.errors import InputError
+
+    try:
+        return engine.json_schema_grammar(schema)
+    except InputError as exc:
+        problem = dict(exc.facts).get("problem", "")
+        raise ApiError(400, f"response_format: {exc.title}: {problem}", param="response_format") from None
 
 
 async def _chat_with_tools(state: "ServeState", req: Any, plan: Any, stats: Any, arrived: float) -> Generation:

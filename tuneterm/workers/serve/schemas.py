@@ -155,11 +155,11 @@ def refuse_classifier(variant: ServedModel, endpoint: str) -> None:
 
 def refuse_engine(variant: ServedModel, param: str, what: str) -> None:
     """What a model's engine cannot do is a 400 naming the field that asked for it: a GGUF file in
-    llama.cpp has no grammar constraint, tool calling or raw-prompt scoring here; a quantized artifact
+    llama.cpp has no tool calling or raw-prompt scoring here; a quantized artifact
     on the lean decode loop (one sequence, no batcher) has none of them, nor log-probabilities."""
     group = variant.group
     if getattr(group.model, "is_llamacpp", False):
-        if param == "logprobs":
+        if param in ("logprobs", "response_format"):  # from the sampled row; through llama.cpp's grammar
             return
         engine = "llama.cpp (a GGUF file)"
     elif getattr(group, "lean_loop", False):
