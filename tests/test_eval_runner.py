@@ -379,7 +379,8 @@ def test_generate_progress_moves_with_the_rows_inside_a_batch(tiny_model_dir, tm
                                                  for i, w in enumerate(words)))
     spec = _spec(tmp_path, "words", "name: words\nversion: 1\ntype: generate\ndata: {path: rows.jsonl}\n"
                  "prompt: {template: 'Ticket: {{word}}', chat_template: false}\ntarget: '{{word}}'\n"
-                 "generation: {max_new_tokens: 6, stop: [card, hello hello, crash crash crash]}\nmetrics: [exact_match]\n")
+                 "generation: {max_new_tokens: 6, stop: [card, hello hello, crash crash crash]}\n"
+                 "metrics: [exact_match]\n")
     events: list[dict] = []
     batched, _ = _collect([spec], [str(tiny_model_dir)], batch_size=16, use_cache=False,
                           on_event=lambda **kw: events.append(kw))

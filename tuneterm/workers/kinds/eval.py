@@ -4,9 +4,10 @@ Config keys: ``spec`` (task/suite path), ``models`` (list or comma-separated str
 variants included), ``limit``, ``batch_size``, ``baseline``, ``cwd`` (the folder relative spec
 and few-shot pool paths were given from: a job runs in its own folder). The report goes to
 ``output/`` (report.json, samples.jsonl, report.md). Events: ``eval_plan`` (total items),
-``eval_progress`` per batch and, for generation, per row finished inside a batch, ``eval_task`` per
-(task, variant), ``eval_report`` at the end (the Evals screen follows these). SIGTERM stops between batches; a resumed job reuses the per-item
-cache, so it continues where it stopped.
+``eval_progress`` per batch and, for generation, per row finished inside a batch and every 2 s
+with the batch's ``partial`` progress and the run's ``eta_s``, ``eval_task`` per (task, variant),
+``eval_report`` at the end (the Evals screen follows these). SIGTERM stops between batches; a
+resumed job reuses the per-item cache, so it continues where it stopped.
 """
 
 from __future__ import annotations
