@@ -91,3 +91,53 @@ def test_cli_stats_text_and_json(cli):
     assert code == 0 and "would be truncated" in out and "platform-eng" in out and "tiktoken o200k_base" in out
     code, out, _ = cli("data", "stats", str(TICKETS), "--model", "gpt-3.5-turbo", "--json")
     assert code == 0 and json.loads(out)["tokens"]["tokenizer"].startswith("tiktoken cl100k_base")
+
+
+# The text report of `data stats` on TICKETS, as it was before the progress line existed (stdout
+# must not change): {file} and {model} are the paths given on the command line.
+STATS_REPORT = """\
+{file} (jsonl:chat): 300 valid examples
+tokens (HF tokenizer of {model}): total 22,381, mean 74.6, min 63, p50 75, p90 80, p95 82, max 86
+cutoff 8,192: 0 examples would be truncated (0 tokens lost)
+length histogram (tokens per example; ! = past the cutoff):
+        0-7               0 
+        8-15              0 
+       16-23              0 
+       24-31              0 
+       32-39              0 
+       40-47              0 
+       48-55              0 
+       56-63              1 #
+       64-71             69 ##############
+       72-79            199 ########################################
+       80-87             31 ######
+       88-95              0 
+messages per example: min 3, mean 3.0, max 3  3:300
+roles: assistant 300, system 300, user 300
+duplicates: 0 examples repeat an earlier one (300 distinct)
+labels:
+  identity-team                75   25.0%
+  logistics                    75   25.0%
+  payments-ops                 75   25.0%
+  platform-eng                 75   25.0%
+"""
+
+
+def test_cli_stats_tells_its_progress_on_stderr_and_keeps_stdout(cli, embedded_model_dir, monkeypatch):
+    """Not a terminal (captured): the tokenizer's load is announced before it happens and the counting
+    pass ends with its count on stderr; stdout is the report byte for byte, and --json is unchanged."""
+    from tuneterm.core.datasets import tokens
+
+    monkeypatch.setattr(tokens, "_COUNTERS", {})  # a fresh process: the tokenizer is not loaded yet
+    model = str(embedded_model_dir)
+    code, out, err = cli("data", "stats", str(TICKETS), "--model", model)
+    assert code == 0
+    assert out == STATS_REPORT.format(file=TICKETS, model=model)
+    lines = err.splitlines()
+    assert lines[0] == f"loading the tokenizer of {model} ..."
+    assert lines[-1].startswith("counting tokens: 300/300 examples, ")
+    assert "\r" not in err  # no in-place redraws in a log
+    code, out, err = cli("data", "stats", str(TICKETS), "--model", model, "--json")
+    assert code == 0 and json.loads(out) == stats.stats_file(TICKETS, model=model)
+    assert "loading the tokenizer" not in err  # loaded once per process
+    assert err.splitlines()[-1].startswith("counting tokens: 300/300 examples, ")

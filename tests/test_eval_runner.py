@@ -363,3 +363,87 @@ def test_identical_rows_are_scored_and_the_report_counts_them(tiny_model_dir, tm
     assert "dup: 2 duplicate row(s) in the data, each scored as an item of its own" in (out / "report.md").read_text()
     ids = [json.loads(line)["id"] for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 4
+
+
+def test_generate_progress_moves_with_the_rows_inside_a_batch(tiny_model_dir, tmp_path, monkeypatch):
+    """One batch holds all 7 rows (batch size 16). The tiny model repeats a prompt's last word, so the
+    stop strings end the `card` row after 1 token, `hello` after 2 and `crash` after 3; the rest run to
+    max_new_tokens. Progress (the events `tuneterm eval`'s bar and an eval job's ETA read) reaches
+    1, 2 and 3 while the batch runs, then 7 when it ends; between those, events tell the tokens made
+    (``partial``); the answers are those of batch size 1."""
+    from tuneterm.workers.evals import runner
+
+    monkeypatch.setattr(runner, "PARTIAL_EVERY_S", 0.0)  # every token's event, not one per 2 s
+    words = ["parcel", "card", "refund", "box", "login", "crash", "hello"]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"id": f"r{i}", "word": w}) + "\n"
+                                                 for i, w in enumerate(words)))
+    spec = _spec(tmp_path, "words", "name: words\nversion: 1\ntype: generate\ndata: {path: rows.jsonl}\n"
+                 "prompt: {template: 'Ticket: {{word}}', chat_template: false}\ntarget: '{{word}}'\n"
+                 "generation: {max_new_tokens: 6, stop: [card, hello hello, crash crash crash]}\n"
+                 "metrics: [exact_match]\n")
+    events: list[dict] = []
+    batched, _ = _collect([spec], [str(tiny_model_dir)], batch_size=16, use_cache=False,
+                          on_event=lambda **kw: events.append(kw))
+    done = [e["done"] for e in events if e["type"] == "eval_progress" and "partial" not in e]
+    assert done == [1, 2, 3, 7]
+    partial = [(e["done"], e["partial"]) for e in events if "partial" in e]
+    # after token k of 6: the 7 - done unfinished rows are k/6 of the way
+    assert partial == [(d, round((7 - d) * k / 6, 3)) for d, k in [(1, 1), (2, 2), (3, 3), (3, 4), (3, 5), (3, 6)]]
+    one, _ = _collect([spec], [str(tiny_model_dir)], batch_size=1, use_cache=False)
+    ref = str(tiny_model_dir)
+    answers = [r["output"] for r in batched["words"][ref].records]
+    assert answers == [r["output"] for r in one["words"][ref].records]
+    tokens = dict(zip(words, (r["completion_tokens"] for r in batched["words"][ref].records)))
+    assert (tokens["card"], tokens["hello"], tokens["crash"], tokens["parcel"]) == (1, 2, 3, 6)
+
+
+def test_rows_done_tells_rows_ending_in_eos_once_and_changes_no_decision():
+    import torch
+
+    from tuneterm.workers.evals.backend import _rows_done
+
+    told: list[tuple[int, int, int]] = []
+    watch = _rows_done(None, {2}, lambda *a: told.append(a), 8)
+    steps = [[[5, 7], [5, 2], [5, 9]],  # row 1 ends (EOS)
+             [[5, 7, 2], [5, 2, 2], [5, 9, 4]],  # row 0 ends; row 1 is padded with EOS: not told again
+             [[5, 7, 2, 2], [5, 2, 2, 2], [5, 9, 4, 8]]]
+    for ids in steps:
+        assert not watch(torch.tensor(ids), None).any()  # never stops a row itself
+    assert told == [(1, 1, 8), (1, 2, 8), (0, 3, 8)]
+    told.clear()
+    inner = lambda ids, scores, **kw: torch.tensor([True, False])  # noqa: E731 - a stop string in row 0
+    watch = _rows_done(inner, {2}, lambda *a: told.append(a), 8)
+    assert watch(torch.tensor([[1, 3], [1, 4]]), None).tolist() == [True, False] and told == [(1, 1, 8)]
+
+
+def test_the_terminal_bar_moves_with_the_tokens_of_a_running_batch(capsys):
+    from tuneterm.workers.evals.progress import ProgressBar
+
+    changes: list[tuple[int, int]] = []
+    bar = ProgressBar("tickets · m", 10, True, on_change=lambda *a: changes.append(a))
+    bar._last = -1.0  # as if the last draw were long ago
+    bar.working(10 * 3 / 8, "token 3/8")
+    drawn = capsys.readouterr().err.split("\r")[-1]
+    assert "0/10 · token 3/8" in drawn and "█" in drawn and " ETA " in drawn
+    assert changes == []  # job events count finished rows only
+    bar.working(0.0)
+    bar.advance(10)
+    bar.close()
+    assert capsys.readouterr().err.split("\r")[-1].startswith("tickets · m") and changes == [(10, 10)]
+
+
+def test_job_events_inside_a_batch_carry_the_runs_eta():
+    from tuneterm.workers.kinds.eval import _with_steps
+
+    sent: list[dict] = []
+    now = [1000.0]
+    on_event = _with_steps(lambda **kw: sent.append(kw), clock=lambda: now[0])
+    on_event(type="eval_plan", total=20)
+    now[0] += 30  # the model loads: not part of the pace
+    on_event(type="eval_progress", task="t", variant="a", done=0, total=10, partial=1.0)
+    now[0] += 10
+    on_event(type="eval_progress", task="t", variant="a", done=0, total=10, partial=3.0)  # 2 rows in 10 s
+    on_event(type="eval_progress", task="t", variant="a", done=4, total=10)  # a batch ends
+    assert [e.get("step") for e in sent[1:]] == [0, 0, 4] and all(e["total_steps"] == 20 for e in sent[1:])
+    assert "eta_s" not in sent[1] and sent[2]["eta_s"] == 85.0  # 17 rows left at 5 s each
+    assert "eta_s" not in sent[3]  # rows counted: `jobs ls` takes the pace between step events

@@ -283,10 +283,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     from tuneterm.core.datasets import stats
+    from tuneterm.core.progress_line import ProgressLine
 
     path = _target_path(args.target, args.split)
+    # the tokenizer's load and the counting pass take seconds: told on stderr, stdout stays the report
     result = stats.stats_file(path, model=args.model, cutoff=args.cutoff, fmt=args.fmt, mapping=_mapping(args.map),
-                              per_example=args.per_example)
+                              per_example=args.per_example, progress=ProgressLine("counting tokens"))
     if args.json:
         _print_json(result)
         return 0

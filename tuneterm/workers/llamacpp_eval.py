@@ -54,7 +54,9 @@ class LlamaCppGroup(LocalGroup):
         return int(bos) if bos is not None and bos >= 0 else int(self.model.info.get("eos"))
 
     def generate(self, prompts: list[str], gen: dict, batch_size: int,
-                 on_batch: Callable[[list[int], list[dict]], None]) -> None:
+                 on_batch: Callable[[list[int], list[dict]], None],
+                 on_step: Callable[[int, int, int], None] | None = None) -> None:
+        """One prompt at a time: each row's end is its own ``on_batch`` (``on_step`` is not called)."""
         params = GenerationParams(max_new_tokens=int(gen["max_new_tokens"]), temperature=float(gen.get("temperature") or 0),
                                   top_p=float(gen.get("top_p") or 1.0), seed=gen.get("seed"),
                                   stop=list(gen.get("stop") or []))

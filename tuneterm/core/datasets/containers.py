@@ -29,6 +29,21 @@ def rows(path: Path, container: str) -> Iterator[RowTuple]:
     return reader(path)
 
 
+def row_estimate(path: Path, container: str) -> int | None:
+    """How many rows :func:`rows` will give, from a scan of the bytes (no parsing), for a progress
+    line: exact for JSONL (one row per line, blank ones included), an upper bound for CSV/TSV (a
+    cell may span lines; the header is not a row), None for the other containers."""
+    if container not in ("jsonl", "csv", "tsv") or not path.is_file():
+        return None
+    lines, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    lines += last != b"\n"  # a last line without its newline
+    return lines if container == "jsonl" else max(0, lines - 1)
+
+
 def _jsonl_rows(path: Path) -> Iterator[RowTuple]:
     name = str(path)
     with open(path, "rb") as fh:

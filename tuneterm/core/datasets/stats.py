@@ -13,13 +13,17 @@ from array import array
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from tuneterm.core.datasets import formats
+from tuneterm.core.datasets.containers import row_estimate
 from tuneterm.core.datasets.labels import LabelTally
-from tuneterm.core.datasets.tokens import TokenCounter, counter_for
+from tuneterm.core.datasets.tokens import TokenCounter, counter_for, loading_text
 from tuneterm.core.datasets.rules import problem
 from tuneterm.core.datasets.validate import ValidationReport, Validator, example_digest
+
+if TYPE_CHECKING:
+    from tuneterm.core.progress_line import ProgressLine
 
 
 def _percentile(sorted_values: array, q: float) -> int:
@@ -157,25 +161,34 @@ def _compute(items: Iterable[tuple[dict, bytes | None, int | None, str]], counte
 
 def analyze_file(path: str | Path, model: str | None = None, cutoff: int | None = None, fmt: str | None = None,
                  mapping: dict | None = None, tokens: bool = True, per_example: bool = False,
-                 keep: int = 200) -> tuple[ValidationReport, dict]:
+                 keep: int = 200, progress: ProgressLine | None = None) -> tuple[ValidationReport, dict]:
     """Validate and measure a file in one streaming pass: (validation report, stats of its valid examples).
 
     With an explicit ``model``, examples over its token limit are reported as ``over_token_limit``
-    (counted once, with the same tokenizer as the stats).
+    (counted once, with the same tokenizer as the stats). ``progress`` hears of the tokenizer's load
+    (a note) and of every row read (the pass that counts tokens), against the file's rows when a
+    byte scan tells them (JSONL, CSV/TSV).
     """
     path = Path(path)
     form = formats.detect(path, fmt, mapping)
     validator = Validator(str(path), fmt=str(form), keep=keep)
+    if tokens and progress is not None and loading_text(model):
+        progress.note(loading_text(model))
     counter = counter_for(model) if tokens else None
     report = validator.report
     if counter is not None and model:
         report.model, report.tokenizer, report.token_limit = model, counter.name, counter.limit
         validator.openai = counter.is_openai
-    skipped = 0
+    skipped = read = 0
+    if progress is not None:
+        progress.start("counting tokens" if counter is not None else "reading", row_estimate(path, form.container))
 
     def good():
-        nonlocal skipped
+        nonlocal skipped, read
         for rec in formats.iter_records(path, form, mapping):
+            if progress is not None:
+                read += 1
+                progress.update(read)
             found = validator.feed(rec)
             if any(p.severity == "error" for p in found):
                 skipped += 1
@@ -188,7 +201,14 @@ def analyze_file(path: str | Path, model: str | None = None, cutoff: int | None 
         report.n_valid -= 1
 
     limit_check = over if (counter is not None and model and counter.limit and cutoff is None) else None
-    result = _compute(good(), counter, cutoff, per_example=per_example, on_over=limit_check)
+    try:
+        result = _compute(good(), counter, cutoff, per_example=per_example, on_over=limit_check)
+    except BaseException:
+        if progress is not None:
+            progress.end()  # the error follows on a line of its own
+        raise
+    if progress is not None:
+        progress.close()
     result["file"] = str(path)
     result["format"] = str(form)
     result["skipped_invalid"] = skipped
@@ -199,9 +219,10 @@ def analyze_file(path: str | Path, model: str | None = None, cutoff: int | None 
 
 
 def stats_file(path: str | Path, model: str | None = None, cutoff: int | None = None, fmt: str | None = None,
-               mapping: dict | None = None, tokens: bool = True, per_example: bool = False) -> dict:
+               mapping: dict | None = None, tokens: bool = True, per_example: bool = False,
+               progress: ProgressLine | None = None) -> dict:
     """Stats of a file's valid examples; rows with validation errors are counted as ``skipped_invalid``."""
-    return analyze_file(path, model, cutoff, fmt, mapping, tokens, per_example, keep=0)[1]
+    return analyze_file(path, model, cutoff, fmt, mapping, tokens, per_example, keep=0, progress=progress)[1]
 
 
 def render_histogram(hist: list[dict], cutoff: int | None, width: int = 40) -> list[str]:

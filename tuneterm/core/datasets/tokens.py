@@ -221,12 +221,27 @@ class HFCounter(TokenCounter):
 _COUNTERS: dict[str, TokenCounter] = {}
 
 
+def _model_or_default(model: str | None) -> str:
+    if model:
+        return model
+    from tuneterm.core.settings import get_settings
+
+    return get_settings().default_model
+
+
+def loading_text(model: str | None = None) -> str | None:
+    """``loading the tokenizer of MODEL`` while :func:`counter_for` has yet to load a local model's
+    tokenizer (seconds: transformers, torch and the tokenizer files); None when it is loaded, or
+    for tiktoken (OpenAI models), which loads at once."""
+    model = _model_or_default(model)
+    if model in _COUNTERS or is_openai_model(model):
+        return None
+    return f"loading the tokenizer of {model}"
+
+
 def counter_for(model: str | None = None) -> TokenCounter:
     """The counter for ``model`` (None: the settings' default model); loaded once per process."""
-    if not model:
-        from tuneterm.core.settings import get_settings
-
-        model = get_settings().default_model
+    model = _model_or_default(model)
     if model not in _COUNTERS:
         _COUNTERS[model] = _new_counter(model)
     return _COUNTERS[model]

@@ -227,8 +227,13 @@ class LocalGroup:
     # --- generation --------------------------------------------------------------------------
 
     def generate(self, prompts: list[str], gen: dict, batch_size: int,
-                 on_batch: Callable[[list[int], list[dict]], None]) -> None:
-        """Generate for rendered prompts; ``on_batch(indices, results)`` after each batch."""
+                 on_batch: Callable[[list[int], list[dict]], None],
+                 on_step: Callable[[int, int, int], None] | None = None) -> None:
+        """Generate for rendered prompts; ``on_batch(indices, results)`` after each batch, and, while a
+        batch of several rows runs, ``on_step(finished, step, steps)`` after each new token: ``finished``
+        more of its rows are done (an end-of-sequence token or a stop string), ``step`` of at most
+        ``steps`` tokens made. A batch's progress moves with its rows and tokens, not only at its end;
+        rows that run to ``max_new_tokens`` are never told as finished (``on_batch`` tells them)."""
         encoded = [self.encode(p) for p in prompts]
         if getattr(self.model, "_tuneterm_fast", None) is not None and not self.adapters:
             # a quantized artifact on the lean decode loop: one row at a time is what it serves (a
@@ -264,6 +269,9 @@ class LocalGroup:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if gen.get("stop"):
                 kwargs["stopping_criteria"] = _stop_criteria(self.tokenizer, list(gen["stop"]), width)
+            if on_step is not None and len(rows) > 1:  # one row: its end is the batch's end
+                kwargs["stopping_criteria"] = _rows_done(kwargs.get("stopping_criteria"), self.eos_ids,
+                                                         on_step, int(gen["max_new_tokens"]))
             if gen.get("json_schema"):  # one grammar state per row, fresh for each batch
                 from tuneterm.workers.constrained import logits_processor, vocab_size
 
@@ -391,6 +399,36 @@ def _stop_criteria(tokenizer: Any, stops: list[str], start: int) -> Any:
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([StopOnStrings()])
+
+
+def _rows_done(inner: Any, eos_ids: set[int], on_step: Callable[[int, int, int], None], steps: int) -> Any:
+    """Stopping criteria that stop exactly where ``inner`` does (none: never) and, after each new token,
+    tell ``on_step(n, step, steps)``: ``n`` more rows have finished (their last token ends the sequence,
+    or ``inner`` stopped them). Watching changes nothing generated: the decision stays ``inner``'s."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    finished: list[bool] = []
+    made = [0]
+
+    class RowsDone(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            if inner is not None:
+                stop = inner(input_ids, scores, **kwargs)
+            else:
+                stop = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            if not finished:
+                finished.extend([False] * input_ids.shape[0])
+            ends = (stop.tolist(), input_ids[:, -1].tolist())
+            newly = 0
+            for j, (stopped, last) in enumerate(zip(*ends)):
+                if not finished[j] and (stopped or last in eos_ids):
+                    finished[j] = True
+                    newly += 1
+            made[0] += 1
+            on_step(newly, made[0], steps)
+            return stop
+
+    return StoppingCriteriaList([RowsDone()])
 
 
 def peak_memory_bytes() -> int:

@@ -29,6 +29,9 @@ from tuneterm.workers.evals import scoring
 from tuneterm.workers.evals.progress import ProgressBar
 
 
+PARTIAL_EVERY_S = 2.0  # an ``eval_progress`` event with a running batch's ``partial`` rows, at most this often
+
+
 class EvalStopped(TunetermError):
     exit_code = EXIT_INTERRUPTED
 
@@ -214,11 +217,12 @@ def _kind(v: EvalVariant, fp: dict) -> str:
 
 
 def _commit(cache: ResultCache | None, keys: list[str], spec: TaskSpec, v: EvalVariant, its: list[EvalItem],
-            records: list, done: list[int], bar: ProgressBar, opts: RunOptions) -> None:
-    """Store finished records in the cache, advance the bar, stop between batches when asked."""
+            records: list, done: list[int], bar: ProgressBar, opts: RunOptions, told: int = 0) -> None:
+    """Store finished records in the cache, advance the bar (less the ``told`` rows it already moved
+    for while the batch ran), stop between batches when asked."""
     if cache is not None and done:
         cache.put_many([(keys[i], spec.name, v.vid, its[i].id, records[i]) for i in done])
-    bar.advance(len(done))
+    bar.advance(max(0, len(done) - told))
     if opts.should_stop():
         raise EvalStopped("eval stopped", [("task", spec.name), ("variant", v.vid)],
                           "run the same command again to resume from the cache")
@@ -274,19 +278,39 @@ def _run_local(group, v: EvalVariant, spec: TaskSpec, its: list[EvalItem], fp: d
     todo = [i for i, r in enumerate(records) if r is None]
     t0 = time.perf_counter()
 
-    def store(done: list[int]) -> None:
-        _commit(cache, keys, spec, v, its, records, done, bar, opts)
+    def store(done: list[int], told: int = 0) -> None:
+        _commit(cache, keys, spec, v, its, records, done, bar, opts, told)
 
     if todo and spec.type == "generate":
+        told = [0]  # rows of the running batch the bar has moved for already
+        batch = [min(opts.batch_size, len(todo))]  # rows in the running batch
+        shown = [time.monotonic()]
+
+        def on_step(finished: int, step: int, steps: int) -> None:
+            # inside a batch: finished rows move the count (and the job's events) now, and the tokens
+            # made so far move the terminal bar, its ETA and, every few seconds, the job's ETA
+            told[0] += finished
+            if finished:
+                bar.advance(finished)
+            bar.working((batch[0] - told[0]) * step / max(1, steps), f"token {step}/{steps}")
+            if time.monotonic() - shown[0] >= PARTIAL_EVERY_S:
+                shown[0] = time.monotonic()
+                opts.on_event(type="eval_progress", task=spec.name, variant=v.vid, done=bar.done, total=bar.total,
+                              partial=round(bar.partial, 3))
+
         def on_gen(idx: list[int], results: list[dict]) -> None:
             done = []
             for j, res in zip(idx, results):
                 i = todo[j]
                 records[i] = {**res, "prompt": prompts[i]}
                 done.append(i)
-            store(done)
+            bar.working(0.0)
+            store(done, told[0])
+            told[0] = 0
+            left = len(todo) - sum(1 for i in todo if records[i] is not None)
+            batch[0] = min(opts.batch_size, left)
 
-        group.generate([prompts[i] for i in todo], gen, opts.batch_size, on_gen)
+        group.generate([prompts[i] for i in todo], gen, opts.batch_size, on_gen, on_step)
     elif todo:
         requests, owner = [], []
         for i in todo:

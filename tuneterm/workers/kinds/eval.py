@@ -4,13 +4,15 @@ Config keys: ``spec`` (task/suite path), ``models`` (list or comma-separated str
 variants included), ``limit``, ``batch_size``, ``baseline``, ``cwd`` (the folder relative spec
 and few-shot pool paths were given from: a job runs in its own folder). The report goes to
 ``output/`` (report.json, samples.jsonl, report.md). Events: ``eval_plan`` (total items),
-``eval_progress`` per batch, ``eval_task`` per (task, variant), ``eval_report`` at the end (the
-Evals screen follows these). SIGTERM stops between batches; a resumed job reuses the per-item
-cache, so it continues where it stopped.
+``eval_progress`` per batch and, for generation, per row finished inside a batch and every 2 s
+with the batch's ``partial`` progress and the run's ``eta_s``, ``eval_task`` per (task, variant),
+``eval_report`` at the end (the Evals screen follows these). SIGTERM stops between batches; a
+resumed job reuses the per-item cache, so it continues where it stopped.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,17 +30,26 @@ def _from(base: Path, path: str) -> str:
     return str((base / p).resolve())
 
 
-def _with_steps(emit):
+def _with_steps(emit, clock=time.time):
     """Adds ``step``/``total_steps`` (items done over the whole run) to ``eval_progress`` events, so
-    the ETA that `jobs ls`, `jobs show` and the workbench compute for every job works for evals too."""
-    state = {"total": 0, "per": {}}
+    the ETA that `jobs ls`, `jobs show` and the workbench compute for every job works for evals too.
+    An event sent inside a long batch (``partial``: rows' worth of its tokens made) gets ``eta_s``
+    from the run's pace since its first progress event, so the ETA moves before the batch ends."""
+    state: dict = {"total": 0, "per": {}, "first": None}
 
     def on_event(**kw):
         if kw.get("type") == "eval_plan":
-            state["total"], state["per"] = int(kw.get("total") or 0), {}
+            state["total"], state["per"], state["first"] = int(kw.get("total") or 0), {}, None
         elif kw.get("type") == "eval_progress" and state["total"]:
             state["per"][(kw.get("task"), kw.get("variant"))] = int(kw.get("done") or 0)
-            kw = {**kw, "step": sum(state["per"].values()), "total_steps": state["total"]}
+            step = sum(state["per"].values())
+            kw = {**kw, "step": step, "total_steps": state["total"]}
+            progress, now = step + float(kw.get("partial") or 0.0), clock()
+            if state["first"] is None:
+                state["first"] = (now, progress)
+            elif "partial" in kw and progress > state["first"][1]:
+                pace = (now - state["first"][0]) / (progress - state["first"][1])
+                kw["eta_s"] = round(max(0.0, state["total"] - progress) * pace, 1)
         emit(**kw)
 
     return on_event
