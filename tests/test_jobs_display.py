@@ -84,3 +84,13 @@ def test_a_quantize_jobs_progress_is_its_phase_in_words():
     assert progress_text({"type": "gate", "phase": "generation", "prompts": 8}) == \
         "comparing greedy generations with the parent on 8 prompts"
     assert progress_text({"type": "train", "step": 3, "total_steps": 9}) == "step 3/9"
+
+
+def test_a_finished_eval_jobs_progress_names_its_report():
+    """A finished eval job's last event is its report: PROGRESS says so rather than staying blank."""
+    from tuneterm.core.jobs.describe import progress_text
+
+    assert progress_text({"type": "eval_report", "path": "/x/report.json", "regressions": 0}) == \
+        "report written, 0 regressions"
+    assert progress_text({"type": "eval_report", "path": "/x/report.json", "regressions": 1}) == \
+        "report written, 1 regression"

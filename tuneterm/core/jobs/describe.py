@@ -31,6 +31,9 @@ def progress_text(event: dict) -> str:
             parts.append(f"{key.replace('_', ' ')} {event[key]:.4g}")
     if not parts and event.get("phase") and event.get("type") in ("quantize", "gate"):
         parts.append(quantize_sentence(event))  # a quantize job's PROGRESS: its phase in words
+    if not parts and event.get("type") == "eval_report":  # a finished eval: its report, and what regressed
+        n = int(event.get("regressions") or 0)
+        parts.append(f"report written, {n} regression{'' if n == 1 else 's'}")
     if not parts and event.get("type") == "state":
         parts.append(str(event.get("state")))
     return ", ".join(parts)
